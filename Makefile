@@ -1,0 +1,45 @@
+# One command each on a fresh machine: `make demo`, `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PACKAGES := bus registry agents ops
+
+.PHONY: install test soak lint format demo perf clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -m 'not slow' -q
+
+soak: install
+	$(BIN)/python -m pytest -m slow -q
+
+# mypy cannot follow setuptools' editable import hook, so it checks a tree of links that
+# lays bus/ registry/ agents/ ops/ inside mabeam/ as they are installed.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	rm -rf .typecheck && mkdir -p .typecheck/mabeam
+	for entry in mabeam/*; do ln -s ../../$$entry .typecheck/mabeam/; done
+	for pkg in $(PACKAGES); do ln -s ../../$$pkg .typecheck/mabeam/$$pkg; done
+	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p mabeam
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+demo: install
+	$(BIN)/mabeam demo
+
+perf: install
+	$(BIN)/mabeam perf
+
+clean:
+	rm -rf $(VENV) .typecheck build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Agents and the runner: the Agent model, mailboxes, supervision, placement, built-in types."""

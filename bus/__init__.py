@@ -1,0 +1,1 @@
+"""The event bus: CloudEvents on `P.events.>`, local fan-out, history and durable subscriptions."""

@@ -1,0 +1,1 @@
+"""The `mabeam` command line: one module per family of commands, assembled in `main`."""

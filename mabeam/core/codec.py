@@ -1,0 +1,71 @@
+"""JSON bodies and timestamps on the wire (PROTOCOL.md: UTF-8 JSON, empty body means `{}`).
+
+All encoding and decoding of wire bodies goes through here, on msgspec, so errors are uniform:
+a body that is not JSON, not an object, or too large is a `BadRequestError` / `TooLargeError`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from mabeam.core.errors import BadRequestError, TooLargeError
+
+__all__ = [
+    "JSON_CONTENT_TYPE",
+    "decode",
+    "decode_object",
+    "encode",
+    "now_rfc3339",
+    "parse_rfc3339",
+]
+
+JSON_CONTENT_TYPE = "application/json"
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
+
+
+def encode(value: Any) -> bytes:
+    """Encode a JSON-able value (including `msgspec.Struct`s) to bytes."""
+    try:
+        return _encoder.encode(value)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise BadRequestError(f"value is not JSON-serialisable: {exc}") from exc
+
+
+def decode(body: bytes, *, max_size: int | None = None) -> Any:
+    """Decode a JSON body; an empty body is `{}`."""
+    if max_size is not None and len(body) > max_size:
+        raise TooLargeError(f"body of {len(body)} bytes is above the limit of {max_size}")
+    if not body.strip():
+        return {}
+    try:
+        return _decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise BadRequestError(f"body is not valid JSON: {exc}") from exc
+
+
+def decode_object(body: bytes, *, max_size: int | None = None) -> dict[str, Any]:
+    """Decode a body that must be a JSON object (action arguments, requests)."""
+    value = decode(body, max_size=max_size)
+    if not isinstance(value, dict):
+        raise BadRequestError(f"body must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def now_rfc3339() -> str:
+    """The current UTC time as RFC 3339 with microseconds and a `Z` suffix."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp (with `Z` or an offset) into an aware datetime."""
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as exc:
+        raise BadRequestError(f"{text!r} is not an RFC 3339 time") from exc
+    if parsed.tzinfo is None:
+        raise BadRequestError(f"{text!r} has no time zone offset")
+    return parsed

@@ -1,0 +1,146 @@
+"""Subject names, bucket names and id rules of PROTOCOL.md "Names". No I/O.
+
+`Subjects(prefix)` builds every subject and JetStream name a system uses, so no other module
+formats a subject by hand. The `validate_*` functions raise `BadRequestError` with a message that
+says which rule failed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from mabeam.core.errors import BadRequestError
+
+__all__ = [
+    "ID_PATTERN",
+    "Subjects",
+    "validate_id",
+    "validate_pattern",
+    "validate_prefix",
+    "validate_topic",
+]
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+# A topic token may be anything NATS accepts in a subject token that is not a wildcard.
+_TOPIC_TOKEN = re.compile(r"^[^\s.*>]+$")
+
+
+def validate_id(value: object, kind: str = "id") -> str:
+    """Return `value` if it is a valid agent, runner, type or action name; raise otherwise."""
+    if not isinstance(value, str):
+        raise BadRequestError(f"{kind} must be a string, got {type(value).__name__}")
+    if not ID_PATTERN.match(value):
+        raise BadRequestError(f"{kind} {value!r} must match {ID_PATTERN.pattern}")
+    return value
+
+
+def validate_prefix(value: object) -> str:
+    """Return `value` if it is a valid subject prefix (dot-separated `[A-Za-z0-9_-]` tokens)."""
+    if not isinstance(value, str) or not value:
+        raise BadRequestError("prefix must be a non-empty string")
+    for token in value.split("."):
+        if not _TOKEN.match(token):
+            raise BadRequestError(
+                f"prefix {value!r}: token {token!r} must be one or more of [A-Za-z0-9_-]"
+            )
+    return value
+
+
+def validate_topic(value: object) -> str:
+    """Return `value` if it is a concrete event topic: dot-separated tokens, no wildcards."""
+    tokens = _split_tokens(value, "topic")
+    for token in tokens:
+        if not _TOPIC_TOKEN.match(token):
+            raise BadRequestError(
+                f"topic {value!r}: token {token!r} may not contain spaces, '*' or '>'"
+            )
+    return str(value)
+
+
+def validate_pattern(value: object) -> str:
+    """Return `value` if it is a topic pattern: tokens, `*` for one token, a final `>`."""
+    tokens = _split_tokens(value, "pattern")
+    last = len(tokens) - 1
+    for index, token in enumerate(tokens):
+        if token == "*" or (token == ">" and index == last):
+            continue
+        if token == ">":
+            raise BadRequestError(f"pattern {value!r}: '>' may only be the last token")
+        if not _TOPIC_TOKEN.match(token):
+            raise BadRequestError(
+                f"pattern {value!r}: token {token!r} may not contain spaces or partial wildcards"
+            )
+    return str(value)
+
+
+def _split_tokens(value: object, kind: str) -> list[str]:
+    if not isinstance(value, str) or not value:
+        raise BadRequestError(f"{kind} must be a non-empty string")
+    tokens = value.split(".")
+    if any(token == "" for token in tokens):
+        raise BadRequestError(f"{kind} {value!r} has an empty token")
+    return tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """Every subject, stream and bucket name of one system, derived from its prefix."""
+
+    prefix: str = "mabeam"
+
+    def __post_init__(self) -> None:
+        validate_prefix(self.prefix)
+
+    @property
+    def events_root(self) -> str:
+        """The subject prefix of all events: `P.events`."""
+        return f"{self.prefix}.events"
+
+    def event(self, topic: str) -> str:
+        """The subject of an event topic (or topic pattern): `P.events.<topic>`."""
+        return f"{self.events_root}.{topic}"
+
+    def topic_of(self, subject: str) -> str:
+        """The topic of an event subject: the part after `P.events.`."""
+        root = self.events_root + "."
+        if not subject.startswith(root):
+            raise BadRequestError(f"subject {subject!r} is not under {root!r}")
+        return subject[len(root) :]
+
+    def agent(self, agent_id: str, action: str) -> str:
+        """The request subject of an agent action: `P.agent.<id>.<action>`."""
+        return f"{self.prefix}.agent.{agent_id}.{action}"
+
+    def agent_all(self, agent_id: str) -> str:
+        """The subscription subject that takes every action of one agent."""
+        return f"{self.prefix}.agent.{agent_id}.*"
+
+    @property
+    def spawn(self) -> str:
+        """The queue-group spawn subject: `P.ctl.spawn`."""
+        return f"{self.prefix}.ctl.spawn"
+
+    @property
+    def runners_queue(self) -> str:
+        """The queue group runners share for `P.ctl.spawn`: `P.runners`."""
+        return f"{self.prefix}.runners"
+
+    @property
+    def runners(self) -> str:
+        """The subject every runner answers with its record: `P.ctl.runners`."""
+        return f"{self.prefix}.ctl.runners"
+
+    def runner_control(self, runner_id: str, verb: str) -> str:
+        """A request to one runner: `P.ctl.<runner_id>.<verb>` (spawn, drain)."""
+        return f"{self.prefix}.ctl.{runner_id}.{verb}"
+
+    def bucket(self, name: str) -> str:
+        """A KV bucket name: `P_<name>` with the prefix's dots turned into `_`."""
+        return f"{self.prefix.replace('.', '_')}_{name}"
+
+    @property
+    def events_stream(self) -> str:
+        """The JetStream stream that keeps event history: `P_EVENTS`."""
+        return self.bucket("EVENTS")

