@@ -43,6 +43,9 @@ _JS_WRONG_LAST_SEQUENCE = 10071
 _JS_STREAM_NOT_FOUND = 10059
 _JS_CONSUMER_NOT_FOUND = 10014
 
+# How often the first connect tries each server before `ConnectError`.
+_FIRST_CONNECT_ATTEMPTS = 2
+
 Listener = Callable[[], Awaitable[None]]
 
 
@@ -137,7 +140,7 @@ class Connection:
             "name": self.config.name,
             "connect_timeout": self.config.connect_timeout,
             "allow_reconnect": True,
-            "max_reconnect_attempts": -1,
+            "max_reconnect_attempts": _FIRST_CONNECT_ATTEMPTS,
             "reconnect_time_wait": 0.25,
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
@@ -151,6 +154,9 @@ class Connection:
             raise ConnectError(
                 f"cannot connect to NATS at {self.config.nats_url}: {exc or type(exc).__name__}"
             ) from exc
+        # nats-py retries the first connect as often as later reconnects; we want a prompt
+        # error for a wrong URL but never to give up once connected, so lift the cap now.
+        self._nc.options["max_reconnect_attempts"] = -1
         self._js = self._nc.jetstream()
         self.state = ConnectionState.CONNECTED
 

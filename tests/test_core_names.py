@@ -1,0 +1,77 @@
+import pytest
+
+from mabeam.core.errors import BadRequestError
+from mabeam.core.names import (
+    Subjects,
+    validate_id,
+    validate_pattern,
+    validate_prefix,
+    validate_topic,
+)
+
+
+@pytest.mark.parametrize("value", ["a", "agent-1", "A_b-9", "x" * 128])
+def test_valid_ids_are_accepted(value: str) -> None:
+    assert validate_id(value) == value
+
+
+@pytest.mark.parametrize("value", ["", "a.b", "a b", "a*", "a>", "é", "x" * 129, 5, None])
+def test_invalid_ids_are_refused_with_the_rule(value: object) -> None:
+    with pytest.raises(BadRequestError, match="agent id"):
+        validate_id(value, "agent id")
+
+
+@pytest.mark.parametrize("value", ["mabeam", "team.prod", "a-b_c"])
+def test_valid_prefixes(value: str) -> None:
+    assert validate_prefix(value) == value
+
+
+@pytest.mark.parametrize("value", ["", "a..b", "a.*", "a b", ".a", "a."])
+def test_invalid_prefixes(value: str) -> None:
+    with pytest.raises(BadRequestError):
+        validate_prefix(value)
+
+
+@pytest.mark.parametrize("value", ["orders", "orders.eu.created", "sensors.t-1.temperature"])
+def test_topics(value: str) -> None:
+    assert validate_topic(value) == value
+
+
+@pytest.mark.parametrize("value", ["", "a..b", "a.*", "a.>", "a b", "a.b*", 3])
+def test_topics_refuse_wildcards_and_empty_tokens(value: object) -> None:
+    with pytest.raises(BadRequestError):
+        validate_topic(value)
+
+
+@pytest.mark.parametrize("value", ["orders.*.created", ">", "a.>", "*.*", "a.b"])
+def test_patterns(value: str) -> None:
+    assert validate_pattern(value) == value
+
+
+@pytest.mark.parametrize("value", ["a.>.b", "a*", "a.b>", "", "a..b", "a b"])
+def test_patterns_refuse_misplaced_wildcards(value: str) -> None:
+    with pytest.raises(BadRequestError):
+        validate_pattern(value)
+
+
+def test_subjects_follow_the_protocol() -> None:
+    subjects = Subjects("team.prod")
+    assert subjects.agent("d1", "increment") == "team.prod.agent.d1.increment"
+    assert subjects.event("orders.eu") == "team.prod.events.orders.eu"
+    assert subjects.topic_of("team.prod.events.orders.eu") == "orders.eu"
+    assert subjects.spawn == "team.prod.ctl.spawn"
+    assert subjects.runners_queue == "team.prod.runners"
+    assert subjects.runners == "team.prod.ctl.runners"
+    assert subjects.runner_control("r1", "drain") == "team.prod.ctl.r1.drain"
+    assert subjects.bucket("agents") == "team_prod_agents"
+    assert subjects.events_stream == "team_prod_EVENTS"
+
+
+def test_subjects_refuse_a_bad_prefix() -> None:
+    with pytest.raises(BadRequestError):
+        Subjects("bad prefix")
+
+
+def test_topic_of_refuses_foreign_subjects() -> None:
+    with pytest.raises(BadRequestError):
+        Subjects("p").topic_of("q.events.x")

@@ -1,0 +1,26 @@
+import subprocess
+import sys
+
+import mabeam
+
+
+def test_every_exported_name_resolves() -> None:
+    for name in mabeam.__all__:
+        assert getattr(mabeam, name) is not None, name
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    try:
+        _ = mabeam.no_such_thing  # type: ignore[attr-defined]
+    except AttributeError as exc:
+        assert "no_such_thing" in str(exc)
+    else:
+        raise AssertionError("expected AttributeError")
+
+
+def test_importing_a_floor_does_not_load_the_roof() -> None:
+    code = (
+        "import sys, mabeam.core.names; print(any(m.startswith('mabeam.cli') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
