@@ -1,4 +1,3 @@
-import asyncio
 import inspect
 
 import nats.errors
@@ -52,7 +51,7 @@ def test_wire_codes_map_back_to_classes(code: int, cls: str) -> None:
     [
         (nats.errors.NoRespondersError(), UnavailableError),
         (nats.errors.TimeoutError(), DeadlineError),
-        (asyncio.TimeoutError(), DeadlineError),
+        (TimeoutError(), DeadlineError),
         (nats.errors.MaxPayloadError(), TooLargeError),
         (nats.errors.NoServersError(), ConnectError),
         (nats.errors.ConnectionClosedError(), ConnectError),

@@ -10,7 +10,17 @@ from mabeam.core.codec import decode, encode
 from mabeam.core.config import Config
 from mabeam.core.errors import BadRequestError, ConfigError
 
-__all__ = ["add_connection_options", "config_from_args", "parse_json_argument", "print_json"]
+__all__ = [
+    "CLIENT_LOG_LEVEL",
+    "add_connection_options",
+    "config_from_args",
+    "parse_json_argument",
+    "print_json",
+]
+
+CLIENT_LOG_LEVEL = "error"
+"""The default log level of one-shot client commands: their outcome is one line of their own
+(a failed connect would otherwise log a warning per attempt); MABEAM_LOG_LEVEL still wins."""
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:

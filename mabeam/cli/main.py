@@ -14,12 +14,13 @@ from collections.abc import Sequence
 
 import uvloop
 
-from mabeam.cli import server
+from mabeam.cli import agents, events, registry, server
 from mabeam.core.errors import BadRequestError, ConfigError, MabeamError
+from mabeam.ops.logging import configure_logging
 
 __all__ = ["build_parser", "main"]
 
-COMMAND_MODULES = (server,)
+COMMAND_MODULES = (server, events, registry, agents)
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 
@@ -40,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        configure_logging(default=getattr(args, "log_level", "info"))
         outcome = args.run(args)
         if inspect.iscoroutine(outcome):
             outcome = uvloop.run(outcome)

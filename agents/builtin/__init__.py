@@ -1,0 +1,1 @@
+"""Agent types every runner hosts: `demo` and `coordinator`."""

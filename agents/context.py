@@ -1,0 +1,116 @@
+"""What an agent can do from inside its actions: `self.id`, `self.call`, `self.publish`, timers...
+
+`AgentContext` is the mixin every `Agent` inherits. Its methods reach the process's services
+through the `AgentServices` the host binds to the instance before `on_start`; the W3C
+`traceparent` of the message being handled is passed on to every call, cast and event it sends.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+    from mabeam.agents.timers import Timer
+
+__all__ = ["AgentContext", "AgentServices", "current_traceparent"]
+
+current_traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "mabeam_traceparent", default=None
+)
+"""The `traceparent` of the message the current task is handling, if it had one."""
+
+
+class AgentServices(Protocol):
+    """The host side of an agent: identity, calls, events, spawning, timers."""
+
+    agent_id: str
+    log: FilteringBoundLogger
+
+    @property
+    def registry(self) -> Any:
+        """The process's registry (replicas for lookups, writes through KV)."""
+
+    async def call(
+        self, agent_id: str, action: str, args: dict[str, Any] | None, timeout: float | None
+    ) -> Any:
+        """Call another agent."""
+
+    async def cast(self, agent_id: str, action: str, args: dict[str, Any] | None) -> None:
+        """Cast to another agent."""
+
+    async def publish(self, topic: str, data: Any) -> None:
+        """Publish an event with this agent as its source."""
+
+    async def spawn(self, agent_type: str, **options: Any) -> dict[str, Any]:
+        """Spawn a new agent on any runner."""
+
+    async def stop_agent(self, agent_id: str) -> None:
+        """Stop an agent (this one or another)."""
+
+    def schedule(
+        self, seconds: float, callback: Callable[[], Awaitable[Any]], repeat: bool
+    ) -> Timer:
+        """Run `callback` through the mailbox after `seconds` (and every `seconds` if repeat)."""
+
+
+class AgentContext:
+    """The runtime context of an agent, available once its host has bound it."""
+
+    _services: AgentServices
+
+    def _bind(self, services: AgentServices) -> None:
+        self._services = services
+
+    @property
+    def id(self) -> str:
+        """This agent's id."""
+        return self._services.agent_id
+
+    @property
+    def log(self) -> FilteringBoundLogger:
+        """A structlog logger bound to this agent's id (and, per message, to the action)."""
+        return self._services.log
+
+    @property
+    def registry(self) -> Any:
+        """The registry: `self.registry.agents.find(capability=...)` reads the local replica."""
+        return self._services.registry
+
+    async def call(
+        self,
+        agent_id: str,
+        action: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Call `action` on another agent and return its result (raises its error)."""
+        return await self._services.call(agent_id, action, args, timeout)
+
+    async def cast(self, agent_id: str, action: str, args: dict[str, Any] | None = None) -> None:
+        """Send `action` to another agent without waiting for a result."""
+        await self._services.cast(agent_id, action, args)
+
+    async def publish(self, topic: str, data: Any = None) -> None:
+        """Publish a CloudEvent on `P.events.<topic>` with source `/agents/<id>`."""
+        await self._services.publish(topic, {} if data is None else data)
+
+    async def spawn(self, agent_type: str, **options: Any) -> dict[str, Any]:
+        """Spawn an agent (`id=`, `args=`, `capabilities=`, `meta=`, `restart=`, `runner=`)."""
+        return await self._services.spawn(agent_type, **options)
+
+    async def stop(self, agent_id: str | None = None) -> None:
+        """Stop another agent, or this one (after the current message) when no id is given."""
+        await self._services.stop_agent(agent_id or self.id)
+
+    def every(self, seconds: float, callback: Callable[[], Awaitable[Any]]) -> Timer:
+        """Run `callback` every `seconds`, through the mailbox (never beside an action)."""
+        return self._services.schedule(seconds, callback, True)
+
+    def after(self, seconds: float, callback: Callable[[], Awaitable[Any]]) -> Timer:
+        """Run `callback` once after `seconds`, through the mailbox."""
+        return self._services.schedule(seconds, callback, False)

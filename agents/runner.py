@@ -1,0 +1,342 @@
+"""The agent-runner daemon: hosts agents, serves spawns, heartbeats, drains, takes over.
+
+A `Runner` connects, starts its registry replicas, event bus and snapshot store, writes its
+runner record, and serves:
+
+- `P.ctl.spawn` (queue group `P.runners`: one runner answers) and `P.ctl.<id>.spawn`;
+- `P.ctl.runners` (every runner answers with its record) and `P.ctl.<id>.drain`.
+
+Every heartbeat it also looks for agents whose runner is dead (no heartbeat for 3 intervals) or
+gone (drained), and takes over the `permanent` ones (and `transient` ones that had crashed),
+each exactly once: a compare-and-set on the agent record decides which survivor wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+
+from mabeam.agents.builtin.coordinator import COORDINATOR_ID, CoordinatorAgent
+from mabeam.agents.builtin.demo import DemoAgent
+from mabeam.agents.control import SpawnRequest, parse_spawn_request
+from mabeam.agents.limits import SpawnGuard
+from mabeam.agents.model import Agent
+from mabeam.agents.observer import ObserverGroup, RunnerObserver
+from mabeam.agents.runtime import Runtime
+from mabeam.agents.snapshots import SnapshotStore
+from mabeam.agents.supervisor import RestartIntensity
+from mabeam.bus.bus import EventBus
+from mabeam.core.codec import encode, now_rfc3339, parse_rfc3339
+from mabeam.core.config import Config
+from mabeam.core.connection import Connection, nats_errors
+from mabeam.core.errors import ConfigError, ConflictError, MabeamError, UnavailableError
+from mabeam.core.names import validate_id
+from mabeam.core.replies import JSON_HEADERS, error_reply
+from mabeam.registry.buckets import Bucket
+from mabeam.registry.heartbeat import RunnerHeartbeat
+from mabeam.registry.records import AgentRecord, RunnerRecord
+from mabeam.registry.registry import Registry
+
+__all__ = ["BUILTIN_TYPES", "Runner", "RunnerSettings"]
+
+log = structlog.get_logger("mabeam.runner")
+
+BUILTIN_TYPES: tuple[type[Agent], ...] = (DemoAgent, CoordinatorAgent)
+"""Agent types every runner hosts besides the ones it was started with."""
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """How a runner behaves; validated on construction."""
+
+    runner_id: str = field(default_factory=lambda: f"runner-{uuid.uuid4().hex[:8]}")
+    agent_types: Sequence[type[Agent]] = ()
+    max_agents: int = 20_000
+    max_memory_mb: float | None = None
+    heartbeat_interval: float = 1.0
+    intensity: RestartIntensity = field(default_factory=RestartIntensity)
+    observers: Sequence[RunnerObserver] = ()
+    max_concurrent_spawns: int = 256
+    coordinator_id: str | None = COORDINATOR_ID
+    """The well-known coordinator agent each runner makes sure exists (None: leave it)."""
+
+    def __post_init__(self) -> None:
+        validate_id(self.runner_id, "runner id")
+        if self.heartbeat_interval <= 0:
+            raise ConfigError("heartbeat_interval must be positive")
+
+    def types(self) -> dict[str, type[Agent]]:
+        """Every hosted type by name: the built-ins and the configured ones."""
+        hosted: dict[str, type[Agent]] = {}
+        for agent_type in (*BUILTIN_TYPES, *self.agent_types):
+            if agent_type.type_name in hosted and hosted[agent_type.type_name] is not agent_type:
+                raise ConfigError(f"two agent types are named {agent_type.type_name!r}")
+            hosted[agent_type.type_name] = agent_type
+        return hosted
+
+
+class Runner:
+    """One agent-runner process. `async with Runner(config, settings) as runner:`."""
+
+    def __init__(self, config: Config, settings: RunnerSettings | None = None) -> None:
+        self.config = config
+        self.settings = settings or RunnerSettings()
+        self.id = self.settings.runner_id
+        self.guard = SpawnGuard(self.settings.max_agents, self.settings.max_memory_mb)
+        self.types: Mapping[str, type[Agent]] = self.settings.types()
+        self.draining = False
+        self.stopped = asyncio.Event()
+        self._connection: Connection | None = None
+        self._runtime: Runtime | None = None
+        self._control: list[NatsSubscription] = []
+        self._spawn_subs: list[NatsSubscription] = []
+        self._loops: list[asyncio.Task[None]] = []
+        self._spawns_in_flight = 0
+        self._started_at = now_rfc3339()
+        self._heartbeat: RunnerHeartbeat | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime (valid once started)."""
+        if self._runtime is None:
+            raise UnavailableError(f"runner {self.id} is not started")
+        return self._runtime
+
+    # ----------------------------------------------------------------- start / stop
+
+    async def start(self) -> Runner:
+        """Connect, start the services, register, and begin serving."""
+        connection = await Connection.open(self.config.with_(name=f"mabeam-runner-{self.id}"))
+        self._connection = connection
+        registry = Registry(connection, heartbeat_interval=self.settings.heartbeat_interval)
+        await registry.start()
+        bus = EventBus(connection, source=f"/runners/{self.id}")
+        state = Bucket(connection, "state", kind="snapshot", expiring=True)
+        await state.ensure()
+        snapshots = SnapshotStore(state)
+        snapshots.start()
+        observer = (
+            ObserverGroup(self.settings.observers) if self.settings.observers else RunnerObserver()
+        )
+        self._runtime = Runtime(
+            connection,
+            registry,
+            bus,
+            snapshots,
+            runner_id=self.id,
+            types=self.types,
+            observer=observer,
+            intensity=self.settings.intensity,
+        )
+        self._heartbeat = RunnerHeartbeat(registry, self.record)
+        await self._heartbeat.start()
+        await self._serve()
+        await self._ensure_coordinator()
+        self._loops.append(asyncio.get_running_loop().create_task(self._take_over_loop()))
+        await bus.publish("runner.up", self._record_dict(), source=f"/runners/{self.id}")
+        log.info("runner.started", runner=self.id, types=sorted(self.types))
+        return self
+
+    async def _serve(self) -> None:
+        subjects = self.runtime.subjects
+        nc = self.runtime.nc
+        with nats_errors():
+            self._spawn_subs = [
+                await nc.subscribe(subjects.spawn, queue=subjects.runners_queue, cb=self._on_spawn),
+                await nc.subscribe(subjects.runner_control(self.id, "spawn"), cb=self._on_spawn),
+            ]
+            self._control = [
+                await nc.subscribe(subjects.runners, cb=self._on_runners),
+                await nc.subscribe(subjects.runner_control(self.id, "drain"), cb=self._on_drain),
+            ]
+            await nc.flush()
+
+    async def _ensure_coordinator(self) -> None:
+        """Host the system's `coordinator` unless another runner does (KV create decides)."""
+        agent_id = self.settings.coordinator_id
+        if agent_id is None or self.runtime.registry.agents.get(agent_id) is not None:
+            return
+        with contextlib.suppress(ConflictError):  # another runner hosts it: exactly one does
+            await self.runtime.spawn(SpawnRequest(type="coordinator", id=agent_id))
+
+    async def drain(self) -> None:
+        """Stop taking spawns, let queued work finish, hand permanent agents over, and stop."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("runner.draining", runner=self.id, agents=len(self.runtime.hosts))
+        await self._unsubscribe(self._spawn_subs)
+        await self.runtime.stop_all(handover=True)
+        await self.close()
+
+    def request_drain(self) -> None:
+        """Start draining in the background (SIGTERM, `P.ctl.<id>.drain`); once only."""
+        if self._drain_task is None:
+            self._drain_task = asyncio.get_running_loop().create_task(self.drain())
+
+    async def close(self) -> None:
+        """Stop everything (agents that are still here stop for good); safe twice."""
+        if self._connection is None:
+            return
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        runtime = self.runtime
+        await runtime.stop_all(handover=False)
+        await self._unsubscribe([*self._spawn_subs, *self._control])
+        await self._leave_registry()
+        await runtime.snapshots.close()
+        await runtime.cancel_tasks()
+        await runtime.registry.close()
+        await runtime.bus.close()
+        connection, self._connection = self._connection, None
+        await connection.close()
+        self.stopped.set()
+        log.info("runner.stopped", runner=self.id)
+
+    async def _leave_registry(self) -> None:
+        try:
+            await self.runtime.bus.publish("runner.down", self._record_dict())
+            if self._heartbeat is not None:
+                await self._heartbeat.stop()
+        except MabeamError as error:
+            log.warning("runner.leave_failed", error=error.message)
+
+    async def _unsubscribe(self, subscriptions: list[NatsSubscription]) -> None:
+        for subscription in subscriptions:
+            try:
+                with nats_errors():
+                    await subscription.unsubscribe()
+            except MabeamError as error:
+                log.warning("runner.unsubscribe_failed", error=error.message)
+        subscriptions.clear()
+
+    async def __aenter__(self) -> Runner:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # ----------------------------------------------------------------- records
+
+    def record(self) -> RunnerRecord:
+        """This runner's record as of now."""
+        return RunnerRecord(
+            id=self.id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=self._started_at,
+            agents=len(self._runtime.hosts) if self._runtime else 0,
+            capacity=self.guard.max_agents,
+            types=sorted(self.types),
+        )
+
+    def _record_dict(self) -> dict[str, Any]:
+        from msgspec import to_builtins
+
+        value: dict[str, Any] = to_builtins(self.record())
+        return value
+
+    # ----------------------------------------------------------------- control handlers
+
+    async def _on_spawn(self, msg: Msg) -> None:
+        if not msg.reply:
+            return
+        self._spawns_in_flight += 1
+        self.runtime.start_task(self._spawn(msg))
+
+    async def _spawn(self, msg: Msg) -> None:
+        try:
+            if self.draining:
+                raise UnavailableError(f"runner {self.id} is draining")
+            if self._spawns_in_flight > self.settings.max_concurrent_spawns:
+                from mabeam.core.errors import OverloadedError
+
+                raise OverloadedError(f"runner {self.id} has too many spawns in flight")
+            request = parse_spawn_request(msg.data, max_size=self.config.max_payload)
+            self.guard.check(len(self.runtime.hosts))
+            record = await self.runtime.spawn(request)
+            await self.runtime.publish_reply(msg.reply, encode(record), JSON_HEADERS)
+        except MabeamError as error:
+            self.runtime.observer.spawn_refused(error.slug)
+            headers, body = error_reply(error)
+            await self.runtime.publish_reply(msg.reply, body, headers)
+        finally:
+            self._spawns_in_flight -= 1
+
+    async def _on_runners(self, msg: Msg) -> None:
+        if msg.reply:
+            await self.runtime.publish_reply(msg.reply, encode(self._record_dict()), JSON_HEADERS)
+
+    async def _on_drain(self, msg: Msg) -> None:
+        if msg.reply:
+            await self.runtime.publish_reply(msg.reply, encode({"draining": True}), JSON_HEADERS)
+        self.request_drain()
+
+    # ----------------------------------------------------------------- take-over
+
+    async def _take_over_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            if not self.draining:
+                await self.take_over()
+
+    async def take_over(self) -> int:
+        """Adopt the agents of dead or vanished runners that should survive; how many we got."""
+        candidates = self._orphans()
+        random.shuffle(candidates)
+        adopted = 0
+        for record, revision in candidates:
+            try:
+                self.guard.check(len(self.runtime.hosts))
+            except MabeamError:
+                break
+            try:
+                if await self.runtime.adopt(record, revision):
+                    adopted += 1
+            except MabeamError as error:
+                log.warning("runner.adopt_failed", agent=record.id, error=error.message)
+        if adopted:
+            log.info("runner.took_over", agents=adopted)
+        return adopted
+
+    def _orphans(self) -> list[tuple[AgentRecord, int]]:
+        registry = self.runtime.registry
+        limit = 3 * self.settings.heartbeat_interval
+        live = {runner.id for runner in registry.runners.live()}
+        found: list[tuple[AgentRecord, int]] = []
+        for record in registry.agents.find():
+            if record.runner in live or record.runner == self.id:
+                continue
+            if not _should_survive(record) or record.type not in self.types:
+                continue
+            if registry.runners.get(record.runner) is None and _age(record) < limit:
+                continue  # its runner may just be starting: its record can arrive after this one
+            revision = registry.agents.revision(record.id)
+            if revision is not None:
+                found.append((record, revision))
+        return found
+
+
+def _should_survive(record: AgentRecord) -> bool:
+    return record.restart == "permanent" or (
+        record.restart == "transient" and record.status == "crashed"
+    )
+
+
+def _age(record: AgentRecord) -> float:
+    from datetime import UTC, datetime
+
+    return (datetime.now(UTC) - parse_rfc3339(record.updated_at)).total_seconds()

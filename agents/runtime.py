@@ -1,0 +1,282 @@
+"""The services one runner process shares among its agents, and the agent lifecycle on them.
+
+`Runtime` holds the connection, bus, registry, snapshot store, caller (with the local fast path)
+and the hosted agents. It spawns an agent from a spawn request (KV create decides ownership),
+adopts one from a dead runner (KV compare-and-set decides), stops and restarts agents, and sends
+the lifecycle events `P.events.agent.started|stopped|crashed|restarted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import Coroutine, Mapping
+from typing import Any
+
+import msgspec
+import structlog
+
+from mabeam.agents.calls import Caller
+from mabeam.agents.control import SpawnRequest, request_spawn
+from mabeam.agents.host import AgentHost, HostState
+from mabeam.agents.model import Agent
+from mabeam.agents.observer import RunnerObserver
+from mabeam.agents.snapshots import SnapshotStore
+from mabeam.agents.supervisor import RestartIntensity, RestartPolicy
+from mabeam.bus.bus import EventBus
+from mabeam.core.codec import now_rfc3339
+from mabeam.core.config import Config
+from mabeam.core.connection import Connection, nats_errors
+from mabeam.core.errors import ActionFailedError, BadRequestError, MabeamError, NotFoundError
+from mabeam.core.names import Subjects
+from mabeam.registry.records import AgentRecord
+from mabeam.registry.registry import Registry
+
+__all__ = ["Runtime"]
+
+log = structlog.get_logger("mabeam.runtime")
+
+
+class Runtime:
+    """The shared services of one runner and the agents it hosts."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        registry: Registry,
+        bus: EventBus,
+        snapshots: SnapshotStore,
+        *,
+        runner_id: str,
+        types: Mapping[str, type[Agent]],
+        observer: RunnerObserver,
+        intensity: RestartIntensity,
+    ) -> None:
+        self.connection = connection
+        self.registry = registry
+        self.bus = bus
+        self.snapshots = snapshots
+        self.runner_id = runner_id
+        self.node = socket.gethostname()
+        self.types = dict(types)
+        self.observer = observer
+        self.intensity = intensity
+        self.hosts: dict[str, AgentHost] = {}
+        self.caller = Caller(connection, local=self.hosts.get)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def nc(self) -> Any:
+        """The nats-py client."""
+        return self.connection.nc
+
+    @property
+    def config(self) -> Config:
+        """The runner's config."""
+        return self.connection.config
+
+    @property
+    def subjects(self) -> Subjects:
+        """The subject names of this system."""
+        return self.connection.subjects
+
+    # ----------------------------------------------------------------- plumbing
+
+    def start_task(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run `coroutine` in the background, kept referenced and its failure logged."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("runtime.task_failed", error=repr(task.exception()))
+
+    async def cancel_tasks(self) -> None:
+        """Cancel background tasks (at shutdown)."""
+        tasks = [task for task in self._tasks if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def publish_reply(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
+        """Send a reply; a lost connection is logged (the caller will time out), never raised."""
+        try:
+            with nats_errors():
+                await self.nc.publish(subject, body, headers=headers)
+        except MabeamError as error:
+            log.warning("runtime.reply_failed", error=error.message)
+
+    @staticmethod
+    def record_dict(record: AgentRecord) -> dict[str, Any]:
+        """The wire form of an agent record."""
+        value: dict[str, Any] = msgspec.to_builtins(record)
+        return value
+
+    async def _lifecycle_event(self, kind: str, record: AgentRecord, reason: str | None) -> None:
+        data = self.record_dict(record)
+        if reason is not None:
+            data["reason"] = reason
+        try:
+            await self.bus.publish(f"agent.{kind}", data, source=f"/runners/{self.runner_id}")
+        except MabeamError as error:
+            log.warning("runtime.event_failed", kind=kind, error=error.message)
+
+    # ----------------------------------------------------------------- spawning
+
+    def agent_type(self, name: str) -> type[Agent]:
+        """The hosted agent class of type `name`; `BadRequestError` when it is not allowed."""
+        agent_type = self.types.get(name)
+        if agent_type is None:
+            known = ", ".join(sorted(self.types))
+            raise BadRequestError(f"unknown agent type {name!r}; this runner hosts: {known}")
+        return agent_type
+
+    async def spawn(self, request: SpawnRequest) -> dict[str, Any]:
+        """Spawn an agent here: register it (409 if the id exists), start it, announce it."""
+        agent_type = self.agent_type(request.type)
+        agent_type.parse_start_arguments(dict(request.args))
+        record = self._new_record(agent_type, request)
+        revision = await self.registry.register(record)
+        return await self._run(agent_type, record, revision, started="started")
+
+    def _new_record(self, agent_type: type[Agent], request: SpawnRequest) -> AgentRecord:
+        now = now_rfc3339()
+        capabilities = list(dict.fromkeys([*agent_type.capabilities, *request.capabilities]))
+        return AgentRecord(
+            id=request.id or f"{agent_type.type_name}-{uuid.uuid4().hex[:12]}",
+            type=agent_type.type_name,
+            runner=self.runner_id,
+            node=self.node,
+            capabilities=capabilities,
+            status="starting",
+            meta=dict(request.meta),
+            restart=RestartPolicy.parse(request.restart).value,
+            args=dict(request.args),
+            started_at=now,
+            updated_at=now,
+        )
+
+    async def _run(
+        self, agent_type: type[Agent], record: AgentRecord, revision: int, started: str
+    ) -> dict[str, Any]:
+        host = AgentHost(self, agent_type, record, revision)
+        self.hosts[record.id] = host
+        state = await self.snapshots.load(record.id) if host.uses_snapshots(agent_type) else None
+        try:
+            await host.start(state)
+        except Exception as exc:
+            await self._abandon(host)
+            raise ActionFailedError(f"agent {record.id} failed to start: {exc}") from exc
+        running = await self._set_status(host, "running")
+        self.observer.agent_started(agent_type.type_name)
+        await self._lifecycle_event(started, running, None if started == "started" else started)
+        return self.record_dict(running)
+
+    async def _abandon(self, host: AgentHost) -> None:
+        await host.stop("crash")
+        self.hosts.pop(host.agent_id, None)
+        try:
+            await self.registry.unregister(host.agent_id)
+        except MabeamError as error:
+            log.warning("runtime.unregister_failed", agent=host.agent_id, error=error.message)
+
+    async def _set_status(self, host: AgentHost, status: str) -> AgentRecord:
+        record = host.record.with_(status=status)
+        host.revision = await self.registry.update(record, revision=host.revision)
+        host.record = record
+        return record
+
+    async def adopt(self, record: AgentRecord, revision: int) -> bool:
+        """Take over an agent of a dead runner; False when another runner won the race."""
+        agent_type = self.types.get(record.type)
+        if agent_type is None:
+            return False
+        claimed = record.with_(runner=self.runner_id, node=self.node, status="starting")
+        try:
+            new_revision = await self.registry.update(claimed, revision=revision)
+        except MabeamError:
+            return False  # another runner's compare-and-set won, or the record moved on
+        await self._run(agent_type, claimed, new_revision, started="restarted")
+        return True
+
+    async def spawn_remote(self, agent_type: str, **options: Any) -> dict[str, Any]:
+        """Spawn through the runners' queue group (or on `runner=`), like any client."""
+        runner = options.pop("runner", None)
+        try:
+            request = SpawnRequest(type=agent_type, **options)
+        except TypeError as exc:
+            raise BadRequestError(f"spawn options: {exc}") from exc
+        return await request_spawn(self.connection, request, runner=runner)
+
+    # ----------------------------------------------------------------- stopping
+
+    async def stop_agent(self, agent_id: str, reason: str = "normal") -> None:
+        """Stop a hosted agent for good: it leaves the registry and its snapshot is deleted."""
+        host = self.hosts.get(agent_id)
+        if host is None:
+            raise NotFoundError(f"agent {agent_id} is not hosted by runner {self.runner_id}")
+        await host.stop(reason)
+        self.hosts.pop(agent_id, None)
+        await self.registry.unregister(agent_id)
+        if host.uses_snapshots(host.agent_type):
+            await self.snapshots.delete(agent_id)
+        self.observer.agent_stopped(host.agent_type.type_name, reason)
+        await self._lifecycle_event("stopped", host.record, reason)
+
+    async def release_agent(self, host: AgentHost) -> None:
+        """Stop a hosted agent for a hand-over: queue finished, snapshot kept, record kept."""
+        await host.stop("handover", finish_queue=True)
+        self.hosts.pop(host.agent_id, None)
+        self.snapshots.forget(host.agent_id)
+        self.observer.agent_stopped(host.agent_type.type_name, "handover")
+
+    async def restart_agent(self, host: AgentHost) -> dict[str, Any]:
+        """`_restart`: a new instance with the same id, args and record, from its snapshot."""
+        if host.uses_snapshots(host.agent_type):
+            await self.snapshots.flush(host)
+        await host.restart()
+        record = await self._set_status(host, "running")
+        self.observer.agent_restarted(host.agent_type.type_name)
+        await self._lifecycle_event("restarted", record, "restart requested")
+        return self.record_dict(record)
+
+    async def agent_crashed(self, host: AgentHost, reason: str, *, will_restart: bool) -> None:
+        """A host reports a crash: announce it; a given-up agent is marked or removed."""
+        self.observer.agent_crashed(host.agent_type.type_name, will_restart)
+        await self._lifecycle_event("crashed", host.record, reason)
+        if will_restart:
+            return
+        if host.supervisor.policy is RestartPolicy.TEMPORARY:
+            self.hosts.pop(host.agent_id, None)
+            await self.registry.unregister(host.agent_id)
+            await self.snapshots.delete(host.agent_id)
+        else:
+            await self._set_status(host, "crashed")
+
+    async def agent_restarted(self, host: AgentHost) -> None:
+        """A host came back after a crash: announce it."""
+        self.observer.agent_restarted(host.agent_type.type_name)
+        await self._lifecycle_event("restarted", host.record, "crash")
+
+    async def stop_all(self, *, handover: bool) -> None:
+        """Stop every hosted agent: hand permanent ones over (drain), stop the rest for good."""
+        for host in list(self.hosts.values()):
+            try:
+                if handover and _survives_runner(host):
+                    await self.release_agent(host)
+                else:
+                    await self.stop_agent(host.agent_id, "shutdown")
+            except MabeamError as error:
+                log.warning("runtime.stop_failed", agent=host.agent_id, error=error.message)
+
+    def running_count(self) -> int:
+        """Agents hosted here that are not stopped."""
+        return sum(1 for host in self.hosts.values() if host.state is not HostState.STOPPED)
+
+
+def _survives_runner(host: AgentHost) -> bool:
+    return host.supervisor.policy is RestartPolicy.PERMANENT

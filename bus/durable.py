@@ -1,0 +1,204 @@
+"""Durable subscriptions: at-least-once delivery from a JetStream durable consumer on `P_EVENTS`.
+
+`EventBus.subscribe(pattern, handler, durable="name")` binds to the push consumer `name` of
+`P_EVENTS`, filtered on the pattern, with explicit acks. The consumer outlives the subscriber:
+events published while nobody was bound are delivered, in order, when one binds again. A new
+consumer starts with the events published after it was created. Subscribers that bind to one
+durable name at the same time (in one process or many) share its events: each goes to one of
+them (the consumer's deliver group is its name).
+
+Each event is acked after its handler returns. A handler that raises gets the event again (nak:
+redelivered at once), up to `max_deliver` deliveries in all; after the last one the event is
+terminated, logged and counted as dropped. An event redelivered after a failure comes after the
+ones already in flight (up to `MAX_ACK_PENDING`). A body that is not JSON is terminated at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+import math
+from collections.abc import Awaitable
+
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
+from nats.js.client import JetStreamContext
+
+from mabeam.bus.event import Event, decode_event
+from mabeam.bus.stats import BusStats
+from mabeam.bus.subscription import Detach, Handler, Subscription
+from mabeam.core.connection import Connection, nats_errors
+from mabeam.core.errors import BadRequestError, NotFoundError, TooLargeError
+
+__all__ = ["ACK_WAIT", "DEFAULT_MAX_DELIVER", "MAX_ACK_PENDING", "open_durable"]
+
+log = structlog.get_logger("mabeam.bus")
+
+DEFAULT_MAX_DELIVER = 5
+"""Deliveries of one event (the first and the redeliveries) before it is terminated."""
+ACK_WAIT = 30.0
+"""Seconds an unacknowledged event waits before the server delivers it again."""
+MAX_ACK_PENDING = 1000
+"""Events delivered and not yet acknowledged, at most, per durable consumer."""
+
+
+class _DurableSubscription(Subscription):
+    __slots__ = ("_connection", "_handler", "_max_deliver", "_nats_sub")
+
+    def __init__(
+        self,
+        connection: Connection,
+        pattern: str,
+        durable: str,
+        handler: Handler,
+        *,
+        max_deliver: int,
+        totals: BusStats,
+        detach: Detach,
+    ) -> None:
+        super().__init__(pattern, totals=totals, detach=detach, durable=durable)
+        self._connection = connection
+        self._handler = handler
+        self._max_deliver = max_deliver
+        self._nats_sub: JetStreamContext.PushSubscription | None = None
+
+    async def bind(self, stream: str, consumer: str, config: ConsumerConfig) -> None:
+        """Start receiving from the consumer, and wait until the server knows."""
+        js, nc = self._connection.js, self._connection.nc
+        with nats_errors():
+            self._nats_sub = await js.subscribe_bind(
+                stream=stream,
+                config=config,
+                consumer=consumer,
+                cb=self._on_message,
+                manual_ack=True,
+            )
+            await nc.flush(timeout=math.ceil(self._connection.config.request_timeout))
+
+    async def _on_message(self, msg: Msg) -> None:
+        event = self._decode(msg)
+        if event is None:
+            await _settle(msg.term())
+            return
+        self.stats.delivered += 1
+        self._totals.delivered += 1
+        try:
+            outcome = self._handler(event)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception:
+            self._record_failure(event)
+            await self._retry_or_terminate(msg, event)
+            return
+        await _settle(msg.ack())
+
+    def _decode(self, msg: Msg) -> Event | None:
+        connection = self._connection
+        try:
+            return decode_event(
+                msg.subject,
+                connection.subjects.topic_of(msg.subject),
+                msg.headers,
+                msg.data,
+                max_size=connection.config.max_payload,
+                stored=(
+                    f"{connection.subjects.events_stream}-{msg.metadata.sequence.stream}",
+                    msg.metadata.timestamp.isoformat().replace("+00:00", "Z"),
+                ),
+            )
+        except (BadRequestError, TooLargeError) as exc:
+            self._totals.count_invalid(msg.subject, len(msg.data), exc)
+            return None
+
+    async def _retry_or_terminate(self, msg: Msg, event: Event) -> None:
+        deliveries = msg.metadata.num_delivered
+        if deliveries < self._max_deliver:
+            await _settle(msg.nak())
+            return
+        await _settle(msg.term())
+        self.stats.dropped += 1
+        self._totals.dropped += 1
+        log.error(
+            "event.durable_terminated",
+            durable=self.durable,
+            topic=event.topic,
+            event_id=event.id,
+            deliveries=deliveries,
+        )
+
+    async def _stop(self) -> None:
+        if self._nats_sub is not None:
+            with contextlib.suppress(nats.errors.Error):  # a closed connection has none left
+                await self._nats_sub.unsubscribe()
+
+
+async def _settle(acknowledgement: Awaitable[None]) -> None:
+    """Send an ack, nak or term; when the connection is gone the server redelivers anyway."""
+    with contextlib.suppress(nats.errors.Error):
+        await acknowledgement
+
+
+async def open_durable(
+    connection: Connection,
+    pattern: str,
+    durable: str,
+    handler: Handler,
+    *,
+    max_deliver: int,
+    totals: BusStats,
+    detach: Detach,
+) -> Subscription:
+    """Create or update the durable consumer `durable` on a validated pattern, and bind to it."""
+    stream = connection.subjects.events_stream
+    info = await _consumer_info(connection, stream, durable)
+    wanted = _wanted_config(connection, info, durable, pattern, max_deliver)
+    if info is None or info.config != wanted:
+        with nats_errors():
+            info = await connection.js.add_consumer(stream, config=wanted)
+    subscription = _DurableSubscription(
+        connection,
+        pattern,
+        durable,
+        handler,
+        max_deliver=max_deliver,
+        totals=totals,
+        detach=detach,
+    )
+    await subscription.bind(stream, durable, info.config)
+    return subscription
+
+
+async def _consumer_info(connection: Connection, stream: str, durable: str) -> ConsumerInfo | None:
+    try:
+        with nats_errors():
+            info: ConsumerInfo = await connection.js.consumer_info(stream, durable)
+    except NotFoundError:
+        return None
+    return info
+
+
+def _wanted_config(
+    connection: Connection,
+    existing: ConsumerInfo | None,
+    durable: str,
+    pattern: str,
+    max_deliver: int,
+) -> ConsumerConfig:
+    subject = connection.subjects.event(pattern)
+    if existing is not None:  # keep where it is and where it delivers; update what we set
+        return dataclasses.replace(existing.config, filter_subject=subject, max_deliver=max_deliver)
+    return ConsumerConfig(
+        name=durable,
+        durable_name=durable,
+        deliver_subject=connection.nc.new_inbox(),
+        deliver_group=durable,
+        deliver_policy=DeliverPolicy.NEW,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ACK_WAIT,
+        max_deliver=max_deliver,
+        max_ack_pending=MAX_ACK_PENDING,
+        filter_subject=subject,
+    )

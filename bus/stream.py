@@ -1,0 +1,88 @@
+"""The `P_EVENTS` JetStream stream that keeps event history (PROTOCOL.md "Events").
+
+It captures every message on `P.events.>`, bounded by the config's `events_max_age` and
+`events_max_msgs`, with direct get enabled (history reads use it). Creating it is idempotent:
+an existing stream is kept, and only its limits (and direct get) are updated when they differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import nats.js.errors
+import structlog
+from nats.js.api import StreamConfig, StreamInfo
+
+from mabeam.core.connection import Connection, nats_errors
+from mabeam.core.errors import NotFoundError
+
+__all__ = ["ensure_stream"]
+
+log = structlog.get_logger("mabeam.bus")
+
+_STREAM_NAME_IN_USE = 10058
+
+
+async def ensure_stream(connection: Connection) -> None:
+    """Create `P_EVENTS` if it is missing, or bring its limits in line with the config."""
+    name = connection.subjects.events_stream
+    info = await _stream_info(connection, name)
+    if info is None:
+        info = await _create(connection, name)
+    if _needs_update(connection, info.config):
+        await _update(connection, info.config)
+
+
+async def _stream_info(connection: Connection, name: str) -> StreamInfo | None:
+    try:
+        with nats_errors():
+            return await connection.js.stream_info(name)
+    except NotFoundError:
+        return None
+
+
+async def _create(connection: Connection, name: str) -> StreamInfo:
+    config = StreamConfig(
+        name=name,
+        subjects=[connection.subjects.event(">")],
+        max_age=connection.config.events_max_age,
+        max_msgs=connection.config.events_max_msgs,
+        allow_direct=True,
+    )
+    with nats_errors():
+        try:
+            info = await connection.js.add_stream(config)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != _STREAM_NAME_IN_USE:
+                raise
+            # Another client created it a moment ago, with other limits: updated by the caller.
+            return await connection.js.stream_info(name)
+    log.info("events.stream_created", stream=name)
+    return info
+
+
+def _needs_update(connection: Connection, config: StreamConfig) -> bool:
+    wanted_age_ns = round(connection.config.events_max_age * 1e9)
+    current_age_ns = round((config.max_age or 0) * 1e9)
+    return (
+        current_age_ns != wanted_age_ns
+        or config.max_msgs != connection.config.events_max_msgs
+        or not config.allow_direct
+    )
+
+
+async def _update(connection: Connection, current: StreamConfig) -> None:
+    config = dataclasses.replace(
+        current,
+        max_age=connection.config.events_max_age,
+        max_msgs=connection.config.events_max_msgs,
+        allow_direct=True,
+    )
+    with nats_errors():
+        await connection.js.update_stream(config)
+    log.info(
+        "events.stream_updated",
+        stream=current.name,
+        max_age=connection.config.events_max_age,
+        max_msgs=connection.config.events_max_msgs,
+    )

@@ -1,0 +1,175 @@
+"""Agent commands: `mabeam runner`, `spawn`, `call`, `cast`, `stop`, `info`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import signal
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+
+from mabeam.agents.model import Agent
+from mabeam.agents.runner import Runner, RunnerSettings
+from mabeam.cli.common import (
+    CLIENT_LOG_LEVEL,
+    add_connection_options,
+    config_from_args,
+    parse_json_argument,
+    print_json,
+)
+from mabeam.client import Client
+from mabeam.core.config import Config
+from mabeam.core.connection import Connection
+from mabeam.core.errors import BadRequestError, ConfigError, ConnectError
+from mabeam.core.server import EmbeddedServer
+
+__all__ = ["load_agent_type", "register"]
+
+log = structlog.get_logger("mabeam.cli")
+
+
+def register(commands: Any) -> None:
+    """Add the agent commands."""
+    _register_runner(commands)
+    spawn = commands.add_parser("spawn", help="spawn an agent on a runner")
+    spawn.add_argument("type", help="agent type, e.g. demo")
+    spawn.add_argument("--id", help="agent id (generated when absent)")
+    spawn.add_argument("--args", metavar="JSON", help="spawn arguments as a JSON object")
+    spawn.add_argument("--capability", action="append", default=[], help="repeatable")
+    spawn.add_argument("--meta", metavar="JSON", help="metadata as a JSON object")
+    spawn.add_argument(
+        "--restart", default="permanent", choices=["permanent", "transient", "temporary"]
+    )
+    spawn.add_argument("--runner", help="spawn on this runner instead of any")
+    add_connection_options(spawn)
+    spawn.set_defaults(run=run_spawn, log_level=CLIENT_LOG_LEVEL)
+    for name, helptext in (
+        ("call", "call an action and print the result"),
+        ("cast", "send an action, no reply"),
+    ):
+        parser = commands.add_parser(name, help=helptext)
+        parser.add_argument("agent")
+        parser.add_argument("action")
+        parser.add_argument("json", nargs="?", help="arguments as a JSON object")
+        parser.add_argument("--timeout", type=float, default=None, help="seconds to wait")
+        add_connection_options(parser)
+        parser.set_defaults(run=run_call, log_level=CLIENT_LOG_LEVEL)
+    for name, helptext in (("stop", "stop an agent"), ("info", "an agent's record and counters")):
+        parser = commands.add_parser(name, help=helptext)
+        parser.add_argument("agent")
+        add_connection_options(parser)
+        parser.set_defaults(run=run_reserved, log_level=CLIENT_LOG_LEVEL)
+
+
+def _register_runner(commands: Any) -> None:
+    runner = commands.add_parser("runner", help="run an agent-runner daemon (foreground)")
+    add_connection_options(runner)
+    runner.add_argument("--id", help="runner id (generated when absent)")
+    runner.add_argument(
+        "--agents", nargs="*", default=[], metavar="MODULE:CLASS", help="agent types to host"
+    )
+    runner.add_argument("--max-agents", type=int, default=20_000)
+    runner.add_argument("--max-memory", type=float, default=None, metavar="MB")
+    runner.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS")
+    runner.add_argument(
+        "--embedded", action="store_true", help="start a nats-server when none answers"
+    )
+    runner.set_defaults(run=run_runner)
+
+
+def load_agent_type(spec: str) -> type[Agent]:
+    """Import `module:Class` (from the command line, never from the wire) as an agent type."""
+    module_name, _, class_name = spec.partition(":")
+    if not module_name or not class_name:
+        raise ConfigError(f"--agents {spec!r} must look like package.module:ClassName")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"--agents {spec!r}: cannot import {module_name}: {exc}") from exc
+    agent_type = getattr(module, class_name, None)
+    if not isinstance(agent_type, type) or not issubclass(agent_type, Agent):
+        raise ConfigError(f"--agents {spec!r}: {class_name} is not an Agent subclass")
+    return agent_type
+
+
+async def run_runner(args: argparse.Namespace) -> int:
+    """Run a runner until SIGINT / SIGTERM, then drain it."""
+    config = config_from_args(args)
+    settings = RunnerSettings(
+        **({"runner_id": args.id} if args.id else {}),
+        agent_types=[load_agent_type(spec) for spec in args.agents],
+        max_agents=args.max_agents,
+        max_memory_mb=args.max_memory,
+        heartbeat_interval=args.heartbeat,
+    )
+    server = await _embedded_server(config) if args.embedded else None
+    try:
+        runner = await Runner(config, settings).start()
+        print(f"runner {runner.id} serving {config.nats_url} prefix {config.prefix}", flush=True)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, runner.request_drain)
+        await runner.stopped.wait()
+    finally:
+        if server is not None:
+            await asyncio.to_thread(server.cleanup)
+    return 0
+
+
+async def _embedded_server(config: Config) -> EmbeddedServer | None:
+    try:
+        probe = await Connection.open(config.with_(connect_timeout=0.5))
+    except ConnectError:
+        port = urlsplit(config.servers[0]).port or 4222
+        server = EmbeddedServer(port=port, monitor_port=None)
+        await asyncio.to_thread(server.start)
+        print(f"started an embedded nats-server at {server.url}", flush=True)
+        return server
+    await probe.close()
+    return None
+
+
+async def run_spawn(args: argparse.Namespace) -> int:
+    """Spawn and print the record."""
+    spawn_args = parse_json_argument(args.args, "--args")
+    meta = parse_json_argument(args.meta, "--meta")
+    if not isinstance(spawn_args, dict) or not isinstance(meta, dict):
+        raise BadRequestError("--args and --meta must be JSON objects")
+    async with Client(config_from_args(args), with_registry=False) as client:
+        record = await client.spawn(
+            args.type,
+            id=args.id,
+            args=spawn_args,
+            capabilities=args.capability,
+            meta=meta,
+            restart=args.restart,
+            runner=args.runner,
+        )
+    print_json(record)
+    return 0
+
+
+async def run_call(args: argparse.Namespace) -> int:
+    """`call` prints the result; `cast` prints nothing."""
+    body = parse_json_argument(args.json, "arguments")
+    if not isinstance(body, dict):
+        raise BadRequestError("arguments must be a JSON object")
+    async with Client(config_from_args(args), with_registry=False) as client:
+        if args.command == "cast":
+            await client.cast(args.agent, args.action, body)
+            await client.connection.nc.flush()
+            return 0
+        result = await client.call(args.agent, args.action, body, timeout=args.timeout)
+    print_json(result)
+    return 0
+
+
+async def run_reserved(args: argparse.Namespace) -> int:
+    """`stop` and `info`: the reserved actions `_stop` and `_info`."""
+    async with Client(config_from_args(args), with_registry=False) as client:
+        result = await client.call(args.agent, f"_{args.command}")
+    print_json(result)
+    return 0

@@ -1,0 +1,58 @@
+"""Reply bodies and the NATS service-API error convention (PROTOCOL.md "Agent actions").
+
+An error reply carries headers `Nats-Service-Error-Code` and `Nats-Service-Error` and a body
+`{"error": {"code": "<slug>", "message": "..."}}`. `error_reply` builds one from an error of our
+tree; `result_of` turns a received reply back into a value or raises the same class.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mabeam.core.codec import JSON_CONTENT_TYPE, decode, encode
+from mabeam.core.errors import MabeamError, error_for_code
+
+__all__ = [
+    "ERROR_CODE_HEADER",
+    "ERROR_HEADER",
+    "JSON_HEADERS",
+    "error_reply",
+    "result_of",
+]
+
+ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+ERROR_HEADER = "Nats-Service-Error"
+JSON_HEADERS = {"content-type": JSON_CONTENT_TYPE}
+
+
+def error_reply(error: MabeamError) -> tuple[dict[str, str], bytes]:
+    """Headers and body of the error reply for `error`."""
+    headers = {
+        ERROR_CODE_HEADER: str(error.code),
+        ERROR_HEADER: error.message,
+        **JSON_HEADERS,
+    }
+    body = encode({"error": {"code": error.slug, "message": error.message}})
+    return headers, body
+
+
+def result_of(headers: dict[str, str] | None, body: bytes) -> Any:
+    """The value of a reply, or the error of our tree that its headers announce."""
+    if headers:
+        code = headers.get(ERROR_CODE_HEADER)
+        if code is not None:
+            raise _error_from(code, headers.get(ERROR_HEADER, ""), body)
+    return decode(body)
+
+
+def _error_from(code: str, message: str, body: bytes) -> MabeamError:
+    try:
+        number = int(code)
+    except ValueError:
+        number = 500
+    if not message:
+        try:
+            message = str(decode(body)["error"]["message"])
+        except (MabeamError, KeyError, TypeError):
+            message = f"error {code}"
+    return error_for_code(number, message)

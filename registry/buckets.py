@@ -1,0 +1,212 @@
+"""The registry's KV buckets and the revision-exact writes on them.
+
+`Bucket` is one JetStream KV bucket (`P_agents`, `P_runners`, `P_locks`, or any other a module
+needs), created on first use: history 1, file storage, `MAX_RECORD_BYTES` per value by default,
+R3 when the server belongs to a cluster (its INFO names one) and R1 otherwise; if the cluster
+cannot place three replicas (fewer than three JetStream servers) it falls back to R1 with a
+warning.
+
+Writes return the new revision. `create` succeeds only when the key holds no live value: it
+takes over a tombstone (a `DEL`/`PURGE` marker, or a marker the server placed when a value's TTL
+ran out, which nats-py's own `create` does not recognise) by compare-and-set on its revision, so
+of two concurrent creators exactly one wins. `purge` leaves a marker that removes itself after
+`TOMBSTONE_TTL`, so stopped agents and released locks leave nothing behind. Per-message TTLs are
+rounded up to whole seconds, the server's granularity; buckets that do not allow them (created by
+another tool) get plain writes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Final
+
+import nats.js.errors
+import structlog
+from nats.js import api
+
+from mabeam.core.connection import Connection, nats_errors
+from mabeam.core.errors import ConflictError, NotFoundError
+from mabeam.registry.records import MAX_RECORD_BYTES
+
+__all__ = ["TOMBSTONE_TTL", "Bucket", "Entry", "is_tombstone"]
+
+log = structlog.get_logger("mabeam.registry")
+
+TOMBSTONE_TTL: Final = 10
+"""Seconds a purge marker (or a server-placed expiry marker) stays before it removes itself."""
+_OPERATION = "KV-Operation"
+_MARKER_REASON = "Nats-Marker-Reason"
+_EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
+_TTL = "Nats-TTL"
+_CLUSTER_REPLICAS = 3
+
+
+def is_tombstone(headers: dict[str, str] | None) -> bool:
+    """True when a KV message's headers mark a delete, a purge or a server-placed expiry."""
+    if not headers:
+        return False
+    return headers.get(_OPERATION) in ("DEL", "PURGE") or _MARKER_REASON in headers
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A live value read from a bucket, with its revision."""
+
+    key: str
+    value: bytes
+    revision: int
+
+
+class Bucket:
+    """One KV bucket of one system: its names, its creation, and writes that return revisions.
+
+    `kind` names what the keys are in error messages ("agent 'a1' already exists"); `expiring`
+    buckets hold values with TTLs and get server-placed expiry markers that watchers see.
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        name: str,
+        *,
+        kind: str,
+        expiring: bool = False,
+        max_value_size: int = MAX_RECORD_BYTES,
+    ) -> None:
+        self.connection = connection
+        self.name = connection.subjects.bucket(name)
+        """The bucket name, `P_<name>`."""
+        self.stream = f"KV_{self.name}"
+        """The stream behind the bucket."""
+        self.key_prefix = f"$KV.{self.name}."
+        """The subject prefix of the bucket's keys."""
+        self.kind = kind
+        self.allows_ttl = False
+        """True once `ensure` has seen that the bucket accepts per-message TTLs."""
+        self._expiring = expiring
+        self._max_value_size = max_value_size
+
+    def subject(self, key: str) -> str:
+        """The subject that stores `key`."""
+        return self.key_prefix + key
+
+    async def ensure(self) -> None:
+        """Create the bucket unless it exists, then learn whether it takes per-message TTLs."""
+        with nats_errors():
+            try:
+                info = await self.connection.js.stream_info(self.stream)
+            except nats.js.errors.NotFoundError:
+                await self._create()
+                info = await self.connection.js.stream_info(self.stream)
+        self.allows_ttl = bool(info.config.allow_msg_ttl)
+
+    async def _create(self) -> None:
+        server: dict[str, Any] = self.connection.nc._server_info or {}
+        replicas = _CLUSTER_REPLICAS if server.get("cluster") else 1
+        marker_ttl = TOMBSTONE_TTL if self._expiring and server.get("api_lvl", 0) >= 1 else None
+        config = api.KeyValueConfig(
+            bucket=self.name,
+            history=1,
+            storage=api.StorageType.FILE,
+            max_value_size=self._max_value_size,
+            limit_marker_ttl=marker_ttl,
+        )
+        try:
+            await self.connection.js.create_key_value(config, replicas=replicas)
+        except nats.js.errors.APIError as exc:
+            if await self._exists():
+                return  # another process created it first
+            if replicas == 1:
+                raise
+            log.warning("registry.bucket_r1_fallback", bucket=self.name, reason=exc.description)
+            await self.connection.js.create_key_value(config, replicas=1)
+
+    async def _exists(self) -> bool:
+        try:
+            await self.connection.js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            return False
+        return True
+
+    async def last_revision(self) -> int:
+        """The bucket's highest revision so far (0 when nothing was ever written)."""
+        with nats_errors():
+            info = await self.connection.js.stream_info(self.stream)
+        return int(info.state.last_seq or 0)
+
+    async def get(self, key: str) -> Entry | None:
+        """The live value of `key`, or None when it is absent or deleted."""
+        message = await self._last_message(key)
+        if message is None or is_tombstone(message.headers):
+            return None
+        return Entry(key, message.data or b"", int(message.seq or 0))
+
+    async def create(self, key: str, value: bytes, *, ttl: float | None = None) -> int:
+        """Write `key` only if it holds no live value; `ConflictError` if it does."""
+        try:
+            return await self._publish(key, value, expect=0, ttl=ttl)
+        except ConflictError:
+            pass
+        message = await self._last_message(key)
+        if message is not None and not is_tombstone(message.headers):
+            raise ConflictError(f"{self.kind} {key!r} already exists")
+        expect = int(message.seq or 0) if message is not None else 0
+        try:
+            return await self._publish(key, value, expect=expect, ttl=ttl)
+        except ConflictError as exc:
+            raise ConflictError(f"{self.kind} {key!r} already exists") from exc
+
+    async def update(
+        self, key: str, value: bytes, *, revision: int, ttl: float | None = None
+    ) -> int:
+        """Write `key` only if `revision` is still its latest; `ConflictError` otherwise."""
+        try:
+            return await self._publish(key, value, expect=revision, ttl=ttl)
+        except ConflictError as exc:
+            raise ConflictError(
+                f"{self.kind} {key!r} changed: revision {revision} is no longer its latest"
+            ) from exc
+
+    async def put(self, key: str, value: bytes) -> int:
+        """Write `key` whatever it holds."""
+        return await self._publish(key, value)
+
+    async def purge(self, key: str, *, revision: int | None = None) -> int:
+        """Remove `key` (only at `revision`, when given) leaving a self-removing marker."""
+        headers = {_OPERATION: "PURGE", "Nats-Rollup": "sub"}
+        try:
+            return await self._publish(
+                key, b"", expect=revision, ttl=TOMBSTONE_TTL, headers=headers
+            )
+        except ConflictError as exc:
+            raise ConflictError(
+                f"{self.kind} {key!r} changed: revision {revision} is no longer its latest"
+            ) from exc
+
+    async def _publish(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expect: int | None = None,
+        ttl: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> int:
+        headers = dict(headers or {})
+        if expect is not None:
+            headers[_EXPECTED_LAST] = str(expect)
+        if ttl is not None and self.allows_ttl:
+            headers[_TTL] = f"{max(1, math.ceil(ttl))}s"
+        with nats_errors():
+            ack = await self.connection.js.publish(
+                self.subject(key), value, headers=headers or None
+            )
+        return int(ack.seq)
+
+    async def _last_message(self, key: str) -> api.RawStreamMsg | None:
+        try:
+            with nats_errors():
+                return await self.connection.js.get_msg(self.stream, subject=self.subject(key))
+        except NotFoundError:
+            return None

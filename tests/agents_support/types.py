@@ -1,0 +1,90 @@
+"""Small agent types that exercise timeouts, mailboxes, crashes, events and local calls."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from mabeam.agents.model import Agent, action, on_event
+from mabeam.bus.event import Event
+
+
+class Sleeper(Agent):
+    """Sleeps on request: fills its mailbox and runs past its deadline."""
+
+    action_timeout = 0.3
+    mailbox_size = 2
+
+    @action
+    async def sleep(self, seconds: float) -> dict[str, Any]:
+        await asyncio.sleep(seconds)
+        return {"slept": seconds}
+
+
+class Fragile(Agent):
+    """Crashes (and is restarted by its supervisor) when asked to."""
+
+    restart_on_error = True
+
+    async def on_start(self) -> None:
+        self.generation = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"generation": self.generation}
+
+    def restore(self, state: Any) -> None:
+        self.generation = int(state["generation"]) + 1
+
+    @action
+    async def generation_now(self) -> dict[str, Any]:
+        return {"generation": self.generation}
+
+    @action
+    async def crash(self) -> None:
+        raise RuntimeError("asked to crash")
+
+
+class Listener(Agent):
+    """Keeps the events it receives on `orders.*.created`."""
+
+    capabilities = ("listening",)
+
+    async def on_start(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    @on_event("orders.*.created")
+    async def on_order(self, event: Event) -> None:
+        self.seen.append({"topic": event.topic, "data": event.data, "source": event.source})
+
+    @action
+    async def seen_events(self) -> dict[str, Any]:
+        return {"events": self.seen}
+
+
+class Relay(Agent):
+    """Calls another agent from inside an action (the local fast path when both live here)."""
+
+    @action
+    async def relay(self, target: str, action_name: str, args: dict[str, Any] | None = None) -> Any:
+        return await self.call(target, action_name, args or {})
+
+    @action
+    async def relay_many(self, target: str, count: int) -> dict[str, Any]:
+        for _ in range(count):
+            await self.call(target, "increment", {"by": 1})
+        return await self.call(target, "get_state")
+
+
+class Ticker(Agent):
+    """Counts timer ticks."""
+
+    async def on_start(self, every: float = 0.05) -> None:
+        self.ticks = 0
+        self.every(every, self.tick)
+
+    async def tick(self) -> None:
+        self.ticks += 1
+
+    @action
+    async def count(self) -> dict[str, Any]:
+        return {"ticks": self.ticks}

@@ -1,0 +1,116 @@
+"""Two runner processes: `kill -9` moves agents with their snapshots; SIGTERM drains cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from mabeam.client import Client
+from mabeam.core.config import Config
+from mabeam.core.errors import DeadlineError, UnavailableError
+
+MABEAM = str(Path(sys.executable).parent / "mabeam")
+HEARTBEAT = 0.3
+
+
+class RunnerProcess:
+    """A `mabeam runner` subprocess, ready once it prints its serving line."""
+
+    def __init__(self, config: Config, runner_id: str) -> None:
+        command = [MABEAM, "runner", "--nats", config.nats_url, "--prefix", config.prefix]
+        command += ["--id", runner_id, "--heartbeat", str(HEARTBEAT)]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert f"runner {runner_id} serving" in line, line
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture
+def runners(config: Config) -> Iterator[dict[str, RunnerProcess]]:
+    started = {name: RunnerProcess(config, name) for name in ("r1", "r2")}
+    yield started
+    for runner in started.values():
+        runner.stop()
+
+
+@pytest.fixture
+async def client(config: Config, runners: dict[str, RunnerProcess]) -> AsyncIterator[Client]:
+    async with Client(config) as connected:
+        yield connected
+
+
+async def test_kill_9_moves_every_agent_once_with_its_snapshot(
+    client: Client, runners: dict[str, RunnerProcess]
+) -> None:
+    ids = [f"a{i}" for i in range(50)]
+    await asyncio.gather(*(client.spawn("demo", id=agent_id, runner="r1") for agent_id in ids))
+    await asyncio.gather(*(client.call(a, "increment", {"by": i}) for i, a in enumerate(ids)))
+    await _snapshots_written(client, ids)
+
+    os.kill(runners["r1"].process.pid, signal.SIGKILL)
+    killed_at = asyncio.get_running_loop().time()
+    await asyncio.gather(*(_answers_from(client, agent_id, "r2") for agent_id in ids))
+    took = asyncio.get_running_loop().time() - killed_at
+    assert took < 5, f"fail-over took {took:.1f}s"
+
+    states = await asyncio.gather(*(client.call(a, "get_state") for a in ids))
+    assert [state["counter"] for state in states] == list(range(50))
+    records = client.agents.find(type="demo")
+    assert sorted(record.id for record in records) == sorted(ids)
+    assert {record.runner for record in records} == {"r2"}
+
+
+async def test_sigterm_drains_without_failing_calls_in_flight(
+    client: Client, runners: dict[str, RunnerProcess]
+) -> None:
+    ids = [f"b{i}" for i in range(20)]
+    await asyncio.gather(*(client.spawn("demo", id=agent_id, runner="r1") for agent_id in ids))
+    in_flight = [asyncio.ensure_future(client.call(a, "increment")) for a in ids for _ in range(10)]
+    await client.connection.nc.flush()
+    runners["r1"].process.send_signal(signal.SIGTERM)
+    results = await asyncio.gather(*in_flight)
+    assert len(results) == 200
+    assert runners["r1"].process.wait(timeout=15) == 0
+    await asyncio.gather(*(_answers_from(client, agent_id, "r2") for agent_id in ids))
+    states = await asyncio.gather(*(client.call(a, "get_state") for a in ids))
+    assert [state["counter"] for state in states] == [10] * 20
+
+
+async def _snapshots_written(client: Client, ids: list[str]) -> None:
+    from mabeam.registry.buckets import Bucket
+
+    bucket = Bucket(client.connection, "state", kind="snapshot")
+    for _ in range(200):
+        entries = await asyncio.gather(*(bucket.get(agent_id) for agent_id in ids))
+        if all(entry is not None for entry in entries):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("snapshots were not written")
+
+
+async def _answers_from(client: Client, agent_id: str, runner: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            await client.call(agent_id, "_ping", timeout=1)
+            record = client.agents.get(agent_id)
+            if record is not None and record.runner == runner and record.status == "running":
+                return
+        except (UnavailableError, DeadlineError):
+            pass  # no responders, or a request that went to the killed runner's socket
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{agent_id} did not come back on {runner}")

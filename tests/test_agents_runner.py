@@ -1,0 +1,301 @@
+"""The runner against a real nats-server: every row of PROTOCOL.md's agent and runner tables."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import nats
+import pytest
+
+from mabeam.agents.runner import Runner, RunnerSettings
+from mabeam.client import Client
+from mabeam.core.config import Config
+from mabeam.core.errors import (
+    ActionFailedError,
+    BadRequestError,
+    ConflictError,
+    DeadlineError,
+    OverloadedError,
+    UnavailableError,
+    UnknownActionError,
+)
+from mabeam.core.replies import ERROR_CODE_HEADER
+from tests.agents_support.types import Fragile, Listener, Relay, Sleeper, Ticker
+
+TYPES = (Sleeper, Fragile, Listener, Relay, Ticker)
+
+
+@pytest.fixture
+async def runner(config: Config) -> AsyncIterator[Runner]:
+    settings = RunnerSettings(runner_id="r1", agent_types=TYPES, heartbeat_interval=0.2)
+    async with Runner(config, settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(config: Config, runner: Runner) -> AsyncIterator[Client]:
+    async with Client(config) as connected:
+        yield connected
+
+
+@pytest.fixture
+async def raw(config: Config) -> AsyncIterator[Any]:
+    nc = await nats.connect(config.nats_url)
+    yield nc
+    await nc.close()
+
+
+async def raw_request(nc: Any, subject: str, body: bytes) -> tuple[int | None, Any]:
+    reply = await nc.request(subject, body, timeout=5)
+    code = (reply.headers or {}).get(ERROR_CODE_HEADER)
+    return (int(code) if code else None), json.loads(reply.data)
+
+
+async def test_spawn_call_and_registry(client: Client, prefix: str) -> None:
+    record = await client.spawn("demo", id="d1", capabilities=["counting"], meta={"zone": "eu"})
+    assert record["id"] == "d1"
+    assert record["type"] == "demo"
+    assert record["runner"] == "r1"
+    assert record["status"] == "running"
+    assert record["capabilities"] == ["counting"]
+    assert await client.call("d1", "increment", {"by": 2}) == {"counter": 2}
+    assert await client.call("d1", "ping") == {"pong": True}
+    assert await client.call("d1", "_ping") == {"id": "d1", "status": "running"}
+    found = await _eventually(lambda: client.agents.find(capability="counting"))
+    assert [agent.id for agent in found] == ["d1"]
+
+
+async def test_a_plain_nats_client_calls_agents_and_gets_error_headers(
+    client: Client, raw: Any, prefix: str
+) -> None:
+    await client.spawn("demo", id="d1")
+    assert await raw_request(raw, f"{prefix}.agent.d1.increment", b'{"by":2}') == (
+        None,
+        {"counter": 2},
+    )
+    assert await raw_request(raw, f"{prefix}.agent.d1.increment", b"") == (None, {"counter": 3})
+    code, body = await raw_request(raw, f"{prefix}.agent.d1.nope", b"{}")
+    assert code == 404
+    assert body["error"]["code"] == "unknown_action"
+    for bad in (b"not json", b"[1,2]", b'{"by": "two"}', b'{"extra": 1}'):
+        code, body = await raw_request(raw, f"{prefix}.agent.d1.increment", bad)
+        assert code == 400, bad
+        assert body["error"]["code"] == "bad_request"
+    code, body = await raw_request(raw, f"{prefix}.agent.d1.simulate_error", b'{"message":"boom"}')
+    assert (code, body["error"]["message"]) == (500, "boom")
+    assert await raw_request(raw, f"{prefix}.agent.d1.get_state", b"") == (
+        None,
+        {"counter": 3, "messages": [], "vote": True, "weight": 1, "bid": None},
+    )
+
+
+async def test_unknown_agent_is_no_responders_at_once(client: Client) -> None:
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(UnavailableError, match="no responders"):
+        await client.call("ghost", "ping", timeout=5)
+    assert asyncio.get_running_loop().time() - started < 1
+
+
+async def test_errors_come_back_as_our_classes(client: Client) -> None:
+    await client.spawn("demo", id="d1")
+    with pytest.raises(UnknownActionError):
+        await client.call("d1", "fly")
+    with pytest.raises(BadRequestError):
+        await client.call("d1", "increment", {"by": "x"})
+    with pytest.raises(ActionFailedError, match="boom"):
+        await client.call("d1", "simulate_error", {"message": "boom"})
+    with pytest.raises(ConflictError):
+        await client.spawn("demo", id="d1")
+    with pytest.raises(BadRequestError, match="unknown agent type"):
+        await client.spawn("dragon")
+    with pytest.raises(BadRequestError, match="agent id"):
+        await client.spawn("demo", id="bad id")
+    with pytest.raises(BadRequestError, match="spawn args"):
+        await client.spawn("demo", args={"colour": "red"})
+
+
+async def test_cast_runs_without_a_reply(client: Client) -> None:
+    await client.spawn("demo", id="d1")
+    for _ in range(3):
+        await client.cast("d1", "increment")
+    assert await client.call("d1", "increment", {"by": 0}) == {"counter": 3}
+
+
+async def test_actions_of_one_agent_run_in_order(client: Client) -> None:
+    await client.spawn("demo", id="d1")
+    results = await asyncio.gather(
+        *(client.call("d1", "add_message", {"message": i}) for i in range(50))
+    )
+    assert sorted(result["count"] for result in results) == list(range(1, 51))
+    assert (await client.call("d1", "get_messages"))["messages"] == list(range(50))
+
+
+async def test_deadline_and_full_mailbox(client: Client) -> None:
+    await client.spawn("Sleeper", id="s1")
+    with pytest.raises(DeadlineError, match="deadline"):
+        await client.call("s1", "sleep", {"seconds": 1})
+    calls = [asyncio.ensure_future(client.call("s1", "sleep", {"seconds": 0.2})) for _ in range(6)]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert any(isinstance(outcome, OverloadedError) for outcome in outcomes)
+    assert any(outcome == {"slept": 0.2} for outcome in outcomes)
+
+
+async def test_info_stop_and_restart(client: Client, prefix: str) -> None:
+    events = await client.subscribe("agent.*")
+    await client.spawn("demo", id="d1")
+    await client.call("d1", "increment", {"by": 5})
+    info = await client.info("d1")
+    assert info["id"] == "d1"
+    assert info["processed"] == 1
+    assert {"mailbox", "failed", "restarts"} <= set(info)
+    restarted = await client.restart("d1")
+    assert restarted["id"] == "d1"
+    assert await client.call("d1", "increment", {"by": 0}) == {"counter": 5}
+    assert await client.stop("d1") == {"id": "d1", "stopped": True}
+    with pytest.raises(UnavailableError):
+        await client.call("d1", "ping")
+    await _eventually(lambda: client.agents.get("d1") is None)
+    kinds = []
+    async for event in events:
+        kinds.append(event.topic)
+        if event.topic == "agent.stopped":
+            break
+    assert kinds == ["agent.started", "agent.restarted", "agent.stopped"]
+
+
+async def test_supervisor_restarts_then_gives_up(config: Config) -> None:
+    from mabeam.agents.supervisor import RestartIntensity
+
+    settings = RunnerSettings(
+        agent_types=TYPES,
+        intensity=RestartIntensity(max_restarts=2, window=30, backoff_initial=0.01),
+    )
+    async with Runner(config, settings), Client(config) as client:
+        await client.spawn("Fragile", id="f1")
+        for expected in (1, 2):
+            with pytest.raises(ActionFailedError):
+                await client.call("f1", "crash")
+            await _eventually_async(lambda n=expected: _restarted(client, "f1", n))
+        with pytest.raises(ActionFailedError):
+            await client.call("f1", "crash")
+        record = await _eventually(lambda: _status(client, "f1", "crashed"))
+        assert record.status == "crashed"
+
+
+async def test_events_reach_agent_handlers(client: Client) -> None:
+    await client.spawn("Listener", id="l1")
+    await client.publish("orders.eu.created", {"x": 1})
+    await client.publish("orders.eu.cancelled", {"x": 2})
+    seen = await _eventually_async(lambda: _events_of(client, "l1"))
+    source = f"/clients/{client.config.name}"
+    assert seen == [{"topic": "orders.eu.created", "data": {"x": 1}, "source": source}]
+
+
+async def test_local_calls_do_not_cross_the_network(client: Client, runner: Runner) -> None:
+    await client.spawn("demo", id="d1")
+    await client.spawn("Relay", id="relay")
+    assert await client.call("relay", "relay", {"target": "d1", "action_name": "increment"}) == {
+        "counter": 1
+    }
+    stats = runner.runtime.nc.stats
+    before = stats["out_msgs"]
+    state = await client.call("relay", "relay_many", {"target": "d1", "count": 100})
+    assert state["counter"] == 101
+    assert stats["out_msgs"] - before <= 3  # the reply to the client, not 200 requests
+    with pytest.raises(UnknownActionError):
+        await client.call("relay", "relay", {"target": "d1", "action_name": "fly"})
+
+
+async def test_timers_tick_through_the_mailbox(client: Client) -> None:
+    await client.spawn("Ticker", id="t1", args={"every": 0.02})
+    result = await _eventually_async(lambda: _ticks(client, "t1"))
+    assert result >= 3
+
+
+async def test_runners_answer_and_capacity_is_enforced(config: Config) -> None:
+    settings = RunnerSettings(runner_id="small", max_agents=2, coordinator_id=None)
+    async with Runner(config, settings), Client(config) as client:
+        runners = await client.runners()
+        assert [runner["id"] for runner in runners] == ["small"]
+        assert runners[0]["capacity"] == 2
+        await client.spawn("demo")
+        await client.spawn("demo")
+        with pytest.raises(OverloadedError, match="capacity"):
+            await client.spawn("demo")
+        with pytest.raises(OverloadedError):
+            await client.spawn("demo", runner="small")
+
+
+async def test_garbage_on_control_subjects_gets_errors(
+    client: Client, raw: Any, prefix: str
+) -> None:
+    for body in (
+        b"nope",
+        b"[]",
+        b'{"type": 5}',
+        b'{"type":"demo","restart":"sometimes"}',
+        b'{"type":"demo","x":1}',
+    ):
+        code, reply = await raw_request(raw, f"{prefix}.ctl.spawn", body)
+        assert code == 400, body
+        assert reply["error"]["code"] == "bad_request"
+    code, reply = await raw_request(raw, f"{prefix}.ctl.spawn", b'{"type":"demo","id":"ok1"}')
+    assert code is None and reply["id"] == "ok1"
+
+
+async def test_drain_request_stops_the_runner(config: Config, raw: Any, prefix: str) -> None:
+    runner = await Runner(config, RunnerSettings(runner_id="drainme")).start()
+    code, reply = await raw_request(raw, f"{prefix}.ctl.drainme.drain", b"{}")
+    assert (code, reply) == (None, {"draining": True})
+    await asyncio.wait_for(runner.stopped.wait(), 10)
+
+
+# ----------------------------------------------------------------- helpers
+
+
+async def _eventually(check: Any, timeout: float = 5.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+async def _eventually_async(check: Any, timeout: float = 5.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+async def _restarted(client: Client, agent_id: str, restarts: int) -> bool:
+    try:
+        info = await client.info(agent_id)
+    except UnavailableError:
+        return False  # between the crash and the restart
+    return bool(info["restarts"] == restarts)
+
+
+def _status(client: Client, agent_id: str, status: str) -> Any:
+    record = client.agents.get(agent_id)
+    return record if record is not None and record.status == status else None
+
+
+async def _events_of(client: Client, agent_id: str) -> list[Any]:
+    events: list[Any] = (await client.call(agent_id, "seen_events"))["events"]
+    return events
+
+
+async def _ticks(client: Client, agent_id: str) -> int:
+    ticks: int = (await client.call(agent_id, "count"))["ticks"]
+    return ticks if ticks >= 3 else 0
