@@ -14,11 +14,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
 from mabeam.agents.context import current_traceparent
+from mabeam.agents.coordination.election import Campaign, CampaignRequest, LeaderTerm
 from mabeam.agents.mailbox import Envelope, EnvelopeKind, Mailbox
 from mabeam.agents.model import Agent, EventHandlerSpec
 from mabeam.agents.supervisor import RestartPolicy, Supervisor
@@ -45,7 +47,7 @@ __all__ = ["AgentHost", "HostState"]
 
 TRACEPARENT = "traceparent"
 _IMMEDIATE = frozenset({"_ping", "_info"})
-_QUEUED_CONTROL = frozenset({"_stop", "_restart"})
+_QUEUED_CONTROL = frozenset({"_stop", "_restart", "_campaign"})
 
 
 class HostState(enum.Enum):
@@ -90,6 +92,7 @@ class AgentHost:
         self._subscription: NatsSubscription | None = None
         self._event_subscriptions: list[Any] = []
         self._timers: set[Timer] = set()
+        self._campaigns: dict[str, Campaign] = {}
         self._snapshots = type(self).uses_snapshots(agent_type)
 
     @staticmethod
@@ -145,6 +148,9 @@ class AgentHost:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        campaigns, self._campaigns = self._campaigns, {}
+        for campaign in campaigns.values():
+            await campaign.stop()
         await self._unsubscribe_events()
         agent, self.agent = self.agent, None
         if agent is not None and reason != "crash":
@@ -243,13 +249,24 @@ class AgentHost:
                 await self._answer_now(action, msg.reply)
                 return
             args = decode_object(msg.data, max_size=self.runtime.config.max_payload)
-            kind = EnvelopeKind.CONTROL if action in _QUEUED_CONTROL else EnvelopeKind.ACTION
-            self.deliver(Envelope(kind, action, args, reply=msg.reply or None, headers=msg.headers))
+            reply = msg.reply or None
+            self.deliver(
+                Envelope(EnvelopeKind.ACTION, action, args, reply=reply, headers=msg.headers)
+            )
         except MabeamError as error:
             await self._reply_wire_error(msg.reply, error)
 
     def deliver(self, envelope: Envelope) -> None:
-        """Queue an envelope, or raise what a wire caller would get: 503 or 429."""
+        """Queue an envelope, or raise what a wire caller would get: 503 or 429.
+
+        Reserved actions behave as on the wire: `_ping` and `_info` are answered at once (a
+        local call's future gets the reply), `_stop`, `_restart`, `_campaign` wait their turn.
+        """
+        if envelope.name in _IMMEDIATE and envelope.future is not None:
+            envelope.future.set_result(self.ping() if envelope.name == "_ping" else self.info())
+            return
+        if envelope.name in _QUEUED_CONTROL:
+            envelope.kind = EnvelopeKind.CONTROL
         if self.state is not HostState.RUNNING:
             raise UnavailableError(f"agent {self.agent_id} is {self.state.value}")
         if not self.mailbox.offer(envelope):
@@ -364,12 +381,35 @@ class AgentHost:
             self.runtime.snapshots.mark_dirty(self)
 
     async def _run_control(self, envelope: Envelope) -> None:
-        if envelope.name == "_stop":
-            await self.runtime.stop_agent(self.agent_id)
-            await self._send_result(envelope, {"id": self.agent_id, "stopped": True})
-        else:
-            record = await self.runtime.restart_agent(self)
-            await self._send_result(envelope, record)
+        try:
+            if envelope.name == "_stop":
+                await self.runtime.stop_agent(self.agent_id)
+                result: Any = {"id": self.agent_id, "stopped": True}
+            elif envelope.name == "_restart":
+                result = await self.runtime.restart_agent(self)
+            else:
+                result = await self._campaign(envelope.args)
+        except MabeamError as error:
+            await self._send_error(envelope, error)
+            return
+        await self._send_result(envelope, result)
+
+    async def _campaign(self, args: dict[str, Any]) -> dict[str, Any]:
+        """`_campaign`: join the election of a group for as long as this agent lives."""
+        try:
+            request = msgspec.convert(args, CampaignRequest)
+        except msgspec.ValidationError as error:
+            raise BadRequestError(f"_campaign: {error}") from error
+        if request.group not in self._campaigns:
+            elections = await self.runtime.elections()
+            self._campaigns[request.group] = Campaign(
+                elections, request.group, self.agent_id, request.ttl, self._announce_term
+            ).start()
+        leading = self._campaigns[request.group].leading
+        return {"group": request.group, "candidate": self.agent_id, "leading": leading}
+
+    async def _announce_term(self, term: LeaderTerm) -> None:
+        await self.publish(f"election.{term.group}", msgspec.to_builtins(term))
 
     # ----------------------------------------------------------------- replies out
 

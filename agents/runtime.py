@@ -19,6 +19,7 @@ import structlog
 
 from mabeam.agents.calls import Caller
 from mabeam.agents.control import SpawnRequest, request_spawn
+from mabeam.agents.coordination.election import Elections
 from mabeam.agents.host import AgentHost, HostState
 from mabeam.agents.model import Agent
 from mabeam.agents.observer import RunnerObserver
@@ -64,6 +65,7 @@ class Runtime:
         self.intensity = intensity
         self.hosts: dict[str, AgentHost] = {}
         self.caller = Caller(connection, local=self.hosts.get)
+        self._elections: Elections | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -80,6 +82,12 @@ class Runtime:
     def subjects(self) -> Subjects:
         """The subject names of this system."""
         return self.connection.subjects
+
+    async def elections(self) -> Elections:
+        """The election terms of this system (the bucket is made sure of on first use)."""
+        if self._elections is None:
+            self._elections = Elections(self.connection, self.registry.leases)
+        return await self._elections.start()
 
     # ----------------------------------------------------------------- plumbing
 

@@ -12,7 +12,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Generator, Sequence
 from typing import Any
 
 import msgspec
@@ -21,7 +22,10 @@ from mabeam.agents.builtin.coordinator import COORDINATOR_ID
 from mabeam.agents.calls import Caller
 from mabeam.agents.control import SpawnRequest, list_runners, request_spawn
 from mabeam.agents.coordination.auction import MAX_ROUNDS, AuctionRequest
+from mabeam.agents.coordination.barrier import BarrierRequest
 from mabeam.agents.coordination.consensus import ConsensusRequest
+from mabeam.agents.coordination.election import Elections, ElectRequest
+from mabeam.agents.coordination.locks import Lock
 from mabeam.bus.bus import EventBus
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
@@ -199,6 +203,29 @@ class Client:
         body = {"capability": capability, "strategy": strategy, "also": list(also)}
         reply = await self._coordinate("pick", body, 0.0)
         return str(reply["agent"])
+
+    async def elect(self, **request: Any) -> dict[str, Any]:
+        """Elect a leader of a group among candidates (see `ElectRequest`): leader and term."""
+        body = _checked(ElectRequest, request)
+        result: dict[str, Any] = await self._coordinate("elect", body, body["timeout"])
+        return result
+
+    async def barrier(self, name: str, parties: int, *, timeout: float = 10.0) -> dict[str, Any]:
+        """Arrive at barrier `name` and wait until `parties` have arrived."""
+        body = _checked(BarrierRequest, {"name": name, "parties": parties, "timeout": timeout})
+        result: dict[str, Any] = await self._coordinate("barrier", body, timeout)
+        return result
+
+    async def watch_leader(self, group: str) -> AsyncIterator[dict[str, Any]]:
+        """Every new term of `group` as `{"group", "leader", "term", "elected_at"}`."""
+        elections = await Elections(self.connection, self.registry.leases).start()
+        async for term in elections.watch(group):
+            yield msgspec.to_builtins(term)
+
+    def lock(self, name: str, *, ttl: float = 10.0, timeout: float = 30.0) -> Lock:
+        """A named lock across the system: `async with mb.lock("stock"):` (TTL-renewed)."""
+        holder = f"{self.config.name}-{uuid.uuid4().hex[:12]}"
+        return Lock(self.registry.leases, name, holder=holder, ttl=ttl, timeout=timeout)
 
     async def _coordinate(self, action: str, body: dict[str, Any], waits: float) -> Any:
         timeout = waits + self.config.request_timeout

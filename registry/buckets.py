@@ -17,7 +17,10 @@ another tool) get plain writes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -26,7 +29,7 @@ import structlog
 from nats.js import api
 
 from mabeam.core.connection import Connection, nats_errors
-from mabeam.core.errors import ConflictError, NotFoundError
+from mabeam.core.errors import ConflictError, MabeamError, NotFoundError
 from mabeam.registry.records import MAX_RECORD_BYTES
 
 __all__ = ["TOMBSTONE_TTL", "Bucket", "Entry", "is_tombstone"]
@@ -183,6 +186,33 @@ class Bucket:
             raise ConflictError(
                 f"{self.kind} {key!r} changed: revision {revision} is no longer its latest"
             ) from exc
+
+    @contextlib.asynccontextmanager
+    async def changes_of(self, key: str) -> AsyncIterator[asyncio.Event]:
+        """While open, the yielded event is set whenever `key` is written, deleted or expires.
+
+        For waiters that re-read a key when it changes (leases, barriers, leader terms): clear
+        the event, read, and wait on it again. The watch ends with the block.
+        """
+        changed = asyncio.Event()
+
+        async def on_change(msg: Any) -> None:
+            changed.set()
+
+        with nats_errors():
+            sub = await self.connection.js.subscribe(
+                self.subject(key),
+                stream=self.stream,
+                cb=on_change,
+                ordered_consumer=True,
+                deliver_policy=api.DeliverPolicy.NEW,
+                inactive_threshold=10.0,
+            )
+        try:
+            yield changed
+        finally:
+            with contextlib.suppress(MabeamError), nats_errors():
+                await sub.unsubscribe()
 
     async def _publish(
         self,

@@ -22,11 +22,9 @@ from typing import Final
 
 import msgspec
 import structlog
-from nats.aio.msg import Msg
-from nats.js import api
 
 from mabeam.core import codec
-from mabeam.core.connection import Connection, nats_errors
+from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError, ConflictError, DeadlineError, MabeamError
 from mabeam.core.names import validate_id
 from mabeam.registry.buckets import Bucket, Entry
@@ -131,28 +129,11 @@ class Leases:
     async def wait_free(self, name: str, timeout: float | None = None) -> None:
         """Return once lease `name` is free (released or expired); `DeadlineError` on timeout."""
         validate_id(name, "lease name")
-        changed = asyncio.Event()
-
-        async def on_change(msg: Msg) -> None:
-            changed.set()
-
-        with nats_errors():
-            sub = await self._bucket.connection.js.subscribe(
-                self._bucket.subject(name),
-                stream=self._bucket.stream,
-                cb=on_change,
-                ordered_consumer=True,
-                deliver_policy=api.DeliverPolicy.NEW,
-                inactive_threshold=10.0,
-            )
         try:
-            async with asyncio.timeout(timeout):
+            async with self._bucket.changes_of(name) as changed, asyncio.timeout(timeout):
                 await self._until_free(name, changed)
         except TimeoutError:
             raise DeadlineError(f"lease {name!r} was still held after {timeout}s") from None
-        finally:
-            with contextlib.suppress(MabeamError), nats_errors():
-                await sub.unsubscribe()
 
     async def _until_free(self, name: str, changed: asyncio.Event) -> None:
         while True:

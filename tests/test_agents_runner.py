@@ -207,6 +207,10 @@ async def test_local_calls_do_not_cross_the_network(client: Client, runner: Runn
     assert stats["out_msgs"] - before <= 3  # the reply to the client, not 200 requests
     with pytest.raises(UnknownActionError):
         await client.call("relay", "relay", {"target": "d1", "action_name": "fly"})
+    ping = await client.call("relay", "relay", {"target": "d1", "action_name": "_ping"})
+    assert ping == {"id": "d1", "status": "running"}
+    info = await client.call("relay", "relay", {"target": "d1", "action_name": "_info"})
+    assert info["processed"] == 102
 
 
 async def test_timers_tick_through_the_mailbox(client: Client) -> None:

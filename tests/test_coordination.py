@@ -13,7 +13,7 @@ import pytest
 from mabeam.agents.coordination.consensus import Vote, decide
 from mabeam.client import Client
 from mabeam.core.config import Config
-from mabeam.core.errors import BadRequestError, NotFoundError
+from mabeam.core.errors import BadRequestError, DeadlineError, NotFoundError
 from tests.test_agents_failover import RunnerProcess
 
 
@@ -150,3 +150,103 @@ async def test_bad_requests_are_400(client: Client) -> None:
 )
 def test_decision_table(rule: Any, votes: list[bool], participants: int, decision: str) -> None:
     assert decide(rule, 0.75, participants, [Vote(vote=v) for v in votes]) == decision
+
+
+async def test_election_one_leader_then_a_new_term_when_it_dies(client: Client) -> None:
+    for index in range(3):
+        runner = "r1" if index % 2 == 0 else "r2"
+        await client.spawn("demo", id=f"c{index}", capabilities=["candidate"], runner=runner)
+    first = await client.elect(group="g1", capability="candidate", ttl=2)
+    assert first["leader"] in {"c0", "c1", "c2"}
+    assert await client.elect(group="g1", capability="candidate", ttl=2) == first
+    terms = client.watch_leader("g1")
+    assert (await anext(terms))["term"] == first["term"]
+    await client.stop(first["leader"])
+    second = await asyncio.wait_for(anext(terms), 5)
+    assert second["leader"] != first["leader"]
+    assert second["term"] == first["term"] + 1
+    await terms.aclose()
+
+
+async def test_leader_on_a_killed_runner_is_replaced_within_the_ttl(
+    client: Client, two_runners: list[RunnerProcess]
+) -> None:
+    await client.spawn("demo", id="k1", capabilities=["cand"], runner="r1", restart="temporary")
+    await client.spawn("demo", id="k2", capabilities=["cand"], runner="r2", restart="temporary")
+    first = await client.elect(group="g2", candidates=["k1"], ttl=1)
+    assert first["leader"] == "k1"
+    await client.call("k2", "_campaign", {"group": "g2", "ttl": 1})
+    terms = client.watch_leader("g2")
+    assert (await anext(terms))["leader"] == "k1"
+    two_runners[0].stop()  # kill -9: k1's lease is no longer renewed
+    second = await asyncio.wait_for(anext(terms), 6)
+    assert (second["leader"], second["term"]) == ("k2", first["term"] + 1)
+    await terms.aclose()
+
+
+async def test_barrier_releases_all_parties_together(client: Client) -> None:
+    waiting = [asyncio.ensure_future(client.barrier("b1", 3, timeout=5)) for _ in range(2)]
+    await asyncio.sleep(0.2)
+    assert not any(task.done() for task in waiting)
+    last = await client.barrier("b1", 3, timeout=5)
+    assert last == {"released": True, "arrived": 3}
+    assert await asyncio.gather(*waiting) == [last, last]
+    with pytest.raises(DeadlineError, match="1 of 2"):
+        await client.barrier("b2", 2, timeout=0.3)
+
+
+async def test_lock_is_mutually_exclusive_and_frees_on_exit(client: Client, config: Config) -> None:
+    inside: list[str] = []
+
+    async def worker(name: str) -> None:
+        async with Client(config) as other, other.lock("shared", ttl=2, timeout=10):
+            inside.append(f"{name}+")
+            await asyncio.sleep(0.1)
+            inside.append(f"{name}-")
+
+    await asyncio.gather(worker("a"), worker("b"))
+    assert inside in (["a+", "a-", "b+", "b-"], ["b+", "b-", "a+", "a-"])
+    async with client.lock("shared", ttl=1, timeout=2) as held:
+        assert held.held
+        with pytest.raises(DeadlineError):
+            async with client.lock("shared", ttl=1, timeout=0.3):
+                pass
+
+
+def test_cli_runs_the_protocols(config: Config, two_runners: list[RunnerProcess]) -> None:
+    import subprocess
+
+    from tests.test_agents_failover import MABEAM
+
+    base = ["--nats", config.nats_url, "--prefix", config.prefix]
+    for index, vote in enumerate(["true", "true", "false"]):
+        spawn = [
+            MABEAM,
+            "spawn",
+            "demo",
+            "--id",
+            f"p{index}",
+            "--args",
+            f'{{"vote": {vote}, "bid": {index}}}',
+        ]
+        subprocess.run([*spawn, "--capability", "panel", *base], check=True, capture_output=True)
+
+    def run(*words: str) -> Any:
+        done = subprocess.run([MABEAM, *words, *base], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    assert run("consensus", "--capability", "panel", "--proposal", '"go"')["decision"] == "accepted"
+    assert (
+        run("consensus", "--participants", "p0,p2", "--rule", "unanimous")["decision"] == "rejected"
+    )
+    assert run("auction", "--capability", "panel", "--kind", "vickrey")["winner"] == "p2"
+    assert run("elect", "g", "--candidates", "p1")["leader"] == "p1"
+    assert run("barrier", "solo", "1") == {"released": True, "arrived": 1}
+    assert run("pick", "panel")["agent"] in {"p0", "p1", "p2"}
+    bad = subprocess.run(
+        [MABEAM, "consensus", "--capability", "panel", "--rule", "x", *base],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2

@@ -10,9 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from mabeam.agents.coordination.auction import AuctionRequest, run_auction
+from mabeam.agents.coordination.barrier import BarrierRequest, Barriers
 from mabeam.agents.coordination.consensus import ConsensusRequest, run_consensus
 from mabeam.agents.coordination.distribution import Distributor
+from mabeam.agents.coordination.election import Elections, ElectRequest
+from mabeam.agents.coordination.scatter import participants_of, scatter
 from mabeam.agents.model import Agent, action
+from mabeam.core.errors import UnavailableError
 
 __all__ = ["COORDINATOR_ID", "CoordinatorAgent"]
 
@@ -30,8 +34,10 @@ class CoordinatorAgent(Agent):
     mailbox_size = 4096
 
     async def on_start(self) -> None:
-        """Set up the round-robin state of `pick`."""
+        """Set up `pick`'s round-robin state, elections and barriers."""
         self.distributor = Distributor(self.registry)
+        self.elections = Elections(self.registry.connection, self.registry.leases)
+        self.barriers = Barriers(self.registry.connection)
 
     @action(body=ConsensusRequest)
     async def consensus(self, request: ConsensusRequest) -> dict[str, Any]:
@@ -42,6 +48,27 @@ class CoordinatorAgent(Agent):
     async def auction(self, request: AuctionRequest) -> dict[str, Any]:
         """Run an auction (first_price, vickrey, dutch, english)."""
         return await run_auction(self, self.registry, request)
+
+    @action(body=ElectRequest)
+    async def elect(self, request: ElectRequest) -> dict[str, Any]:
+        """Have the candidates campaign for `group`; the leader and term once there is one."""
+        await self.elections.start()
+        candidates = participants_of(request.candidates, request.capability, self.registry)
+        current = await self.elections.current(request.group)
+        if current is None or current.leader not in candidates:
+            body = {"group": request.group, "ttl": request.ttl}
+            gathered = await scatter(self, candidates, "_campaign", body, request.timeout)
+            if not gathered.replies:
+                raise UnavailableError(f"no candidate of {request.group!r} answered _campaign")
+            current = await self.elections.wait_for_leader(
+                request.group, candidates, request.timeout
+            )
+        return {"leader": current.leader, "term": current.term}
+
+    @action(body=BarrierRequest)
+    async def barrier(self, request: BarrierRequest) -> dict[str, Any]:
+        """Arrive at barrier `name` and wait for all `parties`."""
+        return await self.barriers.arrive(request)
 
     @action
     async def pick(
