@@ -209,8 +209,14 @@ class Agent(AgentContext):
         """Validate spawn `args` against `on_start`'s type hints."""
         return _convert(cls.__start_arguments__, args, f"spawn args of {cls.type_name!r}")
 
-    async def on_start(self) -> None:
-        """Called once the agent is registered and reachable, with the spawn args."""
+    on_start: Callable[..., Awaitable[None]]
+    """Called once the agent is registered and reachable, with the spawn args as keyword
+    arguments validated from its type hints (`async def on_start(self, target: float = 20)`)."""
+
+    async def _start_without_arguments(self) -> None:
+        """The `on_start` of a type that does not define one: no spawn args."""
+
+    on_start = _start_without_arguments
 
     async def on_stop(self, reason: str) -> None:
         """Called when the agent stops (`normal`, `shutdown`, `handover`) before it leaves."""

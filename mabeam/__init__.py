@@ -12,6 +12,14 @@ __version__ = "0.1.0"
 
 # public name → defining module
 _EXPORTS: dict[str, str] = {
+    "connect": "mabeam.client",
+    "Client": "mabeam.client",
+    "Agent": "mabeam.agents.model",
+    "action": "mabeam.agents.model",
+    "on_event": "mabeam.agents.model",
+    "Event": "mabeam.bus.event",
+    "Runner": "mabeam.agents.runner",
+    "RunnerSettings": "mabeam.agents.runner",
     "Config": "mabeam.core.config",
     "MabeamError": "mabeam.core.errors",
     "ConfigError": "mabeam.core.errors",

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,36 +13,20 @@ import pytest
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.core.errors import DeadlineError, UnavailableError
+from mabeam.processes import RunnerProcess
 
 MABEAM = str(Path(sys.executable).parent / "mabeam")
 HEARTBEAT = 0.3
 
 
-class RunnerProcess:
-    """A `mabeam runner` subprocess, ready once it prints its serving line."""
-
-    def __init__(self, config: Config, runner_id: str) -> None:
-        command = [MABEAM, "runner", "--nats", config.nats_url, "--prefix", config.prefix]
-        command += ["--id", runner_id, "--heartbeat", str(HEARTBEAT)]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert f"runner {runner_id} serving" in line, line
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-
-
 @pytest.fixture
 def runners(config: Config) -> Iterator[dict[str, RunnerProcess]]:
-    started = {name: RunnerProcess(config, name) for name in ("r1", "r2")}
+    started = {
+        name: RunnerProcess(config, name, heartbeat=HEARTBEAT).wait_ready() for name in ("r1", "r2")
+    }
     yield started
     for runner in started.values():
-        runner.stop()
+        runner.kill()
 
 
 @pytest.fixture
@@ -61,7 +43,7 @@ async def test_kill_9_moves_every_agent_once_with_its_snapshot(
     await asyncio.gather(*(client.call(a, "increment", {"by": i}) for i, a in enumerate(ids)))
     await _snapshots_written(client, ids)
 
-    os.kill(runners["r1"].process.pid, signal.SIGKILL)
+    runners["r1"].kill()
     killed_at = asyncio.get_running_loop().time()
     await asyncio.gather(*(_answers_from(client, agent_id, "r2") for agent_id in ids))
     took = asyncio.get_running_loop().time() - killed_at

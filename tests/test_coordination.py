@@ -14,15 +14,15 @@ from mabeam.agents.coordination.consensus import Vote, decide
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.core.errors import BadRequestError, DeadlineError, NotFoundError
-from tests.test_agents_failover import RunnerProcess
+from mabeam.processes import RunnerProcess
 
 
 @pytest.fixture
 def two_runners(config: Config) -> Iterator[list[RunnerProcess]]:
-    started = [RunnerProcess(config, name) for name in ("r1", "r2")]
+    started = [RunnerProcess(config, name).wait_ready() for name in ("r1", "r2")]
     yield started
     for runner in started:
-        runner.stop()
+        runner.kill()
 
 
 @pytest.fixture
@@ -178,7 +178,7 @@ async def test_leader_on_a_killed_runner_is_replaced_within_the_ttl(
     await client.call("k2", "_campaign", {"group": "g2", "ttl": 1})
     terms = client.watch_leader("g2")
     assert (await anext(terms))["leader"] == "k1"
-    two_runners[0].stop()  # kill -9: k1's lease is no longer renewed
+    two_runners[0].kill()  # k1's lease is no longer renewed
     second = await asyncio.wait_for(anext(terms), 6)
     assert (second["leader"], second["term"]) == ("k2", first["term"] + 1)
     await terms.aclose()

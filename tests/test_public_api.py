@@ -24,3 +24,10 @@ def test_importing_a_floor_does_not_load_the_roof() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_public_surface_is_what_the_docs_promise() -> None:
+    expected = {"connect", "Client", "Agent", "action", "on_event", "Event", "Runner", "Config"}
+    assert expected <= set(mabeam.__all__)
+    assert "MabeamError" in mabeam.__all__
+    assert all(name.endswith("Error") for name in mabeam.__all__ if "Error" in name)

@@ -1,0 +1,31 @@
+"""`mabeam demo`: the market scenario end to end (see `mabeam.demo`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mabeam.core.errors import ConfigError
+from mabeam.demo import DemoPlan, run_demo
+
+__all__ = ["register"]
+
+
+def register(commands: Any) -> None:
+    """Add the `demo` command."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "demo", help="run a 1000-agent market on an embedded NATS, kill a runner midway"
+    )
+    parser.add_argument("--seconds", type=float, default=DemoPlan.seconds, help="trading time")
+    parser.add_argument(
+        "--kill-at", type=float, default=DemoPlan.kill_at, help="when runner-a is killed (s)"
+    )
+    parser.set_defaults(run=run, log_level="error")
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Run the demo."""
+    if not 0 < args.kill_at < args.seconds:
+        raise ConfigError("--kill-at must be between 0 and --seconds")
+    await run_demo(DemoPlan(seconds=args.seconds, kill_at=args.kill_at))
+    return 0
