@@ -31,3 +31,17 @@ def test_the_public_surface_is_what_the_docs_promise() -> None:
     assert expected <= set(mabeam.__all__)
     assert "MabeamError" in mabeam.__all__
     assert all(name.endswith("Error") for name in mabeam.__all__ if "Error" in name)
+
+
+def test_every_subpackage_is_listed_for_regular_installs() -> None:
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    setup = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set()
+    for package, folder in setup["package-dir"].items():
+        for init in (root / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(root / folder)
+            found.add(".".join([package, *relative.parts]))
+    assert found == set(setup["packages"])
