@@ -1,0 +1,159 @@
+"""The `nats` CLI cookbook of docs/OPERATIONS.md, sent by a raw NATS client to a live system.
+
+Every `nats req|pub|sub|kv` line of the cookbook section is parsed and replayed with nats-py,
+with the same subject, headers and body (the `mabeam` prefix swapped for this test's own), and
+the reply is checked against the `# →` line under it: the reply must contain those keys with
+those values. If the docs and the system drift apart, this test fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shlex
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.js.errors
+import pytest
+
+from mabeam.agents.runner import Runner, RunnerSettings
+from mabeam.core.config import Config
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "OPERATIONS.md"
+
+
+def cookbook() -> list[tuple[list[str], str | None]]:
+    """(command words, expected text or None) for each `nats` line of the cookbook section."""
+    text = DOC.read_text().split("## `nats` CLI cookbook", 1)[1].split("\n## ", 1)[0]
+    lines = [line.strip() for line in text.splitlines()]
+    steps: list[tuple[list[str], str | None]] = []
+    for index, line in enumerate(lines):
+        if line.startswith("nats "):
+            following = lines[index + 1] if index + 1 < len(lines) else ""
+            expected = following[len("# →") :].strip() if following.startswith("# →") else None
+            steps.append((shlex.split(line)[1:], expected))
+    return steps
+
+
+def contains(actual: Any, expected: Any) -> bool:
+    """True when `actual` has every key of `expected` (recursively) with the same value."""
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and all(
+            key in actual and contains(actual[key], value) for key, value in expected.items()
+        )
+    return bool(actual == expected)
+
+
+class Replay:
+    """Sends cookbook commands with nats-py, translated to one test prefix."""
+
+    def __init__(self, nc: Any, prefix: str, runner: Runner) -> None:
+        self.nc = nc
+        self.prefix = prefix
+        self.runner = runner
+        self.subscriptions: list[Any] = []
+
+    def name(self, word: str) -> str:
+        if word.startswith("mabeam."):
+            return self.prefix + word[len("mabeam") :]
+        if word.startswith("mabeam_"):
+            return self.prefix + word[len("mabeam") :]
+        return word
+
+    async def run(self, words: list[str], expected: str | None) -> None:
+        verb = words[0]
+        if verb == "req":
+            await self.request(words[1:], expected)
+        elif verb == "pub":
+            await self.publish(words[1:])
+        elif verb == "sub":
+            self.subscriptions.append(await self.nc.subscribe(self.name(words[1])))
+        elif verb == "kv":
+            await self.kv(words[1:], expected)
+        else:
+            raise AssertionError(f"the cookbook uses an unknown command: nats {' '.join(words)}")
+
+    async def request(self, words: list[str], expected: str | None) -> None:
+        subject, body, headers = self.name(words[0]), words[1].encode(), _headers(words[2:])
+        reply = await self.nc.request(subject, body, timeout=5, headers=headers or None)
+        value = json.loads(reply.data)
+        if isinstance(value, list):
+            value = value[0]
+        assert expected is not None and contains(value, json.loads(expected)), (words, value)
+        if subject.endswith(".ctl.spawn"):
+            await self.until_replicated(value["id"])
+
+    async def until_replicated(self, agent_id: str) -> None:
+        """A person types slower than a replica syncs: wait for the coordinator's to see it."""
+        agents = self.runner.runtime.registry.agents
+        for _ in range(200):
+            record = agents.get(agent_id)
+            if record is not None and record.status == "running":
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"{agent_id} never reached the runner's replica")
+
+    async def publish(self, words: list[str]) -> None:
+        subject, body, headers = self.name(words[0]), words[1].encode(), _headers(words[2:])
+        await self.nc.publish(subject, body, headers=headers or None)
+        for subscription in self.subscriptions:
+            message = await subscription.next_msg(timeout=2)
+            assert message.subject == subject and message.data == body
+            assert all(message.headers.get(key) == value for key, value in headers.items())
+
+    async def kv(self, words: list[str], expected: str | None) -> None:
+        action, bucket = words[0], self.name(words[1])
+        kv = await self.nc.jetstream().key_value(bucket)
+        if action == "ls":
+            assert expected is not None and expected in await kv.keys()
+        elif action == "get":
+            await self.eventually_get(kv, words[2], expected)
+        elif action == "watch":
+            watcher = await kv.watchall()
+            await watcher.stop()
+        else:
+            raise AssertionError(f"unknown kv command {action}")
+
+    async def eventually_get(self, kv: Any, key: str, expected: str | None) -> None:
+        assert expected is not None
+        value = None
+        for _ in range(100):  # snapshots are written coalesced, within 50 ms
+            with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+                value = json.loads((await kv.get(key)).value)
+                if contains(value, json.loads(expected)):
+                    return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{key}: {value} does not contain {expected}")
+
+
+def _headers(words: list[str]) -> dict[str, str]:
+    pairs = [words[i + 1] for i in range(0, len(words) - 1, 2) if words[i] == "-H"]
+    return dict(pair.split(":", 1) for pair in pairs)
+
+
+@pytest.fixture
+async def runner(config: Config) -> AsyncIterator[Runner]:
+    async with Runner(config, RunnerSettings(runner_id="runner-1")) as running:
+        yield running
+
+
+def test_the_cookbook_is_not_empty() -> None:
+    verbs = {words[0] for words, _ in cookbook()}
+    assert verbs == {"req", "pub", "sub", "kv"}
+    assert len(cookbook()) > 20
+
+
+async def test_every_cookbook_command_works_against_a_live_system(
+    runner: Runner, config: Config
+) -> None:
+    nc = await nats.connect(config.nats_url)
+    replay = Replay(nc, config.prefix, runner)
+    try:
+        for words, expected in cookbook():
+            await replay.run(words, expected)
+    finally:
+        await nc.close()
