@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: install
-	$(BIN)/python -m pytest -m 'not slow' -q
+	$(BIN)/python -m pytest -q
 
 soak: install
 	$(BIN)/python -m pytest -m slow -q

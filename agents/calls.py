@@ -12,10 +12,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from mabeam.agents.deadlines import deadline
 from mabeam.agents.mailbox import Envelope, EnvelopeKind
 from mabeam.core.codec import decode, encode
 from mabeam.core.connection import Connection, nats_errors
-from mabeam.core.errors import DeadlineError, TooLargeError
+from mabeam.core.errors import ConnectError, DeadlineError, TooLargeError
 from mabeam.core.names import validate_id
 from mabeam.core.replies import JSON_HEADERS, result_of
 
@@ -55,6 +56,8 @@ class Caller:
         target = self._local(agent_id) if self._local is not None else None
         if target is not None:
             return await self._call_local(target, action, body, wait, headers)
+        if not self._connection.is_connected:
+            raise ConnectError("not connected to NATS (reconnecting): the call was not sent")
         subject = self._connection.subjects.agent(agent_id, action)
         with nats_errors():
             reply = await self._connection.nc.request(
@@ -102,7 +105,7 @@ class Caller:
             Envelope(EnvelopeKind.ACTION, action, decode(body), future=future, headers=headers)
         )
         try:
-            async with asyncio.timeout(timeout):
+            async with deadline(timeout):
                 result = await future
         except TimeoutError:
             raise DeadlineError("request timed out") from None

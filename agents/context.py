@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
+    from mabeam.agents.observer import RunnerObserver
     from mabeam.agents.timers import Timer
 
 __all__ = ["AgentContext", "AgentServices", "current_traceparent"]
@@ -33,6 +34,10 @@ class AgentServices(Protocol):
     @property
     def registry(self) -> Any:
         """The process's registry (replicas for lookups, writes through KV)."""
+
+    @property
+    def observer(self) -> RunnerObserver:
+        """The runner's observer, for built-in agents that report what they do (rounds)."""
 
     async def call(
         self, agent_id: str, action: str, args: dict[str, Any] | None, timeout: float | None

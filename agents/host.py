@@ -18,9 +18,11 @@ import msgspec
 import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from mabeam.agents.context import current_traceparent
 from mabeam.agents.coordination.election import Campaign, CampaignRequest, LeaderTerm
+from mabeam.agents.deadlines import deadline
 from mabeam.agents.mailbox import Envelope, EnvelopeKind, Mailbox
 from mabeam.agents.model import Agent, EventHandlerSpec
 from mabeam.agents.supervisor import RestartPolicy, Supervisor
@@ -39,6 +41,7 @@ from mabeam.core.names import validate_id
 from mabeam.core.replies import JSON_HEADERS, error_reply
 
 if TYPE_CHECKING:
+    from mabeam.agents.observer import RunnerObserver
     from mabeam.agents.runtime import Runtime
     from mabeam.bus.event import Event
     from mabeam.registry.records import AgentRecord
@@ -88,6 +91,7 @@ class AgentHost:
         self.processed = 0
         self.failed = 0
         self.restarts = 0
+        self.events_dropped = 0
         self._subject_prefix = runtime.subjects.agent(self.agent_id, "")
         self._subscription: NatsSubscription | None = None
         self._event_subscriptions: list[Any] = []
@@ -135,7 +139,7 @@ class AgentHost:
             if self.state is HostState.RUNNING:
                 envelope = Envelope(EnvelopeKind.EVENT, method_name, payload=event)
                 if not self.mailbox.offer(envelope):
-                    self.runtime.observer.event_dropped(self.agent_type.type_name)
+                    self._drop_event(event)
 
         return feed
 
@@ -143,6 +147,13 @@ class AgentHost:
         subscriptions, self._event_subscriptions = self._event_subscriptions, []
         for subscription in subscriptions:
             await subscription.unsubscribe()
+
+    def _drop_event(self, event: Event) -> None:
+        """A full mailbox: count the drop, and log the first of each run of drops."""
+        self.runtime.observer.event_dropped(self.agent_type.type_name)
+        self.events_dropped += 1
+        if self.events_dropped == 1 or self.events_dropped % 1000 == 0:
+            self.log.warning("agent.events_dropped", topic=event.topic, dropped=self.events_dropped)
 
     async def _teardown_instance(self, reason: str) -> None:
         for timer in self._timers:
@@ -303,7 +314,10 @@ class AgentHost:
                 envelope, UnavailableError(f"agent {self.agent_id} is {self.state.value}")
             )
             return
-        token = current_traceparent.set(_traceparent(envelope))
+        traceparent = _traceparent(envelope)
+        token = current_traceparent.set(traceparent)
+        # Every line logged while handling the message names the agent, action and trace.
+        bound = bind_contextvars(**self._log_context(envelope, traceparent))
         try:
             if envelope.kind is EnvelopeKind.ACTION:
                 await self._run_action(envelope)
@@ -312,7 +326,15 @@ class AgentHost:
             else:
                 await self._run_callback(envelope)
         finally:
+            reset_contextvars(**bound)
             current_traceparent.reset(token)
+
+    def _log_context(self, envelope: Envelope, traceparent: str | None) -> dict[str, str]:
+        context = {"agent": self.agent_id, "action": envelope.name}
+        if traceparent:
+            parts = traceparent.split("-")
+            context["trace_id"] = parts[1] if len(parts) == 4 else traceparent
+        return context
 
     async def _run_action(self, envelope: Envelope) -> None:
         spec = self.agent_type.__actions__.get(envelope.name)
@@ -324,7 +346,7 @@ class AgentHost:
         try:
             kwargs = spec.parse(envelope.args)
             method = getattr(self.agent, spec.method_name)
-            async with asyncio.timeout(self.agent_type.action_timeout):
+            async with deadline(self.agent_type.action_timeout):
                 result = await method(**kwargs)
         except BadRequestError as invalid:
             await self._finish(envelope, "bad_request", started, error=invalid)
@@ -364,7 +386,7 @@ class AgentHost:
 
     async def _run_callback(self, envelope: Envelope) -> None:
         try:
-            async with asyncio.timeout(self.agent_type.action_timeout):
+            async with deadline(self.agent_type.action_timeout):
                 if envelope.kind is EnvelopeKind.EVENT:
                     await getattr(self.agent, envelope.name)(envelope.payload)
                 else:
@@ -452,6 +474,11 @@ class AgentHost:
     def registry(self) -> Any:
         """The runner's registry."""
         return self.runtime.registry
+
+    @property
+    def observer(self) -> RunnerObserver:
+        """The runner's observer (metrics, logs)."""
+        return self.runtime.observer
 
     async def call(
         self, agent_id: str, action: str, args: dict[str, Any] | None, timeout: float | None

@@ -3,7 +3,8 @@
 `SpawnGuard.check` is asked before every spawn and every take-over. Memory is the resident set
 size read from `/proc/self/statm` (Linux), falling back to the peak RSS from `resource` elsewhere;
 the check reads it at most every `memory_check_interval` seconds, so a burst of spawns does not
-pay a system call each.
+pay a system call each, and a runner recovers by itself once memory falls below the limit.
+`refused` counts the refusals by limit (plain integers that metrics read).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import resource
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mabeam.core.errors import ConfigError, OverloadedError
 
@@ -38,6 +39,8 @@ class SpawnGuard:
     max_agents: int = 20_000
     max_memory_mb: float | None = None
     memory_check_interval: float = 0.25
+    refused: dict[str, int] = field(default_factory=lambda: {"capacity": 0, "memory": 0})
+    """Spawns and take-overs refused, by the limit that was reached."""
     _checked_at: float = 0.0
     _rss: int = 0
 
@@ -52,12 +55,18 @@ class SpawnGuard:
     def check(self, hosted: int) -> None:
         """Raise `OverloadedError` (429) when one more agent would break a limit."""
         if hosted >= self.max_agents:
+            self.refused["capacity"] += 1
             raise OverloadedError(f"runner is at capacity ({self.max_agents} agents)")
-        if self.max_memory_mb is not None and self.memory_mb() >= self.max_memory_mb:
+        if self.under_memory_pressure():
+            self.refused["memory"] += 1
             raise OverloadedError(
                 f"runner is under memory pressure ({self.memory_mb():.0f} MB of "
                 f"{self.max_memory_mb:.0f} MB)"
             )
+
+    def under_memory_pressure(self) -> bool:
+        """True while the process RSS is at or above `max_memory_mb` (never without a limit)."""
+        return self.max_memory_mb is not None and self.memory_mb() >= self.max_memory_mb
 
     def memory_mb(self) -> float:
         """The process RSS in MB, re-read at most every `memory_check_interval` seconds."""

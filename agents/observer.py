@@ -43,6 +43,9 @@ class RunnerObserver:
     def event_dropped(self, agent_type: str) -> None:
         """An event was dropped for an agent whose mailbox was full."""
 
+    def coordination_round(self, protocol: str, outcome: str, seconds: float) -> None:
+        """A coordinator ran one round of `protocol` (consensus, auction ...) to `outcome`."""
+
 
 class ObserverGroup(RunnerObserver):
     """Calls several observers in turn; a failing observer is logged and skipped."""
@@ -88,3 +91,7 @@ class ObserverGroup(RunnerObserver):
     def event_dropped(self, agent_type: str) -> None:
         """Tell every observer."""
         self._each("event_dropped", agent_type)
+
+    def coordination_round(self, protocol: str, outcome: str, seconds: float) -> None:
+        """Tell every observer."""
+        self._each("coordination_round", protocol, outcome, seconds)

@@ -9,28 +9,34 @@ runner record, and serves:
 Every heartbeat it also looks for agents whose runner is dead (no heartbeat for 3 intervals) or
 gone (drained), and takes over the `permanent` ones (and `transient` ones that had crashed),
 each exactly once: a compare-and-set on the agent record decides which survivor wins.
+
+Everything a runner starts (its tasks, its NATS callbacks, its agents) runs in a context where
+structlog's context variables carry `runner=<id>`, so every line it logs names it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import random
 import socket
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from msgspec import to_builtins
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
 from mabeam.agents.builtin.coordinator import COORDINATOR_ID, CoordinatorAgent
 from mabeam.agents.builtin.demo import DemoAgent
 from mabeam.agents.control import SpawnRequest, parse_spawn_request
-from mabeam.agents.limits import SpawnGuard
+from mabeam.agents.limits import SpawnGuard, rss_bytes
 from mabeam.agents.model import Agent
 from mabeam.agents.observer import ObserverGroup, RunnerObserver
 from mabeam.agents.runtime import Runtime
@@ -40,7 +46,13 @@ from mabeam.bus.bus import EventBus
 from mabeam.core.codec import encode, now_rfc3339, parse_rfc3339
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection, nats_errors
-from mabeam.core.errors import ConfigError, ConflictError, MabeamError, UnavailableError
+from mabeam.core.errors import (
+    ConfigError,
+    ConflictError,
+    MabeamError,
+    OverloadedError,
+    UnavailableError,
+)
 from mabeam.core.names import validate_id
 from mabeam.core.replies import JSON_HEADERS, error_reply
 from mabeam.registry.buckets import Bucket
@@ -70,6 +82,8 @@ class RunnerSettings:
     max_concurrent_spawns: int = 256
     coordinator_id: str | None = COORDINATOR_ID
     """The well-known coordinator agent each runner makes sure exists (None: leave it)."""
+    metrics_url: str = ""
+    """The URL of this runner's Prometheus endpoint, announced in its record (empty: none)."""
 
     def __post_init__(self) -> None:
         validate_id(self.runner_id, "runner id")
@@ -106,6 +120,8 @@ class Runner:
         self._started_at = now_rfc3339()
         self._heartbeat: RunnerHeartbeat | None = None
         self._drain_task: asyncio.Task[None] | None = None
+        self._log_context = contextvars.copy_context()
+        self._log_context.run(structlog.contextvars.bind_contextvars, runner=self.id)
 
     @property
     def runtime(self) -> Runtime:
@@ -118,6 +134,10 @@ class Runner:
 
     async def start(self) -> Runner:
         """Connect, start the services, register, and begin serving."""
+        loop = asyncio.get_running_loop()
+        return await loop.create_task(self._start(), context=self._log_context.copy())
+
+    async def _start(self) -> Runner:
         connection = await Connection.open(self.config.with_(name=f"mabeam-runner-{self.id}"))
         self._connection = connection
         registry = Registry(connection, heartbeat_interval=self.settings.heartbeat_interval)
@@ -184,7 +204,9 @@ class Runner:
     def request_drain(self) -> None:
         """Start draining in the background (SIGTERM, `P.ctl.<id>.drain`); once only."""
         if self._drain_task is None:
-            self._drain_task = asyncio.get_running_loop().create_task(self.drain())
+            self._drain_task = asyncio.get_running_loop().create_task(
+                self.drain(), context=self._log_context.copy()
+            )
 
     async def close(self) -> None:
         """Stop everything (agents that are still here stop for good); safe twice."""
@@ -241,11 +263,11 @@ class Runner:
             agents=len(self._runtime.hosts) if self._runtime else 0,
             capacity=self.guard.max_agents,
             types=sorted(self.types),
+            rss=rss_bytes(),
+            metrics=self.settings.metrics_url,
         )
 
     def _record_dict(self) -> dict[str, Any]:
-        from msgspec import to_builtins
-
         value: dict[str, Any] = to_builtins(self.record())
         return value
 
@@ -262,8 +284,6 @@ class Runner:
             if self.draining:
                 raise UnavailableError(f"runner {self.id} is draining")
             if self._spawns_in_flight > self.settings.max_concurrent_spawns:
-                from mabeam.core.errors import OverloadedError
-
                 raise OverloadedError(f"runner {self.id} has too many spawns in flight")
             request = parse_spawn_request(msg.data, max_size=self.config.max_payload)
             self.guard.check(len(self.runtime.hosts))
@@ -290,6 +310,8 @@ class Runner:
     async def _take_over_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval)
+            for host in self.runtime.taken_over():
+                await self.runtime.yield_agent(host)  # exactly one runner serves an agent
             if not self.draining:
                 await self.take_over()
 
@@ -337,6 +359,4 @@ def _should_survive(record: AgentRecord) -> bool:
 
 
 def _age(record: AgentRecord) -> float:
-    from datetime import UTC, datetime
-
     return (datetime.now(UTC) - parse_rfc3339(record.updated_at)).total_seconds()

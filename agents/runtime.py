@@ -148,8 +148,24 @@ class Runtime:
         agent_type = self.agent_type(request.type)
         agent_type.parse_start_arguments(dict(request.args))
         record = self._new_record(agent_type, request)
-        revision = await self.registry.register(record)
-        return await self._run(agent_type, record, revision, started="started")
+        # The snapshot read (a new id has none, normally) goes beside the KV create, not after
+        # it: one round trip less per spawn. An id hosted here is refused by the create; it gets
+        # no read, which could race with its own snapshot writes.
+        hosted = record.id in self.hosts
+        loading = None if hosted else asyncio.ensure_future(self._load_state(agent_type, record.id))
+        try:
+            revision = await self.registry.register(record)
+        except BaseException:
+            if loading is not None:
+                loading.cancel()
+                await asyncio.gather(loading, return_exceptions=True)
+            raise
+        state = None if loading is None else await loading
+        return await self._run(agent_type, record, revision, started="started", state=state)
+
+    async def _load_state(self, agent_type: type[Agent], agent_id: str) -> Any:
+        """The last snapshot of `agent_id`, for types that keep snapshots."""
+        return await self.snapshots.load(agent_id) if AgentHost.uses_snapshots(agent_type) else None
 
     def _new_record(self, agent_type: type[Agent], request: SpawnRequest) -> AgentRecord:
         now = now_rfc3339()
@@ -169,11 +185,10 @@ class Runtime:
         )
 
     async def _run(
-        self, agent_type: type[Agent], record: AgentRecord, revision: int, started: str
+        self, agent_type: type[Agent], record: AgentRecord, revision: int, started: str, state: Any
     ) -> dict[str, Any]:
         host = AgentHost(self, agent_type, record, revision)
         self.hosts[record.id] = host
-        state = await self.snapshots.load(record.id) if host.uses_snapshots(agent_type) else None
         try:
             await host.start(state)
         except Exception as exc:
@@ -208,7 +223,8 @@ class Runtime:
             new_revision = await self.registry.update(claimed, revision=revision)
         except MabeamError:
             return False  # another runner's compare-and-set won, or the record moved on
-        await self._run(agent_type, claimed, new_revision, started="restarted")
+        state = await self._load_state(agent_type, claimed.id)
+        await self._run(agent_type, claimed, new_revision, started="restarted", state=state)
         return True
 
     async def spawn_remote(self, agent_type: str, **options: Any) -> dict[str, Any]:
@@ -241,6 +257,27 @@ class Runtime:
         self.hosts.pop(host.agent_id, None)
         self.snapshots.forget(host.agent_id)
         self.observer.agent_stopped(host.agent_type.type_name, "handover")
+
+    async def yield_agent(self, host: AgentHost) -> None:
+        """Stop a local copy whose record another runner has taken (this one was thought dead).
+
+        Nothing is written: the registry record and the snapshot belong to the new owner now.
+        """
+        log.warning("runtime.agent_taken_over", agent=host.agent_id, runner=self.runner_id)
+        await host.stop("lost")
+        self.hosts.pop(host.agent_id, None)
+        self.snapshots.forget(host.agent_id)
+        self.observer.agent_stopped(host.agent_type.type_name, "lost")
+
+    def taken_over(self) -> list[AgentHost]:
+        """Local agents whose record another runner has written since this one last did."""
+        agents = self.registry.agents
+        return [
+            host
+            for host in self.hosts.values()
+            if (agents.revision(host.agent_id) or 0) > host.revision
+            and getattr(agents.get(host.agent_id), "runner", self.runner_id) != self.runner_id
+        ]
 
     async def restart_agent(self, host: AgentHost) -> dict[str, Any]:
         """`_restart`: a new instance with the same id, args and record, from its snapshot."""

@@ -2,6 +2,8 @@
 
 Logs go to stderr (stdout belongs to command output), filtered by level (`MABEAM_LOG_LEVEL`,
 default `info`), with context variables (runner, agent, action, trace id) merged into every line.
+Warnings and errors that libraries log through the standard `logging` module (nats-py, asyncio)
+are rendered the same way, so a production log is JSON lines only.
 """
 
 from __future__ import annotations
@@ -9,20 +11,22 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import structlog
 
 from mabeam.core.errors import ConfigError
 
-__all__ = ["configure_logging"]
+__all__ = ["LEVELS", "configure_logging"]
 
-_LEVELS = {
+LEVELS: Final = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+"""The accepted level names and their `logging` numbers."""
+_HANDLER_NAME: Final = "mabeam"
 
 
 def configure_logging(
@@ -38,21 +42,46 @@ def configure_logging(
     """
     stream = sys.stderr if stream is None else stream
     name = (level or os.environ.get("MABEAM_LOG_LEVEL") or default).lower()
-    if name not in _LEVELS:
-        raise ConfigError(f"log level {name!r} must be one of {', '.join(_LEVELS)}")
+    if name not in LEVELS:
+        raise ConfigError(f"log level {name!r} must be one of {', '.join(LEVELS)}")
     use_json = not stream.isatty() if json is None else json
     renderer: Any = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[name]),
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[name]),
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
+    _route_standard_logging(stream, renderer, shared, LEVELS[name])
+
+
+def _route_standard_logging(stream: TextIO, renderer: Any, shared: list[Any], level: int) -> None:
+    """Render records of the `logging` module like ours, through one handler on the root."""
+    handler = logging.StreamHandler(stream)
+    handler.set_name(_HANDLER_NAME)
+    handler.setLevel(level)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+            foreign_pre_chain=[
+                *shared,
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)

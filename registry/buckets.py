@@ -29,13 +29,15 @@ import structlog
 from nats.js import api
 
 from mabeam.core.connection import Connection, nats_errors
-from mabeam.core.errors import ConflictError, MabeamError, NotFoundError
+from mabeam.core.errors import ConflictError, DeadlineError, MabeamError, NotFoundError
 from mabeam.registry.records import MAX_RECORD_BYTES
 
-__all__ = ["TOMBSTONE_TTL", "Bucket", "Entry", "is_tombstone"]
+__all__ = ["ENSURE_ATTEMPTS", "TOMBSTONE_TTL", "Bucket", "Entry", "is_tombstone"]
 
 log = structlog.get_logger("mabeam.registry")
 
+ENSURE_ATTEMPTS: Final = 3
+"""How often `Bucket.ensure` asks when JetStream does not answer in time."""
 TOMBSTONE_TTL: Final = 10
 """Seconds a purge marker (or a server-placed expiry marker) stays before it removes itself."""
 _OPERATION = "KV-Operation"
@@ -95,14 +97,29 @@ class Bucket:
         return self.key_prefix + key
 
     async def ensure(self) -> None:
-        """Create the bucket unless it exists, then learn whether it takes per-message TTLs."""
+        """Create the bucket unless it exists, then learn whether it takes per-message TTLs.
+
+        In a cluster, a request about a bucket that another process is creating at that moment
+        can go unanswered; such a timeout is retried (`ENSURE_ATTEMPTS` tries in all).
+        """
+        for attempt in range(1, ENSURE_ATTEMPTS + 1):
+            try:
+                info = await self._ensure_once()
+            except DeadlineError as exc:
+                if attempt == ENSURE_ATTEMPTS:
+                    raise
+                log.warning("registry.bucket_ensure_retry", bucket=self.name, error=exc.message)
+            else:
+                self.allows_ttl = bool(info.config.allow_msg_ttl)
+                return
+
+    async def _ensure_once(self) -> api.StreamInfo:
         with nats_errors():
             try:
-                info = await self.connection.js.stream_info(self.stream)
+                return await self.connection.js.stream_info(self.stream)
             except nats.js.errors.NotFoundError:
                 await self._create()
-                info = await self.connection.js.stream_info(self.stream)
-        self.allows_ttl = bool(info.config.allow_msg_ttl)
+                return await self.connection.js.stream_info(self.stream)
 
     async def _create(self) -> None:
         server: dict[str, Any] = self.connection.nc._server_info or {}

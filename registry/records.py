@@ -48,6 +48,7 @@ MAX_META_BYTES: Final = 8 * 1024
 MAX_RECORD_BYTES: Final = 64 * 1024
 """Largest encoded record; also the buckets' `max_value_size`."""
 _MAX_HOST_CHARS: Final = 255
+_MAX_URL_CHARS: Final = 2048
 
 
 class AgentRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -98,12 +99,17 @@ class RunnerRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     agents: int = 0
     capacity: int
     types: list[str] = msgspec.field(default_factory=list)
+    rss: int = 0
+    """The runner process's resident memory in bytes at its last heartbeat; 0 when unknown."""
+    metrics: str = ""
+    """The URL of the runner's Prometheus endpoint; empty when it serves none."""
 
     def __post_init__(self) -> None:
         validate_id(self.id, "runner id")
         _check_host(self.host, "host")
-        for name in ("pid", "agents", "capacity"):
+        for name in ("pid", "agents", "capacity", "rss"):
             _check_count(getattr(self, name), name)
+        _check_url(self.metrics, "metrics")
         _check_names(self.types, "agent type")
         started = _check_time(self.started_at, "started_at")
         _intern(self, "host")
@@ -164,6 +170,13 @@ def _decode(
 def _check_host(value: object, name: str) -> None:
     if not isinstance(value, str) or len(value) > _MAX_HOST_CHARS:
         raise BadRequestError(f"{name} must be a string of at most {_MAX_HOST_CHARS} characters")
+
+
+def _check_url(value: object, name: str) -> None:
+    if not isinstance(value, str) or len(value) > _MAX_URL_CHARS:
+        raise BadRequestError(f"{name} must be a string of at most {_MAX_URL_CHARS} characters")
+    if value and not value.startswith(("http://", "https://")):
+        raise BadRequestError(f"{name} {value!r} must be an http:// or https:// URL")
 
 
 def _check_names(values: object, kind: str) -> None:

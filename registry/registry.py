@@ -11,7 +11,7 @@ an id), `update` a compare-and-set on the revision, `unregister` a purge.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from types import TracebackType
 from typing import Final
 
@@ -25,6 +25,7 @@ from mabeam.registry.buckets import Bucket
 from mabeam.registry.leases import Leases
 from mabeam.registry.records import AgentRecord, RunnerRecord, encode_record
 from mabeam.registry.runners import DEFAULT_HEARTBEAT_INTERVAL, RunnerReplica
+from mabeam.registry.stats import RegistryStats
 
 __all__ = ["Registry"]
 
@@ -49,6 +50,8 @@ class Registry:
         """The local replica of every runner record."""
         self.leases = Leases(connection)
         """Leases and locks in `P_locks`."""
+        self.stats = RegistryStats()
+        """Counts of the writes to `P_agents` and `P_runners`, by operation and outcome."""
         self._started = False
 
     @property
@@ -78,7 +81,7 @@ class Registry:
         """Add an agent; `ConflictError` if its id is registered already."""
         data = _encode(record, AgentRecord)
         self._check_started()
-        return await self._agents.create(record.id, data)
+        return await self._write("register", self._agents.create(record.id, data))
 
     async def register_many(self, records: Sequence[AgentRecord]) -> list[int]:
         """Add many agents with pipelined writes; all or none (the others are removed again)."""
@@ -91,7 +94,7 @@ class Registry:
 
         async def create(data: bytes, agent_id: str) -> int:
             async with slots:
-                return await self._agents.create(agent_id, data)
+                return await self._write("register", self._agents.create(agent_id, data))
 
         results = await asyncio.gather(
             *(create(data, agent_id) for data, agent_id in payloads), return_exceptions=True
@@ -106,25 +109,38 @@ class Registry:
         """Replace an agent's record if `revision` is still its latest; `ConflictError` if not."""
         data = _encode(record, AgentRecord)
         self._check_started()
-        return await self._agents.update(record.id, data, revision=revision)
+        return await self._write("update", self._agents.update(record.id, data, revision=revision))
 
     async def unregister(self, agent_id: str, *, revision: int | None = None) -> int:
         """Remove an agent (only at `revision`, when given); returns the removal's revision."""
         validate_id(agent_id, "agent id")
         self._check_started()
-        return await self._agents.purge(agent_id, revision=revision)
+        return await self._write("unregister", self._agents.purge(agent_id, revision=revision))
 
     async def put_runner(self, record: RunnerRecord) -> int:
         """Write a runner's record (its heartbeat)."""
         data = _encode(record, RunnerRecord)
         self._check_started()
-        return await self._runners.put(record.id, data)
+        return await self._write("put_runner", self._runners.put(record.id, data))
 
     async def remove_runner(self, runner_id: str) -> int:
         """Remove a runner's record; returns the removal's revision."""
         validate_id(runner_id, "runner id")
         self._check_started()
-        return await self._runners.purge(runner_id)
+        return await self._write("remove_runner", self._runners.purge(runner_id))
+
+    async def _write(self, operation: str, write: Awaitable[int]) -> int:
+        """Await one KV write and count it by its outcome."""
+        try:
+            revision = await write
+        except ConflictError:
+            self.stats.count(operation, "conflict")
+            raise
+        except MabeamError:
+            self.stats.count(operation, "error")
+            raise
+        self.stats.count(operation, "ok")
+        return revision
 
     def _check_started(self) -> None:
         if not self._started:
@@ -136,7 +152,7 @@ class Registry:
         async def remove(agent_id: str, revision: int) -> None:
             async with slots:
                 try:
-                    await self._agents.purge(agent_id, revision=revision)
+                    await self._write("unregister", self._agents.purge(agent_id, revision=revision))
                 except MabeamError as exc:
                     log.warning("registry.rollback_failed", agent=agent_id, error=exc.message)
 

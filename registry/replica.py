@@ -195,6 +195,10 @@ class Replica(Generic[R]):
             return True
         return int(self._connection.nc.stats["reconnects"]) != watch.reconnects
 
+    async def lag(self) -> int:
+        """How many revisions the bucket is ahead of this replica (one JetStream request)."""
+        return max(0, await self._bucket.last_revision() - self._high)
+
     # -- waiting -----------------------------------------------------------------------------
 
     async def wait_for_revision(self, revision: int, timeout: float | None = 5.0) -> None:

@@ -303,3 +303,21 @@ async def _events_of(client: Client, agent_id: str) -> list[Any]:
 async def _ticks(client: Client, agent_id: str) -> int:
     ticks: int = (await client.call(agent_id, "count"))["ticks"]
     return ticks if ticks >= 3 else 0
+
+
+async def test_a_runner_gives_up_an_agent_another_runner_took_over(
+    client: Client, runner: Runner
+) -> None:
+    record = await client.spawn("demo", id="d1")
+    registry = client.registry
+    await registry.agents.wait_for_revision(registry.agents.last_revision)
+    current = registry.agents.get("d1")
+    revision = registry.agents.revision("d1")
+    assert current is not None and revision is not None and record["runner"] == "r1"
+    await registry.update(current.with_(runner="elsewhere"), revision=revision)
+    with pytest.raises(UnavailableError):
+        for _ in range(100):  # the take-over loop runs every heartbeat (0.2 s here)
+            await client.call("d1", "_ping", timeout=1)
+            await asyncio.sleep(0.02)
+    assert "d1" not in runner.runtime.hosts
+    assert client.agents.get("d1") is not None  # the record is the new owner's: untouched

@@ -60,6 +60,8 @@ def test_runner_record_encodes_as_the_protocol_json() -> None:
         "agents",
         "capacity",
         "types",
+        "rss",
+        "metrics",
     ]
     assert decode_runner("r1", encode_record(record)) == record
 

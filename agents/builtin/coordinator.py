@@ -2,11 +2,14 @@
 
 Its actions are the protocols of PROTOCOL.md "Coordination"; the bodies are validated like any
 action's. It is stateless and `concurrent`: many rounds run at once, each waiting on its own
-participants, so one slow round never holds up the next.
+participants, so one slow round never holds up the next. Each round of a protocol is reported to
+the runner's observer (`coordination_round`) with its outcome and duration.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mabeam.agents.coordination.auction import AuctionRequest, run_auction
@@ -42,16 +45,25 @@ class CoordinatorAgent(Agent):
     @action(body=ConsensusRequest)
     async def consensus(self, request: ConsensusRequest) -> dict[str, Any]:
         """Run a voting round (rules majority, unanimous, quorum, weighted)."""
-        return await run_consensus(self, self.registry, request)
+        return await self._round(
+            "consensus", run_consensus(self, self.registry, request), lambda r: r["decision"]
+        )
 
     @action(body=AuctionRequest)
     async def auction(self, request: AuctionRequest) -> dict[str, Any]:
         """Run an auction (first_price, vickrey, dutch, english)."""
-        return await run_auction(self, self.registry, request)
+        return await self._round(
+            "auction",
+            run_auction(self, self.registry, request),
+            lambda r: "unsold" if r["winner"] is None else "sold",
+        )
 
     @action(body=ElectRequest)
     async def elect(self, request: ElectRequest) -> dict[str, Any]:
         """Have the candidates campaign for `group`; the leader and term once there is one."""
+        return await self._round("elect", self._elect(request), lambda _: "elected")
+
+    async def _elect(self, request: ElectRequest) -> dict[str, Any]:
         await self.elections.start()
         candidates = participants_of(request.candidates, request.capability, self.registry)
         current = await self.elections.current(request.group)
@@ -68,7 +80,7 @@ class CoordinatorAgent(Agent):
     @action(body=BarrierRequest)
     async def barrier(self, request: BarrierRequest) -> dict[str, Any]:
         """Arrive at barrier `name` and wait for all `parties`."""
-        return await self.barriers.arrive(request)
+        return await self._round("barrier", self.barriers.arrive(request), lambda _: "released")
 
     @action
     async def pick(
@@ -76,3 +88,20 @@ class CoordinatorAgent(Agent):
     ) -> dict[str, Any]:
         """Choose an agent with `capability` (see `mabeam.agents.coordination.distribution`)."""
         return {"agent": self.distributor.pick(capability, strategy, also or [])}
+
+    async def _round(
+        self,
+        protocol: str,
+        work: Awaitable[dict[str, Any]],
+        outcome: Callable[[dict[str, Any]], str],
+    ) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            result = await work
+        except Exception:
+            elapsed = time.perf_counter() - started
+            self._services.observer.coordination_round(protocol, "error", elapsed)
+            raise
+        elapsed = time.perf_counter() - started
+        self._services.observer.coordination_round(protocol, outcome(result), elapsed)
+        return result

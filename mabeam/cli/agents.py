@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import signal
+import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +26,8 @@ from mabeam.core.config import Config
 from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError, ConfigError, ConnectError
 from mabeam.core.server import EmbeddedServer
+from mabeam.ops.logging import LEVELS, configure_logging
+from mabeam.ops.service import ObservedRunner
 
 __all__ = ["load_agent_type", "register"]
 
@@ -77,7 +80,36 @@ def _register_runner(commands: Any) -> None:
     runner.add_argument(
         "--embedded", action="store_true", help="start a nats-server when none answers"
     )
+    runner.add_argument(
+        "--http-port",
+        type=_http_port,
+        default=None,
+        metavar="N",
+        help="serve /metrics, /healthz and /readyz on this port (0: any free port)",
+    )
+    runner.add_argument(
+        "--http-host", default="127.0.0.1", metavar="HOST", help="address to serve HTTP on"
+    )
+    runner.add_argument(
+        "--log-level", dest="runner_log_level", choices=sorted(LEVELS), help="[MABEAM_LOG_LEVEL]"
+    )
+    runner.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        default="auto",
+        help="log lines as JSON or for people (auto: console on a terminal, JSON otherwise)",
+    )
     runner.set_defaults(run=run_runner)
+
+
+def _http_port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not in 0..65535 (0: any free port)")
+    return port
 
 
 def load_agent_type(spec: str) -> type[Agent]:
@@ -96,7 +128,10 @@ def load_agent_type(spec: str) -> type[Agent]:
 
 
 async def run_runner(args: argparse.Namespace) -> int:
-    """Run a runner until SIGINT / SIGTERM, then drain it."""
+    """Run a runner until SIGINT / SIGTERM, then drain it; with --http-port, serve its metrics
+    and health endpoints from the moment it starts (not ready until it has registered)."""
+    json_logs = {"auto": None, "json": True, "console": False}[args.log_format]
+    configure_logging(args.runner_log_level, json=json_logs)
     config = config_from_args(args)
     settings = RunnerSettings(
         **({"runner_id": args.id} if args.id else {}),
@@ -107,16 +142,28 @@ async def run_runner(args: argparse.Namespace) -> int:
     )
     server = await _embedded_server(config) if args.embedded else None
     try:
-        runner = await Runner(config, settings).start()
-        print(f"runner {runner.id} serving {config.nats_url} prefix {config.prefix}", flush=True)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, runner.request_drain)
-        await runner.stopped.wait()
+        if args.http_port is None:
+            await _serve(await Runner(config, settings).start(), config, "")
+        else:
+            observed = ObservedRunner(
+                config, settings, http_host=args.http_host, http_port=args.http_port
+            )
+            async with observed:
+                await _serve(observed.runner, config, f" http {observed.http.url()}")
     finally:
         if server is not None:
             await asyncio.to_thread(server.cleanup)
     return 0
+
+
+async def _serve(runner: Runner, config: Config, note: str) -> None:
+    """Announce the runner on stdout, drain it on SIGINT / SIGTERM, and wait until it stops."""
+    print(f"runner {runner.id} serving {config.nats_url} prefix {config.prefix}{note}")
+    sys.stdout.flush()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, runner.request_drain)
+    await runner.stopped.wait()
 
 
 async def _embedded_server(config: Config) -> EmbeddedServer | None:

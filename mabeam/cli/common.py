@@ -23,18 +23,52 @@ CLIENT_LOG_LEVEL = "error"
 (a failed connect would otherwise log a warning per attempt); MABEAM_LOG_LEVEL still wins."""
 
 
+# Security options: (flag, metavar, Config field, environment variable, help).
+_SECURITY_OPTIONS = (
+    ("--user", "NAME", "user", "MABEAM_USER", "user name (with a password)"),
+    (
+        "--password",
+        "SECRET",
+        "password",
+        "MABEAM_PASSWORD",
+        "password; prefer the variable, arguments show in `ps`",
+    ),
+    ("--token", "SECRET", "token", "MABEAM_TOKEN", "token; prefer the variable, as above"),
+    ("--nkey", "FILE", "nkey_seed_file", "MABEAM_NKEY_SEED_FILE", "file with a user nkey seed"),
+    ("--creds", "FILE", "creds_file", "MABEAM_CREDS_FILE", "NATS .creds file (JWT and seed)"),
+    ("--tls-ca", "FILE", "tls_ca_file", "MABEAM_TLS_CA_FILE", "PEM CA of the server's cert"),
+    ("--tls-cert", "FILE", "tls_cert_file", "MABEAM_TLS_CERT_FILE", "PEM client certificate"),
+    ("--tls-key", "FILE", "tls_key_file", "MABEAM_TLS_KEY_FILE", "PEM key of --tls-cert"),
+    ("--tls-hostname", "NAME", "tls_hostname", "MABEAM_TLS_HOSTNAME", "name in the server cert"),
+)
+
+
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
-    """Add `--nats URL` and `--prefix P` (defaults from MABEAM_NATS_URL / MABEAM_PREFIX)."""
+    """Add `--nats URL`, `--prefix P` and the authentication and TLS options; each defaults
+    to its `MABEAM_*` variable."""
     parser.add_argument("--nats", metavar="URL", help="NATS server URL(s) [MABEAM_NATS_URL]")
     parser.add_argument("--prefix", metavar="P", help="subject prefix [MABEAM_PREFIX]")
+    security = parser.add_argument_group("authentication and TLS")
+    for flag, metavar, dest, variable, helptext in _SECURITY_OPTIONS:
+        security.add_argument(flag, dest=dest, metavar=metavar, help=f"{helptext} [{variable}]")
+    security.add_argument(
+        "--tls-handshake-first",
+        dest="tls_handshake_first",
+        action="store_true",
+        default=None,
+        help="start TLS before the server speaks [MABEAM_TLS_HANDSHAKE_FIRST]",
+    )
 
 
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> Config:
     """Build the config from the environment, with the command's options winning."""
+    security = {dest: getattr(args, dest, None) for _, _, dest, _, _ in _SECURITY_OPTIONS}
     return Config.from_env(
         nats_url=getattr(args, "nats", None),
         prefix=getattr(args, "prefix", None),
         name=f"mabeam-cli-{args.command}",
+        tls_handshake_first=getattr(args, "tls_handshake_first", None),
+        **security,
         **overrides,
     )
 

@@ -14,13 +14,13 @@ from collections.abc import Sequence
 
 import uvloop
 
-from mabeam.cli import agents, coordination, demo, events, registry, server
+from mabeam.cli import agents, coordination, demo, events, perf, registry, server, status
 from mabeam.core.errors import BadRequestError, ConfigError, MabeamError
 from mabeam.ops.logging import configure_logging
 
 __all__ = ["build_parser", "main"]
 
-COMMAND_MODULES = (server, events, registry, agents, coordination, demo)
+COMMAND_MODULES = (server, events, registry, agents, coordination, demo, status, perf)
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 

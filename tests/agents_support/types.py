@@ -88,3 +88,18 @@ class Ticker(Agent):
     @action
     async def count(self) -> dict[str, Any]:
         return {"ticks": self.ticks}
+
+
+class Tally(Agent):
+    """Counts the events it receives on `orders.*.created`, keeping nothing else."""
+
+    async def on_start(self) -> None:
+        self.count = 0
+
+    @on_event("orders.*.created")
+    async def on_order(self, event: Event) -> None:
+        self.count += 1
+
+    @action
+    async def tally(self) -> dict[str, Any]:
+        return {"count": self.count}

@@ -1,0 +1,223 @@
+"""`Bench`: what a scenario runs in. One nats-server for the whole run, a fresh prefix per
+scenario, runner and worker processes started on demand and killed when the scenario ends, and
+the raw nats-py limits, measured once per run on the same server when a row first needs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.js.errors
+
+from mabeam.perf.procs import ChildProcess, PerfError, RunnerProcess, WorkerProcess, child_env
+from mabeam.perf.sizes import FULL, QUICK, Sizes, quick_notes
+
+__all__ = ["RUNNER_READY_TIMEOUT", "Bench"]
+
+RUNNER_READY_TIMEOUT = 30.0
+"""Seconds a runner may take to serve before the scenario fails."""
+_RAW_AGENTS = 100
+
+
+class Bench:
+    """The shared context of one run of the suite."""
+
+    def __init__(self, url: str, *, quick: bool, log_dir: Path) -> None:
+        self.url = url
+        self.quick = quick
+        self.sizes: Sizes = QUICK if quick else FULL
+        self.log_dir = log_dir
+        self.limits: dict[str, dict[str, Any]] = {}
+        """Raw-limit results by pattern, as measured in this run."""
+        self._run = uuid.uuid4().hex[:5]
+        self._counter = itertools.count()
+        self._children: list[ChildProcess] = []
+        self._prefixes: list[str] = []
+        self._limit_locks: dict[str, asyncio.Lock] = {}
+
+    def quick_notes(self, names: tuple[str, ...]) -> list[str]:
+        """What `--quick` shortened among the sizes `names` (nothing in a full run)."""
+        return quick_notes(names) if self.quick else []
+
+    def prefix(self, tag: str) -> str:
+        """A subject prefix no other scenario of any run uses: an isolated system."""
+        name = f"pf{self._run}{tag}{next(self._counter)}"
+        self._prefixes.append(name)
+        return name
+
+    async def runner(
+        self,
+        prefix: str,
+        runner_id: str = "r1",
+        *,
+        agents: Sequence[str] = (),
+        options: Sequence[str] = (),
+    ) -> RunnerProcess:
+        """Start a `mabeam runner` process hosting `agents` (module:Class) and wait for it."""
+        process = RunnerProcess(runner_id, prefix, self._log_path(f"runner-{prefix}-{runner_id}"))
+        self._children.append(process)
+        extra = ["--agents", *agents] if agents else []
+        try:
+            await process.start_runner(self.url, [*extra, *options], RUNNER_READY_TIMEOUT)
+        except PerfError as error:
+            raise PerfError(f"{error.message}\n{process.log_tail()}") from error
+        return process
+
+    async def start_worker(self, name: str, **params: Any) -> WorkerProcess:
+        """Start a worker process (`mabeam.perf.worker`) with `params` plus the server URL."""
+        process = WorkerProcess(f"worker {name}", self._log_path(f"worker-{name}"))
+        self._children.append(process)
+        command = WorkerProcess.command(name, {"url": self.url, **params})
+        await process.start(command, env=child_env("error"))
+        return process
+
+    async def run_worker(self, name: str, *, timeout: float, **params: Any) -> dict[str, Any]:
+        """Run a worker to its end and return its result; `PerfError` with its log if it fails."""
+        process = await self.start_worker(name, **params)
+        try:
+            return await process.result(timeout)
+        except PerfError as error:
+            raise PerfError(f"{error.message}\n{process.log_tail()}") from error
+
+    async def limit(self, pattern: str) -> dict[str, Any]:
+        """The raw nats-py result of `pattern` (reqrep, pubsub, kv, spawn, startup), measured
+        on first use and kept for the rest of the run."""
+        lock = self._limit_locks.setdefault(pattern, asyncio.Lock())
+        async with lock:
+            if pattern not in self.limits:
+                measure = _LIMITS.get(pattern)
+                if measure is None:
+                    raise PerfError(f"no raw limit called {pattern!r}")
+                self.limits[pattern] = await measure(self)
+        return self.limits[pattern]
+
+    async def end_scenario(self) -> None:
+        """Kill every process the scenario started and delete its streams and buckets."""
+        children, self._children = self._children, []
+        await asyncio.gather(*(child.kill() for child in children))
+        prefixes, self._prefixes = self._prefixes, []
+        if prefixes:
+            await _delete_streams(self.url, prefixes)
+
+    def _log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}-{next(self._counter)}.log"
+
+
+async def _delete_streams(url: str, prefixes: Sequence[str]) -> None:
+    """Free the server of a finished scenario's streams (the events of a stress run are many)."""
+    nc = await nats.connect(url, name="mabeam-perf-cleanup")
+    try:
+        js = nc.jetstream()
+        names = [info.config.name for info in await js.streams_info()]
+        owned = tuple(p + "_" for p in prefixes) + tuple(f"KV_{p}_" for p in prefixes)
+        for name in names:
+            if name is not None and name.startswith(owned):
+                try:
+                    await js.delete_stream(name)
+                except nats.js.errors.NotFoundError:
+                    continue
+    finally:
+        await nc.close()
+
+
+# ---------------------------------------------------------------------- the raw limits
+
+
+async def _reqrep(bench: Bench) -> dict[str, Any]:
+    sizes = bench.sizes
+    subject = f"{bench.prefix('raw')}.agent"
+    responder = await bench.start_worker(
+        "raw.reqrep_responder", subject=subject, agents=_RAW_AGENTS
+    )
+    await responder.ready()
+    result = await bench.run_worker(
+        "raw.reqrep_requester",
+        timeout=600,
+        subject=subject,
+        agents=_RAW_AGENTS,
+        total=sizes.action_calls,
+        in_flight=256,
+        seq_count=sizes.coordination_seq,
+        mid_count=sizes.coordination_many,
+        mid_in_flight=16,
+    )
+    await responder.finish()
+    return result
+
+
+async def _pubsub(bench: Bench) -> dict[str, Any]:
+    sizes = bench.sizes
+    subject = f"{bench.prefix('raw')}.raw"
+    timeout = sizes.event_seconds + 120
+    subscriber = await bench.start_worker("raw.pubsub_subscriber", subject=subject, timeout=timeout)
+    await subscriber.ready()
+    published = await bench.run_worker(
+        "raw.pubsub_publisher",
+        timeout=timeout,
+        subject=subject,
+        rate=10_000,
+        duration=sizes.event_seconds,
+        peak_count=sizes.event_peak,
+    )
+    received = await subscriber.result(timeout)
+    return {**published, **received}
+
+
+async def _kv(bench: Bench) -> dict[str, Any]:
+    sizes = bench.sizes
+    return await bench.run_worker(
+        "raw.kv_bench",
+        timeout=600,
+        bucket=f"{bench.prefix('raw')}_kv",
+        count=sizes.registry_ops,
+        put_total=sizes.registry_concurrent,
+        in_flight=64,
+    )
+
+
+async def _spawn(bench: Bench) -> dict[str, Any]:
+    sizes = bench.sizes
+    prefix = bench.prefix("raw")
+    params = {"bucket": f"{prefix}_agents", "subject": f"{prefix}.raw"}
+    responder = await bench.start_worker("raw.spawn_responder", **params)
+    announced = await responder.ready()
+    result = await bench.run_worker(
+        "raw.spawn_client",
+        timeout=600,
+        pid=announced["pid"],
+        rate_count=sizes.creation_rate,
+        in_flight=64,
+        seq_count=sizes.creation_seq,
+        memory_count=sizes.creation_memory,
+        cycle_seq=sizes.lifecycle_seq,
+        cycle_count=sizes.lifecycle_many,
+        cycle_in_flight=32,
+        **params,
+    )
+    await responder.finish()
+    return result
+
+
+async def _startup(bench: Bench) -> dict[str, Any]:
+    runs = []
+    for _ in range(bench.sizes.startup_runs):
+        result = await bench.run_worker(
+            "raw.startup_init", timeout=60, prefix=bench.prefix("rawinit")
+        )
+        runs.append(float(result["init_ms"]))
+    return {"init_ms": runs}
+
+
+_LIMITS = {
+    "reqrep": _reqrep,
+    "pubsub": _pubsub,
+    "kv": _kv,
+    "spawn": _spawn,
+    "startup": _startup,
+}

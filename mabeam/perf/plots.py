@@ -1,0 +1,68 @@
+"""PNG plots of a report: latency histograms and the scaling curves. Optional.
+
+matplotlib is the optional extra `plot` (`pip install 'mabeam[plot]'`), so the runtime stays
+lean; without it `render_plots` draws nothing and says why.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from mabeam.perf.results import Figure, Report, Series
+
+__all__ = ["render_plots"]
+
+
+def render_plots(report: Report, directory: Path) -> tuple[list[str], str]:
+    """Draw every histogram and curve of `report` into `directory`: (files, note)."""
+    try:
+        matplotlib = importlib.import_module("matplotlib")
+    except ImportError:
+        return [], "Plots skipped: matplotlib is not installed (pip install 'mabeam[plot]')."
+    matplotlib.use("Agg")
+    pyplot = importlib.import_module("matplotlib.pyplot")
+    files: list[str] = []
+    for row in report.rows:
+        for figure in row.figures:
+            if figure.dist is not None and figure.dist.hist:
+                files.append(_histogram(pyplot, directory, row.name, figure))
+        files.extend(_curve(pyplot, directory, row.name, series) for series in row.series)
+    return files, f"{len(files)} plots drawn with matplotlib {matplotlib.__version__}."
+
+
+def _histogram(pyplot: Any, directory: Path, row: str, figure: Figure) -> str:
+    assert figure.dist is not None
+    edges = [edge for edge, _ in figure.dist.hist]
+    counts = [count for _, count in figure.dist.hist]
+    lefts = [figure.dist.min, *edges[:-1]]
+    widths = [right - left for left, right in zip(lefts, edges, strict=True)]
+    fig, axes = pyplot.subplots(figsize=(7, 3.5))
+    axes.bar(lefts, counts, width=widths, align="edge", color="#4477aa", edgecolor="#223355")
+    if figure.dist.min > 0 and figure.dist.max > figure.dist.min:
+        axes.set_xscale("log")
+    for name, value, style in (("p50", figure.dist.p50, "--"), ("p99", figure.dist.p99, ":")):
+        axes.axvline(value, color="#cc3311", linestyle=style, label=f"{name} {value:.3g}")
+    axes.set_title(f"{row}: {figure.label}")
+    axes.set_xlabel(figure.unit or "value")
+    axes.set_ylabel("samples")
+    axes.legend()
+    return _save(pyplot, fig, directory / f"{row}-{figure.key}-hist.png")
+
+
+def _curve(pyplot: Any, directory: Path, row: str, series: Series) -> str:
+    fig, axes = pyplot.subplots(figsize=(7, 3.5))
+    axes.plot(series.x, series.y, marker="o", color="#228833")
+    axes.set_title(f"{row}: {series.title}")
+    axes.set_xlabel(series.xlabel)
+    axes.set_ylabel(series.ylabel)
+    axes.grid(True, alpha=0.3)
+    return _save(pyplot, fig, directory / f"{row}-{series.name}.png")
+
+
+def _save(pyplot: Any, fig: Any, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    pyplot.close(fig)
+    return str(path)

@@ -1,0 +1,99 @@
+"""Running the suite: one nats-server, the chosen rows one after another, the report.
+
+Rows run one at a time (two would measure each other). A row that raises or runs past its time
+limit keeps what it measured before; everything else of it is "not measured" and the row fails.
+Whatever a row started is killed when it ends, and its streams are deleted from the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+from mabeam.core.server import EmbeddedServer
+from mabeam.perf.bench import Bench
+from mabeam.perf.machine import machine_info, now_utc
+from mabeam.perf.results import Measurements, Report, Row, build_row
+from mabeam.perf.scenarios import agents, events, limits, registry, system
+from mabeam.perf.targets import ROW_NAMES, ROWS
+
+__all__ = ["SCENARIOS", "Scenario", "run_suite"]
+
+Scenario = Callable[[Bench, Measurements], Awaitable[None]]
+
+SCENARIOS: dict[str, Scenario] = {
+    "agent_creation": agents.agent_creation,
+    "agent_action": agents.agent_action,
+    "agent_lifecycle": agents.agent_lifecycle,
+    "system_startup": system.system_startup,
+    "system_coordination": system.system_coordination,
+    "system_load": system.system_load,
+    "system_memory": system.system_memory,
+    "event_system": events.event_system,
+    "event_propagation": events.event_propagation,
+    "event_stress": events.event_stress,
+    "registry": registry.registry,
+    "registry_scalability": registry.registry_scalability,
+    "resource_limits": limits.resource_limits,
+}
+"""The scenario of every row of BENCHMARKS.md."""
+
+_ROW_TIME_LIMIT = {"quick": 120.0, "full": 1200.0}
+
+
+async def run_suite(
+    *,
+    quick: bool,
+    only: Sequence[str] = (),
+    log_dir: Path,
+    progress: Callable[[Row], None] = lambda row: None,
+) -> Report:
+    """Run the rows named in `only` (all when empty) and return the report."""
+    names = [name for name in ROW_NAMES if not only or name in only]
+    began = time.perf_counter()
+    mode: Literal["quick", "full"] = "quick" if quick else "full"
+    rows: list[Row] = []
+    async with EmbeddedServer(monitor_port=None) as server:
+        bench = Bench(server.url, quick=quick, log_dir=log_dir)
+        for name in names:
+            row = await _run_row(bench, name, _ROW_TIME_LIMIT[mode])
+            progress(row)
+            rows.append(row)
+    return Report(
+        date=now_utc(),
+        machine=machine_info(),
+        mode=mode,
+        wall_seconds=round(time.perf_counter() - began, 1),
+        limits=bench.limits,
+        rows=rows,
+    )
+
+
+async def _run_row(bench: Bench, name: str, time_limit: float) -> Row:
+    measured = Measurements()
+    error: str | None = None
+    began = time.perf_counter()
+    try:
+        async with asyncio.timeout(time_limit):
+            await SCENARIOS[name](bench, measured)
+    except TimeoutError:
+        error = f"the row ran past its time limit of {time_limit:g} s"
+    except Exception as exc:  # a broken row is reported as such; the suite goes on
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        cleanup = await _end_scenario(bench)
+    return build_row(
+        ROWS[name], measured, error=error or cleanup, seconds=time.perf_counter() - began
+    )
+
+
+async def _end_scenario(bench: Bench) -> str | None:
+    """Kill the row's processes and delete its streams; what went wrong, if anything."""
+    try:
+        await bench.end_scenario()
+    except Exception as exc:  # the row's figures stand; the next row starts clean anyway
+        return f"cleanup failed: {type(exc).__name__}: {exc}"
+    return None

@@ -1,0 +1,207 @@
+"""Faults injected into real processes: a nats-server restart, a killed runner, a slow agent,
+a slow event consumer. Each is bounded in time and runs on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mabeam.agents.runner import Runner, RunnerSettings
+from mabeam.bus.event import Event
+from mabeam.client import Client
+from mabeam.core.config import Config
+from mabeam.core.errors import (
+    ConnectError,
+    DeadlineError,
+    MabeamError,
+    OverloadedError,
+    UnavailableError,
+)
+from mabeam.core.server import EmbeddedServer
+from mabeam.processes import RunnerProcess
+from tests.agents_support.types import Listener, Sleeper
+
+CALL_TIMEOUT = 1.0
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    """A server of this test's own, which it may restart (same port, same store)."""
+    with EmbeddedServer(store_dir=tmp_path, monitor_port=None) as server:
+        yield server
+
+
+async def test_server_restart_under_load_loses_nothing_durable(own_server: EmbeddedServer) -> None:
+    async with asyncio.timeout(90):  # a hang anywhere is a failure with a traceback
+        outcomes = await _restart_under_load(own_server)
+    failures = [o for o in outcomes if isinstance(o, BaseException)]
+    assert all(isinstance(o, ConnectError | DeadlineError | UnavailableError) for o in failures)
+    slow = [o for o in outcomes if isinstance(o, float) and o > CALL_TIMEOUT + 0.5]
+    assert slow == [], "a call hung past its timeout"
+    assert any(isinstance(o, ConnectError) for o in failures), "no call saw the lost connection"
+
+
+async def _restart_under_load(own_server: EmbeddedServer) -> list[Any]:
+    config = Config(nats_url=own_server.url, prefix="restart", connect_timeout=1)
+    received: list[int] = []
+    outcomes: list[Any] = []
+
+    async def durable(event: Event) -> None:
+        received.append(event.data["n"])
+
+    settings = RunnerSettings(runner_id="r1", heartbeat_interval=0.3)
+    async with Runner(config, settings), Client(config) as client:
+        await client.spawn("demo", id="d1")
+        subscription = await client.subscribe("load.>", durable, durable="keeper")
+        stop = asyncio.Event()
+        load = asyncio.ensure_future(_call_in_a_loop(client, "d1", outcomes, stop))
+        for n in range(50):
+            await client.publish(f"load.{n}", {"n": n})
+        await asyncio.sleep(0.2)
+
+        await asyncio.to_thread(own_server.stop)  # in-flight calls fail now, not at timeout
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(own_server.start)
+        await _until(lambda: client.connection.is_connected, 10)
+        for n in range(50, 100):
+            await _publish_when_possible(client, f"load.{n}", {"n": n})
+
+        await _until(lambda: sorted(set(received)) == list(range(100)), 15)
+        assert await _eventually_answers(client, "d1") >= 1
+        stop.set()
+        await load
+        await subscription.unsubscribe()
+        assert not client.registry.agents.stale
+        assert client.agents.get("d1") is not None
+    return outcomes
+
+
+async def _call_in_a_loop(
+    client: Client, agent_id: str, outcomes: list[Any], stop: asyncio.Event
+) -> None:
+    """Call without pause until `stop`; record the time of each call or the error it raised.
+
+    It ends on the event, not by cancellation: Python 3.11's `wait_for` (inside nats-py's
+    request) can turn a cancellation that meets a timeout into a TimeoutError.
+    """
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            await client.call(agent_id, "increment", timeout=CALL_TIMEOUT)
+            outcomes.append(time.monotonic() - started)
+        except MabeamError as error:
+            outcomes.append(error)
+            if time.monotonic() - started > CALL_TIMEOUT + 0.5:
+                outcomes.append(time.monotonic() - started)
+            await asyncio.sleep(0.01)
+
+
+async def _publish_when_possible(client: Client, topic: str, data: Any) -> None:
+    for _ in range(100):
+        with contextlib.suppress(MabeamError):
+            await client.publish(topic, data)
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"could not publish {topic}")
+
+
+async def _eventually_answers(client: Client, agent_id: str) -> int:
+    for _ in range(100):
+        with contextlib.suppress(MabeamError):
+            return int((await client.call(agent_id, "increment", timeout=1))["counter"])
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{agent_id} never answered after the restart")
+
+
+async def _until(check: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def two_runners(config: Config) -> Iterator[list[RunnerProcess]]:
+    started = [RunnerProcess(config, name).wait_ready() for name in ("r1", "r2")]
+    yield started
+    for runner in started:
+        runner.kill()
+
+
+@pytest.fixture
+async def client(config: Config) -> AsyncIterator[Client]:
+    async with Client(config) as connected:
+        yield connected
+
+
+async def test_kill_9_under_load_callers_never_hang(
+    client: Client, two_runners: list[RunnerProcess]
+) -> None:
+    ids = [f"k{i}" for i in range(20)]
+    await asyncio.gather(*(client.spawn("demo", id=agent_id, runner="r1") for agent_id in ids))
+    outcomes: list[Any] = []
+    stop = asyncio.Event()
+    loads = [asyncio.ensure_future(_call_in_a_loop(client, a, outcomes, stop)) for a in ids]
+    try:
+        await asyncio.sleep(0.3)
+        two_runners[0].kill()
+        killed = time.monotonic()
+        await _until(lambda: _all_back(client, ids), 10)
+        recovered = time.monotonic() - killed
+    finally:
+        stop.set()
+        await asyncio.gather(*loads)
+    failures = [o for o in outcomes if isinstance(o, BaseException)]
+    assert all(isinstance(o, UnavailableError | DeadlineError) for o in failures), failures[:3]
+    assert [o for o in outcomes if isinstance(o, float) and o > CALL_TIMEOUT + 0.5] == []
+    assert recovered < 5
+    assert await asyncio.gather(*(client.call(a, "_ping") for a in ids))
+
+
+def _all_back(client: Client, ids: list[str]) -> bool:
+    records = [client.agents.get(agent_id) for agent_id in ids]
+    return all(r is not None and r.runner == "r2" and r.status == "running" for r in records)
+
+
+async def test_a_slow_agent_overloads_alone(config: Config) -> None:
+    settings = RunnerSettings(agent_types=[Sleeper])
+    async with Runner(config, settings), Client(config) as client:
+        await client.spawn("Sleeper", id="slow")
+        await client.spawn("demo", id="quick")
+        slow_calls = [
+            asyncio.ensure_future(client.call("slow", "sleep", {"seconds": 0.25})) for _ in range(8)
+        ]
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        for _ in range(20):
+            await client.call("quick", "increment")
+        quick_time = time.monotonic() - started
+        outcomes = await asyncio.gather(*slow_calls, return_exceptions=True)
+    assert sum(isinstance(o, OverloadedError) for o in outcomes) >= 4
+    assert quick_time < 0.5, f"20 calls to another agent took {quick_time:.2f}s"
+
+
+async def test_slow_event_consumers_drop_and_count_with_bounded_memory(config: Config) -> None:
+    settings = RunnerSettings(agent_types=[Listener, Sleeper])
+    async with Runner(config, settings) as runner, Client(config) as client:
+        never_read = await client.subscribe("orders.>", queue_size=100)
+        await client.spawn("Listener", id="l1")
+        host = runner.runtime.hosts["l1"]
+        host.mailbox.capacity = 10  # a tiny mailbox, so that a burst must overflow it
+        for n in range(2000):
+            await client.publish("orders.eu.created", {"n": n})
+        await client.connection.nc.flush()
+        await _until(lambda: never_read.stats.dropped + never_read.stats.delivered >= 2000, 10)
+        assert never_read.stats.delivered == 100
+        assert never_read.stats.dropped == 1900
+        await _until(lambda: host.events_dropped > 0, 10)
+        assert len(host.mailbox) <= 10
+        seen = (await client.call("l1", "seen_events"))["events"]
+        assert len(seen) + host.events_dropped == 2000

@@ -1,0 +1,219 @@
+"""The compose topology as local processes: an agent survives losing a NATS node, then a runner.
+
+Three nats-server processes run the shared ops/nats/cluster.conf (as docker-compose.yml does),
+each moved to free loopback ports by flags; two `mabeam runner` processes know all three nodes.
+The registry buckets get three replicas. The test kills (SIGKILL) the node that the agent's
+runner is connected to: the runner reconnects to another node and the agent keeps answering
+with its state, which keeps being written to KV. Then it kills that runner: the other runner
+takes the agent over with its state.
+
+A node's death can leave a bucket without a leader for the length of a JetStream election
+(measured at 7-9 s on nats-server 2.15); the runners use a heartbeat of 5 s (dead after 15 s),
+as docker-compose.yml does, so that an election never makes a live runner look dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mabeam.client import Client
+from mabeam.core.codec import decode
+from mabeam.core.config import Config
+from mabeam.core.errors import MabeamError
+from mabeam.core.server import EmbeddedServer
+from mabeam.processes import RunnerProcess
+from mabeam.registry.buckets import Bucket
+
+NATS_CONF = Path(__file__).resolve().parents[1] / "ops" / "nats" / "cluster.conf"
+HEARTBEAT = 5.0
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def fetch_json(url: str) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:
+            return json.loads(reply.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], what: str, timeout: float) -> T:
+    """Poll `check` until it returns a value: other processes' state offers nothing to await."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            found = await check()
+        except MabeamError:
+            found = None  # e.g. a call while the client reconnects
+        if found is not None and found is not False:
+            return found
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what} within {timeout}s")
+        await asyncio.sleep(0.1)
+
+
+@asynccontextmanager
+async def nats_cluster(size: int = 3) -> AsyncIterator[list[EmbeddedServer]]:
+    """`size` clustered nats-server processes from the shared config, on loopback."""
+    route_ports = [free_port() for _ in range(size)]
+    routes = ",".join(f"nats://127.0.0.1:{port}" for port in route_ports)
+    nodes = [
+        EmbeddedServer(
+            config_file=NATS_CONF,
+            extra_args=(
+                *("--server_name", f"nats{index + 1}"),
+                *("--cluster", f"nats://127.0.0.1:{port}", "--routes", routes),
+            ),
+        )
+        for index, port in enumerate(route_ports)
+    ]
+    try:
+        await asyncio.gather(*(asyncio.to_thread(node.start) for node in nodes))
+
+        async def meta_leader_known() -> bool:
+            states = [await asyncio.to_thread(fetch_json, f"{n.monitor_url}/jsz") for n in nodes]
+            return all(
+                state is not None
+                and state.get("meta_cluster", {}).get("leader")
+                and state["meta_cluster"].get("cluster_size") == size
+                for state in states
+            )
+
+        await eventually(meta_leader_known, "no JetStream meta leader", 30)
+        yield nodes
+    finally:
+        await asyncio.gather(*(asyncio.to_thread(node.cleanup) for node in nodes))
+
+
+def connected_to(nodes: list[EmbeddedServer], connection_name: str) -> EmbeddedServer | None:
+    """The node that holds the client connection named `connection_name`."""
+    for node in nodes:
+        if not node.running:
+            continue
+        state = fetch_json(f"{node.monitor_url}/connz?limit=1024")
+        names = {c.get("name") for c in (state or {}).get("connections", [])}
+        if connection_name in names:
+            return node
+    return None
+
+
+async def snapshot_counter(client: Client, agent_id: str) -> int | None:
+    entry = await Bucket(client.connection, "state", kind="snapshot").get(agent_id)
+    return None if entry is None else int(decode(entry.value)["counter"])
+
+
+async def test_an_agent_survives_losing_a_nats_node_and_a_runner(tmp_path: Path) -> None:
+    async with nats_cluster() as nodes:
+        config = Config(nats_url=",".join(node.url for node in nodes), prefix="cluster")
+        runners = {
+            runner_id: RunnerProcess(
+                config,
+                runner_id,
+                heartbeat=HEARTBEAT,
+                extra_args=["--http-port", "0"],
+                log_path=tmp_path / f"{runner_id}.log",
+            )
+            for runner_id in ("r1", "r2")
+        }
+        try:
+            for runner in runners.values():
+                await asyncio.to_thread(runner.wait_ready)
+            async with Client(config) as client:
+                await survive(client, nodes, runners)
+        finally:
+            for runner in runners.values():
+                await asyncio.to_thread(runner.kill)
+
+
+async def survive(
+    client: Client, nodes: list[EmbeddedServer], runners: dict[str, RunnerProcess]
+) -> None:
+    await client.spawn("demo", id="survivor", runner="r1")
+    for _ in range(5):
+        await client.call("survivor", "increment")
+    for bucket in ("agents", "runners", "state"):
+        info = await client.connection.js.stream_info(f"KV_cluster_{bucket}")
+        assert info.config.num_replicas == 3, bucket
+    await eventually(
+        lambda: _equal(snapshot_counter(client, "survivor"), 5), "no snapshot of 5", 10
+    )
+
+    # Lose the NATS node that r1, the agent's runner, is connected to.
+    victim = await asyncio.to_thread(connected_to, nodes, "mabeam-runner-r1")
+    assert victim is not None, "r1's connection is on no node"
+    await asyncio.to_thread(victim.kill)
+    counter = await eventually(
+        lambda: _counter(client.call("survivor", "increment", timeout=1)),
+        "the agent did not answer after its node died",
+        30,
+    )
+    assert counter == 6
+    moved_to = await eventually(
+        lambda: asyncio.to_thread(connected_to, nodes, "mabeam-runner-r1"),
+        "r1 did not reconnect to another node",
+        15,
+    )
+    assert moved_to is not victim
+    r1 = client.registry.runners.get("r1")
+    assert r1 is not None and r1.metrics
+    readyz = r1.metrics.replace("/metrics", "/readyz")
+    await eventually(lambda: _ready(readyz), "r1 was not ready again on the surviving nodes", 30)
+    # Its state keeps reaching KV (once the buckets have leaders on the surviving nodes).
+    latest = await eventually(
+        lambda: _written(client, "survivor"), "the state was not written after the node died", 30
+    )
+    record = client.agents.get("survivor")
+    assert record is not None and record.runner == "r1", "r1 was taken for dead"
+
+    # Lose r1: r2 takes the agent over with its state.
+    await asyncio.to_thread(runners["r1"].kill)
+    await eventually(
+        lambda: _hosted_by(client, "survivor", "r2"),
+        "the agent was not taken over by r2",
+        4 * HEARTBEAT + 10,
+    )
+    state = await client.call("survivor", "get_state")
+    assert state["counter"] == latest
+
+
+async def _equal(value: Awaitable[int | None], expected: int) -> bool:
+    return await value == expected
+
+
+async def _counter(call: Awaitable[Any]) -> int:
+    return int((await call)["counter"])
+
+
+async def _ready(url: str) -> bool:
+    body = await asyncio.to_thread(fetch_json, url)
+    return body is not None and body.get("ready") is True
+
+
+async def _written(client: Client, agent_id: str) -> int | None:
+    """Make the agent change its state once more; its counter once KV holds it."""
+    counter = int((await client.call(agent_id, "increment", timeout=1))["counter"])
+    for _ in range(20):
+        if await snapshot_counter(client, agent_id) == counter:
+            return counter
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def _hosted_by(client: Client, agent_id: str, runner_id: str) -> bool:
+    await client.call(agent_id, "_ping", timeout=1)
+    record = client.agents.get(agent_id)
+    return record is not None and record.runner == runner_id and record.status == "running"

@@ -1,0 +1,169 @@
+"""The deployment files hang together: compose, Dockerfile, NATS, Prometheus and Grafana configs.
+
+No Docker engine runs the compose file here, so what can be checked without one is: every file
+parses, every path a service mounts or the image copies exists, the NATS config is valid for
+nats-server and names the compose services as its routes, Prometheus scrapes exactly the
+runners' endpoints, Grafana's provisioning finds the dashboard and its data source, and every
+metric the dashboard queries is one a real runner exposes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mabeam.agents.runner import RunnerSettings
+from mabeam.client import Client
+from mabeam.core.config import Config
+from mabeam.core.server import find_nats_server
+from mabeam.ops.service import ObservedRunner
+from mabeam.ops.status import fetch_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+OPS = ROOT / "ops"
+NATS_CONF = OPS / "nats" / "cluster.conf"
+DASHBOARD = OPS / "grafana" / "dashboards" / "mabeam.json"
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = load_yaml(ROOT / "docker-compose.yml")
+    return document
+
+
+def services(compose: dict[str, Any], prefix: str) -> dict[str, dict[str, Any]]:
+    return {name: spec for name, spec in compose["services"].items() if name.startswith(prefix)}
+
+
+def option(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+def bind_mounts(spec: dict[str, Any]) -> dict[str, str]:
+    """Host path → container path of a service's bind mounts (named volumes left out)."""
+    mounts = {}
+    for volume in spec.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("."):
+            mounts[source] = target
+    return mounts
+
+
+def test_compose_has_the_topology(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {
+        *("nats1", "nats2", "nats3", "runner1", "runner2", "prometheus", "grafana")
+    }
+
+
+def test_every_mounted_path_exists(compose: dict[str, Any]) -> None:
+    for name, spec in compose["services"].items():
+        for source in bind_mounts(spec):
+            assert (ROOT / source).exists(), f"{name} mounts {source}, which does not exist"
+
+
+def test_nats_nodes_share_one_valid_config_whose_routes_are_the_nodes(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    nodes = services(compose, "nats")
+    names = set()
+    for spec in nodes.values():
+        command = spec["command"]
+        mounts = bind_mounts(spec)
+        assert mounts["./ops/nats"] == "/etc/nats"
+        assert option(command, "-c") == "/etc/nats/" + NATS_CONF.name
+        names.add(option(command, "--server_name"))
+    assert names == set(nodes)
+    routes = set(re.findall(r"nats-route://([a-z0-9]+):6222", NATS_CONF.read_text()))
+    assert routes == set(nodes)
+    check = subprocess.run(
+        [find_nats_server(), "-c", str(NATS_CONF), "-sd", str(tmp_path), "-t"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert check.returncode == 0, check.stderr
+
+
+def test_prometheus_scrapes_exactly_the_runners(compose: dict[str, Any]) -> None:
+    runners = services(compose, "runner")
+    expected = {
+        f"{spec['hostname']}:{option(spec['command'], '--http-port')}" for spec in runners.values()
+    }
+    for spec in runners.values():
+        assert option(spec["command"], "--http-host") == "0.0.0.0"
+        # Dead after 3 heartbeats: that must outlast a JetStream election after a node dies.
+        assert 3 * float(option(spec["command"], "--heartbeat")) >= 12
+    config = load_yaml(OPS / "prometheus.yml")
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert {target for group in job["static_configs"] for target in group["targets"]} == expected
+    assert bind_mounts(compose["services"]["prometheus"]) == {
+        "./ops/prometheus.yml": "/etc/prometheus/prometheus.yml"
+    }
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_promtool_accepts_the_prometheus_config() -> None:
+    check = subprocess.run(
+        ["promtool", "check", "config", str(OPS / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_grafana_provisions_the_dashboard_and_its_data_source(compose: dict[str, Any]) -> None:
+    mounts = bind_mounts(compose["services"]["grafana"])
+    provisioning = OPS / "grafana" / "provisioning"
+    assert mounts["./ops/grafana/provisioning"] == "/etc/grafana/provisioning"
+    (provider,) = load_yaml(provisioning / "dashboards" / "mabeam.yml")["providers"]
+    assert mounts["./ops/grafana/dashboards"] == provider["options"]["path"]
+    (source,) = load_yaml(provisioning / "datasources" / "prometheus.yml")["datasources"]
+    assert source["url"] == "http://prometheus:9090"
+    dashboard = json.loads(DASHBOARD.read_text())
+    used = {panel["datasource"]["uid"] for panel in dashboard["panels"]}
+    used |= {
+        target["datasource"]["uid"] for panel in dashboard["panels"] for target in panel["targets"]
+    }
+    assert used == {source["uid"]}
+
+
+def test_the_image_copies_what_exists_and_runs_mabeam() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), f"the Dockerfile copies missing {source}"
+    assert 'ENTRYPOINT ["mabeam"]' in dockerfile
+
+
+async def test_every_metric_on_the_dashboard_is_exposed_by_a_runner(config: Config) -> None:
+    queried = set()
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        for target in panel["targets"]:
+            queried |= set(re.findall(r"\bmabeam_[a-z0-9_]+", target["expr"]))
+    settings = RunnerSettings(runner_id="dash", max_memory_mb=1_000_000)
+    async with ObservedRunner(config, settings) as observed, Client(config) as client:
+        await client.spawn("demo", id="dash-agent")
+        families = await asyncio.to_thread(fetch_metrics, observed.http.url("/metrics"))
+    assert families is not None
+    exposed = set()
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
+    for family in families:
+        exposed |= {sample.name for sample in family.samples}
+        exposed |= {family.name + suffix for suffix in suffixes.get(family.type, ("",))}
+    assert queried, "the dashboard queries no metric"
+    assert sorted(queried - exposed) == []

@@ -1,0 +1,169 @@
+"""/metrics of a real runner, parsed with prometheus-client's parser: the counters move."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from mabeam.agents.runner import RunnerSettings
+from mabeam.client import Client
+from mabeam.core.config import Config
+from mabeam.core.errors import ActionFailedError, NotFoundError, OverloadedError
+from mabeam.ops.metrics import UNKNOWN_ACTION
+from mabeam.ops.service import ObservedRunner
+from mabeam.ops.status import fetch_metrics
+from tests.agents_support.types import Fragile, Sleeper
+
+Scrape = dict[str, dict[tuple[tuple[str, str], ...], float]]
+
+
+async def scrape(observed: ObservedRunner) -> Scrape:
+    """Every sample of the runner's /metrics over HTTP: name → sorted labels → value."""
+    families = await asyncio.to_thread(fetch_metrics, observed.http.url("/metrics"))
+    assert families is not None, "the runner's /metrics did not answer"
+    samples: Scrape = {}
+    for family in families:
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Scrape, name: str, **labels: str) -> float:
+    return samples.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
+
+
+async def until(predicate: Any, observed: ObservedRunner, timeout: float = 10.0) -> Scrape:
+    """Scrape until `predicate(samples)` holds (counters another task moves)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        samples = await scrape(observed)
+        if predicate(samples):
+            return samples
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("the metrics did not reach the expected values")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def observed(config: Config) -> AsyncIterator[ObservedRunner]:
+    settings = RunnerSettings(runner_id="m1", agent_types=[Fragile, Sleeper])
+    async with ObservedRunner(config, settings) as runner:
+        yield runner
+
+
+@pytest.fixture
+async def client(config: Config, observed: ObservedRunner) -> AsyncIterator[Client]:
+    async with Client(config) as connected:
+        yield connected
+
+
+async def test_counters_move_when_agents_are_spawned_and_called(
+    observed: ObservedRunner, client: Client
+) -> None:
+    before = await scrape(observed)
+    for index in range(3):
+        await client.spawn("demo", id=f"d{index}")
+    for _ in range(5):
+        await asyncio.gather(*(client.call(f"d{i}", "increment") for i in range(3)))
+    with pytest.raises(NotFoundError):
+        await client.call("d0", "no_such_action")
+    with pytest.raises(ActionFailedError):
+        await client.call("d0", "simulate_error", {"message": "boom"})
+    await client.stop("d2")
+    after = await scrape(observed)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("mabeam_agent_spawns_total", type="demo") == 3
+    assert moved("mabeam_actions_total", type="demo", action="increment", outcome="ok") == 15
+    assert moved("mabeam_action_duration_seconds_count", type="demo", action="increment") == 15
+    assert moved("mabeam_actions_total", type="demo", action="simulate_error", outcome="error") == 1
+    assert moved("mabeam_actions_total", type="demo", action=UNKNOWN_ACTION, outcome="unknown") == 1
+    assert moved("mabeam_agent_stops_total", type="demo", reason="normal") == 1
+    assert value(after, "mabeam_agents", type="demo", status="running") == 2
+    assert moved("mabeam_registry_writes_total", operation="register", outcome="ok") == 3
+    assert moved("mabeam_registry_writes_total", operation="unregister", outcome="ok") == 1
+    assert moved("mabeam_events_published_total") >= 4  # 3 started, 1 stopped
+    assert value(after, "mabeam_runner_info", runner="m1") == 1
+    assert value(after, "mabeam_nats_connected") == 1
+    assert value(after, "mabeam_registry_replica_stale", replica="agents") == 0
+    assert value(after, "mabeam_registry_replica_records", replica="agents") >= 3
+    assert value(after, "mabeam_process_resident_memory_bytes") > 0
+    assert value(after, "mabeam_agent_memory_estimate_bytes") >= 0
+    assert value(after, "mabeam_agents_capacity") == 20_000
+
+
+async def test_replica_lag_is_measured_at_scrape_time(
+    observed: ObservedRunner, client: Client
+) -> None:
+    await client.spawn("demo", id="lagging")
+    samples = await until(
+        lambda s: value(s, "mabeam_registry_replica_lag_revisions", replica="agents") == 0,
+        observed,
+    )
+    assert value(samples, "mabeam_registry_replica_revision", replica="agents") > 0
+
+
+async def test_crashes_restarts_full_mailboxes_and_rounds_are_counted(
+    observed: ObservedRunner, client: Client
+) -> None:
+    await client.spawn("Fragile", id="f1")
+    with pytest.raises(ActionFailedError):
+        await client.call("f1", "crash")
+    samples = await until(
+        lambda s: value(s, "mabeam_agent_restarts_total", type="Fragile") == 1, observed
+    )
+    assert value(samples, "mabeam_agent_crashes_total", type="Fragile", decision="restart") == 1
+
+    await client.spawn("Sleeper", id="s1")
+    calls = [client.call("s1", "sleep", {"seconds": 0.2}) for _ in range(4)]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    refused = sum(isinstance(outcome, OverloadedError) for outcome in outcomes)
+    assert refused >= 1
+    samples = await scrape(observed)
+    assert value(samples, "mabeam_mailbox_rejections_total", type="Sleeper") == refused
+
+    await client.spawn("demo", id="voter")
+    decision = await client.consensus(participants=["voter"], proposal="go")
+    assert decision["decision"] == "accepted"
+    samples = await scrape(observed)
+    rounds = ("mabeam_coordination_rounds_total", {"protocol": "consensus", "outcome": "accepted"})
+    assert value(samples, rounds[0], **rounds[1]) == 1
+    latency = "mabeam_coordination_round_duration_seconds_count"
+    assert value(samples, latency, protocol="consensus") == 1
+
+
+async def test_the_runner_record_announces_its_metrics_url_and_rss(
+    observed: ObservedRunner, client: Client
+) -> None:
+    record = client.registry.runners.get("m1")
+    assert record is not None
+    assert record.metrics == observed.http.url("/metrics")
+    assert record.rss > 0
+
+
+async def test_runners_in_one_process_keep_their_own_metrics(
+    config: Config, observed: ObservedRunner, client: Client
+) -> None:
+    async with ObservedRunner(config, RunnerSettings(runner_id="m2")) as other:
+        await client.spawn("demo", id="here", runner="m2")
+        mine, theirs = await scrape(observed), await scrape(other)
+    assert value(theirs, "mabeam_agent_spawns_total", type="demo") == 1
+    assert value(mine, "mabeam_agent_spawns_total", type="demo") == 0
+    assert value(theirs, "mabeam_runner_info", runner="m2") == 1
+    assert value(mine, "mabeam_runner_info", runner="m1") == 1
+
+
+def test_agents_never_import_ops() -> None:
+    code = (
+        "import sys, mabeam.agents.runner, mabeam.agents.builtin.coordinator; "
+        "print(sorted(m for m in sys.modules if m.startswith('mabeam.ops')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

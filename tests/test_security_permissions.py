@@ -1,0 +1,305 @@
+"""The shipped permission setup (ops/nats/secure/): what a runner and a client may do.
+
+Each test starts nats-server with the shipped `server.conf` next to `permissions.conf` rendered
+for the test's own prefix, the way docs/OPERATIONS.md tells operators to render it. Runners log
+in as `runner`, clients as `client`. Allowed work is shown through our `Runner` and `Client`;
+each refusal is shown with a plain nats-py connection holding the same credentials (what any
+NATS client could try): the server answers it with a "Permissions Violation" for that subject,
+and nothing changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from mabeam.agents.model import Agent, action, on_event
+from mabeam.agents.runner import Runner, RunnerSettings
+from mabeam.bus.event import Event
+from mabeam.client import Client
+from mabeam.core.codec import encode
+from mabeam.core.config import DEFAULT_PREFIX, Config
+from mabeam.core.connection import Connection
+from mabeam.core.errors import ConflictError
+from mabeam.core.server import EmbeddedServer
+from mabeam.registry.buckets import Bucket
+from mabeam.registry.records import AgentRecord
+from mabeam.registry.registry import Registry
+from mabeam.testing import unique_prefix
+
+SECURE = Path(__file__).resolve().parents[1] / "ops" / "nats" / "secure"
+PASSWORDS = {"runner": "runner-pw", "client": "client-pw"}
+SMALLER_HISTORY = {"events_max_msgs": 500_000}
+
+
+def render_permissions(prefix: str) -> str:
+    """permissions.conf for `prefix`: `mabeam.` → `P.` and `mabeam_` → P's bucket form."""
+    text = (SECURE / "permissions.conf").read_text()
+    bucket = prefix.replace(".", "_")
+    return text.replace(f"{DEFAULT_PREFIX}.", f"{prefix}.").replace(
+        f"{DEFAULT_PREFIX}_", f"{bucket}_"
+    )
+
+
+@dataclass
+class System:
+    """A secured server and the prefix its permissions were rendered for."""
+
+    server: EmbeddedServer
+    prefix: str
+
+    def config(self, role: str, **changes: Any) -> Config:
+        return Config(
+            nats_url=self.server.url,
+            prefix=self.prefix,
+            user=role,
+            password=PASSWORDS[role],
+            **changes,
+        )
+
+    async def raw(self, role: str) -> Prober:
+        return await Prober.open(self.server.url, role, self.prefix)
+
+    def violations(self, role: str) -> list[str]:
+        """The permission violations the server logged for `role` (complete once stopped)."""
+        return [
+            line
+            for line in self.server.log_tail().splitlines()
+            if "Violation" in line and f"/user:{role}" in line
+        ]
+
+
+@pytest.fixture
+def system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[System]:
+    prefix = unique_prefix("perm")
+    shutil.copy(SECURE / "server.conf", tmp_path / "server.conf")
+    (tmp_path / "permissions.conf").write_text(render_permissions(prefix))
+    monkeypatch.setenv("MABEAM_RUNNER_PASSWORD", PASSWORDS["runner"])
+    monkeypatch.setenv("MABEAM_CLIENT_PASSWORD", PASSWORDS["client"])
+    with EmbeddedServer(config_file=tmp_path / "server.conf") as server:
+        yield System(server, prefix)
+
+
+class Prober:
+    """A plain nats-py connection that records the errors the server sends it."""
+
+    def __init__(self, nc: NatsClient, errors: list[str], prefix: str) -> None:
+        self.nc = nc
+        self.errors = errors
+        self.prefix = prefix
+
+    @classmethod
+    async def open(cls, url: str, role: str, prefix: str) -> Prober:
+        errors: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        nc = await nats.connect(url, user=role, password=PASSWORDS[role], error_cb=on_error)
+        return cls(nc, errors, prefix)
+
+    async def refused_publish(self, subject: str) -> bool:
+        """Publish; True when the server answered with a publish violation for `subject`."""
+        await self.nc.publish(subject, b"{}")
+        await self._round_trip()
+        return self._pop(f'permissions violation for publish to "{subject.lower()}"')
+
+    async def refused_subscribe(self, subject: str) -> bool:
+        """Subscribe; True when the server answered with a subscription violation."""
+        subscription = await self.nc.subscribe(subject)
+        await self._round_trip()
+        await subscription.unsubscribe()
+        return self._pop(f'permissions violation for subscription to "{subject.lower()}"')
+
+    async def _round_trip(self) -> None:
+        """Send an event to ourselves after the probe and wait for it: the server handles one
+        connection's messages in order, so any -ERR for the probe has been read by then.
+        (`flush()` is no such barrier: nats-py may write its PING ahead of pending messages.)"""
+        marker = f"{self.prefix}.events.probe.{self.nc.new_inbox().rpartition('.')[2]}"
+        subscription = await self.nc.subscribe(marker, max_msgs=1)
+        await self.nc.publish(marker, b"{}")
+        await subscription.next_msg(timeout=5)
+
+    def _pop(self, wanted: str) -> bool:
+        found = [error for error in self.errors if wanted in error.lower()]
+        for error in found:
+            self.errors.remove(error)
+        return bool(found)
+
+    async def close(self) -> None:
+        await self.nc.close()
+
+
+class Parent(Agent):
+    """Spawns agents through the runners' queue group and answers order events with receipts:
+    what user agents do besides being called."""
+
+    @action
+    async def child(self, id: str) -> dict[str, Any]:
+        """Spawn a `demo` agent."""
+        return await self.spawn("demo", id=id)
+
+    @on_event("orders.>")
+    async def on_order(self, event: Event) -> None:
+        """Publish a receipt for every order."""
+        await self.publish("receipts.orders", {"order": event.data, "by": self.id})
+
+
+@pytest.fixture
+async def runners(system: System) -> AsyncIterator[list[Runner]]:
+    """Two runners with runner credentials; the second asks for other event-history limits,
+    so it updates the stream the first one made."""
+    started = []
+    for name, limits in (("r1", {}), ("r2", SMALLER_HISTORY)):
+        settings = RunnerSettings(runner_id=name, agent_types=[Parent], heartbeat_interval=0.2)
+        started.append(await Runner(system.config("runner", **limits), settings).start())
+    yield started
+    for runner in started:
+        await runner.close()
+
+
+def test_the_shipped_config_renders_to_itself_for_the_default_prefix() -> None:
+    assert render_permissions(DEFAULT_PREFIX) == (SECURE / "permissions.conf").read_text()
+    rendered = render_permissions("shop.eu")
+    assert '"shop.eu.agent.*.*"' in rendered and '"$KV.shop_eu_agents.>"' in rendered
+    assert '"$JS.API.STREAM.UPDATE.shop_eu_EVENTS"' in rendered
+
+
+async def test_runners_and_a_client_work_with_their_roles_and_fail_over(
+    system: System, runners: list[Runner]
+) -> None:
+    first, second = runners
+    client_config = system.config("client", **SMALLER_HISTORY)
+    async with Client(client_config, with_registry=False) as client:
+        restarted: asyncio.Queue[Any] = asyncio.Queue()
+        receipts: asyncio.Queue[Any] = asyncio.Queue()
+        await client.subscribe("agent.restarted", restarted.put_nowait)
+        await client.subscribe("receipts.>", receipts.put_nowait)
+        await client.spawn("demo", id="d1", runner="r1", capabilities=["panel"])
+        await client.spawn(
+            "demo", id="d2", runner="r2", args={"vote": False}, capabilities=["panel"]
+        )
+        await client.spawn("Parent", id="p1")
+        with pytest.raises(ConflictError):
+            await client.spawn("demo", id="d1")
+        assert (await client.call("p1", "child", {"id": "c1"}))["id"] == "c1"
+        assert await client.call("d1", "increment", {"by": 3}) == {"counter": 3}
+        assert (await client.stop("c1"))["stopped"] is True
+        assert {runner["id"] for runner in await client.runners()} == {"r1", "r2"}
+        await client.publish("orders.eu.created", {"x": 1})
+        assert (await asyncio.wait_for(receipts.get(), 5)).data == {"order": {"x": 1}, "by": "p1"}
+        vote = await client.consensus(capability="panel", proposal="go", rule="unanimous")
+        assert vote["votes"] == {"d1": True, "d2": False}
+        assert (await client.elect(group="g", candidates=["d1", "d2"], ttl=2))["term"] == 1
+
+        await first.drain()  # its permanent agents move to the other runner
+        async with asyncio.timeout(10):
+            while (event := await restarted.get()).data["id"] != "d1":
+                pass
+        assert event.data["runner"] == "r2"
+        assert (await client.call("d1", "get_state"))["counter"] == 3
+    await second.close()
+    await asyncio.to_thread(system.server.stop)
+    assert system.violations("runner") == []
+    assert system.violations("client") == []
+
+
+async def test_a_runner_loads_a_registry_big_enough_to_need_flow_control(system: System) -> None:
+    """A watch of more than a few MB is paced by JetStream flow control, which the runner must
+    answer (`$JS.FC...`); without that permission the load stalls at its first window."""
+    async with await Connection.open(system.config("runner")) as writer:
+        bucket = Bucket(writer, "agents", kind="agent")
+        await bucket.ensure()
+        for index in range(64):
+            record = AgentRecord(id=f"a{index}", type="demo", runner="gone")
+            record = record.with_(args={"blob": "x" * 60_000})
+            await bucket.put(record.id, encode(record))
+    async with await Connection.open(system.config("runner")) as reader:
+        registry = await Registry(reader).start()
+        assert len(registry.agents.find()) == 64
+        await registry.close()
+    await asyncio.to_thread(system.server.stop)
+    assert system.violations("runner") == []
+
+
+@pytest.mark.parametrize(
+    ("subject", "why"),
+    [
+        ("$KV.{b}_agents.d1", "write the registry"),
+        ("$KV.{b}_state.d1", "rewrite an agent's saved state"),
+        ("$KV.{b}_locks.leader-x", "take a lock or leadership"),
+        ("{p}.ctl.r1.drain", "drain a runner"),
+        ("_INBOX.forged", "forge a reply to someone else's request"),
+        ("$JS.API.STREAM.INFO.KV_{b}_agents", "read the registry's stream"),
+        ("$JS.API.CONSUMER.CREATE.KV_{b}_agents", "watch the registry"),
+        ("$JS.API.STREAM.MSG.GET.KV_{b}_agents", "read a registry entry"),
+        ("$JS.API.DIRECT.GET.{b}_EVENTS", "read the event history"),
+        ("$JS.API.STREAM.UPDATE.{b}_EVENTS", "change the event stream"),
+        ("$JS.API.STREAM.PURGE.{b}_EVENTS", "purge the event stream"),
+        ("$JS.API.STREAM.DELETE.{b}_EVENTS", "delete the event stream"),
+        ("$JS.API.CONSUMER.DURABLE.CREATE.{b}_EVENTS.spy", "create a consumer"),
+        ("$JS.API.STREAM.CREATE.rogue", "create a stream"),
+        ("other.agent.d1.ping", "call into another system"),
+    ],
+)
+async def test_a_client_may_not_publish_outside_its_role(
+    system: System, subject: str, why: str
+) -> None:
+    prober = await system.raw("client")
+    target = subject.format(p=system.prefix, b=system.prefix)
+    try:
+        assert await prober.refused_publish(target), f"a client could {why}"
+        assert await prober.refused_publish(f"{system.prefix}.agent.d1.ping") is False
+    finally:
+        await prober.close()
+
+
+@pytest.mark.parametrize(
+    ("subject", "why"),
+    [
+        ("{p}.agent.d1.*", "answer (or steal) the calls of an agent"),
+        ("{p}.ctl.spawn", "take spawn requests"),
+        ("{p}.ctl.r1.drain", "see control requests"),
+        ("$KV.{b}_agents.>", "read registry writes"),
+        ("other.events.>", "watch another system"),
+    ],
+)
+async def test_a_client_may_not_subscribe_outside_its_role(
+    system: System, subject: str, why: str
+) -> None:
+    prober = await system.raw("client")
+    try:
+        target = subject.format(p=system.prefix, b=system.prefix)
+        assert await prober.refused_subscribe(target), f"a client could {why}"
+        assert await prober.refused_subscribe(f"{system.prefix}.events.>") is False
+    finally:
+        await prober.close()
+
+
+@pytest.mark.parametrize(
+    ("subject", "why"),
+    [
+        ("$JS.API.STREAM.DELETE.KV_{b}_agents", "delete the registry"),
+        ("$JS.API.STREAM.PURGE.KV_{b}_agents", "purge the registry"),
+        ("$JS.API.STREAM.DELETE.{b}_EVENTS", "delete the event history"),
+        ("$KV.other_agents.x", "write another system's registry"),
+        ("other.agent.d1.ping", "call into another system"),
+    ],
+)
+async def test_a_runner_may_not_leave_its_system_or_destroy_state(
+    system: System, subject: str, why: str
+) -> None:
+    prober = await system.raw("runner")
+    try:
+        target = subject.format(b=system.prefix)
+        assert await prober.refused_publish(target), f"a runner could {why}"
+    finally:
+        await prober.close()
