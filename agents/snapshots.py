@@ -62,12 +62,16 @@ class SnapshotStore:
 
     async def _flush_all(self) -> None:
         dirty, self._dirty = self._dirty, {}
+        failed: list[str] = []
         for host in dirty.values():
             try:
                 await self.flush(host)
             except MabeamError as error:
-                log.warning("snapshot.write_failed", agent=host.agent_id, error=error.message)
+                failed.append(error.message)
                 self._dirty.setdefault(host.agent_id, host)
+        if failed:  # one line per round, however many agents: an outage must not flood the log
+            log.warning("snapshot.writes_failed", agents=len(failed), error=failed[0])
+            self._wake.set()  # try again at the next round, not only after the next action
 
     async def flush(self, host: AgentHost) -> None:
         """Write `host`'s snapshot now if it differs from the last one written."""
