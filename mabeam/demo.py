@@ -82,7 +82,7 @@ async def run_demo(plan: DemoPlan, out: TextIO = sys.stdout) -> dict[str, Any]:
                 summary = await _scenario(client, plan, runners, out)
         finally:
             for runner in runners:
-                runner.stop()
+                runner.kill()  # the demo keeps no state: no drain to wait for
     summary["logs"] = str(log_dir)
     _print_summary(summary, out)
     return summary
