@@ -47,9 +47,14 @@ def docker_available() -> bool:
         return False
     try:
         client = docker.from_env(timeout=2)
-        client.ping()
     except Exception:  # any failure means "no engine we can use"
         return False
+    try:
+        client.ping()
+    except Exception:
+        return False
+    finally:
+        client.close()
     return True
 
 

@@ -119,7 +119,7 @@ class EmbeddedServer:
         ready = self._ready.wait(self.ready_timeout) and bool(self.url)
         if not ready:
             exited = not self.running
-            self.stop()
+            self.cleanup()
             reason = "exited" if exited else f"was not ready within {self.ready_timeout}s"
             raise ServerStartError(f"nats-server {reason}:\n{self._failure_lines()}")
         return self
@@ -165,6 +165,8 @@ class EmbeddedServer:
         if self._reader is not None:
             self._reader.join(timeout=2.0)
             self._reader = None
+        if process is not None and process.stderr is not None:
+            process.stderr.close()
 
     def kill(self) -> None:
         """Kill the server at once (SIGKILL), as a crash would; the store stays for a restart."""
