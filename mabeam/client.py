@@ -70,7 +70,11 @@ class Client:
         self._caller = Caller(connection)
         if self._with_registry:
             self._registry = Registry(connection)
-            await self._registry.start()
+            try:
+                await self._registry.start()
+            except BaseException:
+                await self.close()
+                raise
         return self
 
     async def close(self) -> None:

@@ -23,7 +23,7 @@ from mabeam.cli.common import (
 )
 from mabeam.client import Client
 from mabeam.core.config import Config
-from mabeam.core.connection import Connection
+from mabeam.core.connection import Connection, is_auth_error
 from mabeam.core.errors import BadRequestError, ConfigError, ConnectError
 from mabeam.core.server import EmbeddedServer
 from mabeam.ops.logging import LEVELS, configure_logging
@@ -158,7 +158,7 @@ async def run_runner(args: argparse.Namespace) -> int:
 
 async def _serve(runner: Runner, config: Config, note: str) -> None:
     """Announce the runner on stdout, drain it on SIGINT / SIGTERM, and wait until it stops."""
-    print(f"runner {runner.id} serving {config.nats_url} prefix {config.prefix}{note}")
+    print(f"runner {runner.id} serving {config.display_url} prefix {config.prefix}{note}")
     sys.stdout.flush()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -169,7 +169,9 @@ async def _serve(runner: Runner, config: Config, note: str) -> None:
 async def _embedded_server(config: Config) -> EmbeddedServer | None:
     try:
         probe = await Connection.open(config.with_(connect_timeout=0.5))
-    except ConnectError:
+    except ConnectError as error:
+        if is_auth_error(error.__cause__ or error):
+            raise  # a server answers and refuses us: starting another would be wrong
         port = urlsplit(config.servers[0]).port or 4222
         server = EmbeddedServer(port=port, monitor_port=None)
         await asyncio.to_thread(server.start)
