@@ -274,7 +274,7 @@ class AgentHost:
         local call's future gets the reply), `_stop`, `_restart`, `_campaign` wait their turn.
         """
         if envelope.name in _IMMEDIATE and envelope.future is not None:
-            envelope.future.set_result(self.ping() if envelope.name == "_ping" else self.info())
+            envelope.future.set_result(self._immediate_reply(envelope.name))
             return
         if envelope.name in _QUEUED_CONTROL:
             envelope.kind = EnvelopeKind.CONTROL
@@ -289,8 +289,11 @@ class AgentHost:
     async def _answer_now(self, action: str, reply: str) -> None:
         if not reply:
             return
-        value = self.ping() if action == "_ping" else self.info()
+        value = self._immediate_reply(action)
         await self.runtime.nc.publish(reply, encode(value), headers=JSON_HEADERS)
+
+    def _immediate_reply(self, action: str) -> dict[str, Any]:
+        return self.ping() if action == "_ping" else self.info()
 
     def ping(self) -> dict[str, Any]:
         """The `_ping` reply."""

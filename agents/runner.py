@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from msgspec import to_builtins
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
@@ -268,8 +267,7 @@ class Runner:
         )
 
     def _record_dict(self) -> dict[str, Any]:
-        value: dict[str, Any] = to_builtins(self.record())
-        return value
+        return self.runtime.record_dict(self.record())
 
     # ----------------------------------------------------------------- control handlers
 

@@ -119,8 +119,8 @@ class Runtime:
             log.warning("runtime.reply_failed", error=error.message)
 
     @staticmethod
-    def record_dict(record: AgentRecord) -> dict[str, Any]:
-        """The wire form of an agent record."""
+    def record_dict(record: msgspec.Struct) -> dict[str, Any]:
+        """The wire form of a record (agent or runner)."""
         value: dict[str, Any] = msgspec.to_builtins(record)
         return value
 
