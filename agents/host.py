@@ -46,9 +46,12 @@ if TYPE_CHECKING:
     from mabeam.bus.event import Event
     from mabeam.registry.records import AgentRecord
 
-__all__ = ["AgentHost", "HostState"]
+__all__ = ["REFUSED", "AgentHost", "HostState"]
 
 TRACEPARENT = "traceparent"
+REFUSED = "(refused)"
+"""The action label of messages refused before they reached the agent (bad body, too large,
+mailbox full, agent not running): their names are not trusted as metric labels."""
 _IMMEDIATE = frozenset({"_ping", "_info"})
 _QUEUED_CONTROL = frozenset({"_stop", "_restart", "_campaign"})
 
@@ -265,6 +268,8 @@ class AgentHost:
                 Envelope(EnvelopeKind.ACTION, action, args, reply=reply, headers=msg.headers)
             )
         except MabeamError as error:
+            # Refused before it ran (400, 413, 429, 503): counted under one bounded label.
+            self.runtime.observer.action_done(self.agent_type.type_name, REFUSED, error.slug, 0.0)
             await self._reply_wire_error(msg.reply, error)
 
     def deliver(self, envelope: Envelope) -> None:

@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
-from mabeam.agents.runner import RunnerSettings
+from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.core.errors import ActionFailedError, NotFoundError, OverloadedError
-from mabeam.ops.metrics import UNKNOWN_ACTION
+from mabeam.ops.metrics import UNKNOWN_ACTION, PrometheusObserver
 from mabeam.ops.service import ObservedRunner
 from mabeam.ops.status import fetch_metrics
 from tests.agents_support.types import Fragile, Sleeper
@@ -167,3 +169,21 @@ def test_agents_never_import_ops() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_messages_refused_before_they_run_are_counted(config: Config) -> None:
+    observer = PrometheusObserver()
+    small = config.with_(max_payload=1000)
+    async with Runner(small, RunnerSettings(observers=[observer])), Client(config) as client:
+        await client.spawn("demo", id="d1")
+        nc = client.connection.nc
+        await nc.request(f"{config.prefix}.agent.d1.add_message", b"x" * 2000, timeout=2)
+        await nc.request(f"{config.prefix}.agent.d1.increment", b"[]", timeout=2)
+    text = generate_latest(observer.registry).decode()
+    refused = {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "mabeam_actions_total" and sample.labels["action"] == "(refused)"
+    }
+    assert refused == {"too_large": 1.0, "bad_request": 1.0}
