@@ -8,38 +8,65 @@ traceback; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import sys
 from collections.abc import Sequence
+from typing import Final
 
 import uvloop
 
-from mabeam.cli import agents, coordination, demo, events, perf, registry, server, status
 from mabeam.core.errors import BadRequestError, ConfigError, MabeamError
 from mabeam.ops.logging import configure_logging
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMAND_MODULES = (server, events, registry, agents, coordination, demo, status, perf)
+COMMANDS: Final[dict[str, str]] = {
+    "server": "server",
+    "publish": "events",
+    "subscribe": "events",
+    "agents": "registry",
+    "runners": "registry",
+    "runner": "agents",
+    "spawn": "agents",
+    "call": "agents",
+    "cast": "agents",
+    "stop": "agents",
+    "info": "agents",
+    "consensus": "coordination",
+    "auction": "coordination",
+    "elect": "coordination",
+    "barrier": "coordination",
+    "pick": "coordination",
+    "demo": "demo",
+    "status": "status",
+    "perf": "perf",
+}
+"""Command → the module of `mabeam.cli` that registers it. Running a command imports only its
+module, so a runner does not pay for the imports of the demo, the status view or the perf suite
+(a test checks this table against what the modules register)."""
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full `mabeam` argument parser with every command's subparser."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `mabeam` argument parser: with a known `command`, the subparser of its module only;
+    otherwise (help, a typo) every command's subparser."""
     parser = argparse.ArgumentParser(
         prog="mabeam", description="MABEAM on NATS: a multi-agent platform."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMAND_MODULES:
-        module.register(commands)
+    modules = [COMMANDS[command]] if command in COMMANDS else dict.fromkeys(COMMANDS.values())
+    for module in modules:
+        importlib.import_module(f"mabeam.cli.{module}").register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return (and, as a script, exit with) its exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(arguments[0] if arguments else None)
+    args = parser.parse_args(arguments)
     try:
         configure_logging(default=getattr(args, "log_level", "info"))
         outcome = args.run(args)

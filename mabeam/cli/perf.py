@@ -12,12 +12,14 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mabeam.core.errors import ConfigError
-
-if TYPE_CHECKING:
-    from mabeam.perf.results import Report, Row
+from mabeam.perf.plots import render_plots
+from mabeam.perf.report import render_markdown, summary_line, write_json, write_markdown
+from mabeam.perf.results import Report, Row
+from mabeam.perf.suite import run_suite
+from mabeam.perf.targets import ROW_NAMES
 
 __all__ = ["register", "run"]
 
@@ -43,12 +45,6 @@ def register(commands: Any) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     """Run the suite and write what was asked for."""
-    # Imported here: every `mabeam` command (a runner too) imports this module at start-up.
-    from mabeam.perf.plots import render_plots
-    from mabeam.perf.report import render_markdown, summary_line, write_json, write_markdown
-    from mabeam.perf.suite import run_suite
-    from mabeam.perf.targets import ROW_NAMES
-
     unknown = sorted(set(args.only or ()) - set(ROW_NAMES))
     if unknown:
         raise ConfigError(

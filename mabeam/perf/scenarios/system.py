@@ -53,7 +53,7 @@ _MAX_IN_FLIGHT = 2000
 _WARM_UP = 0.1
 """Share of a soak before its RSS baseline is taken (buffers and caches fill first)."""
 _DEPENDENCIES_PROBE = (
-    "import sys, mabeam.cli.main\n"
+    "import sys\nfrom mabeam.cli.main import build_parser\nbuild_parser('runner')\n"
     "names = {n.split('.')[0] for n in sys.modules}\n"
     "print(' '.join(sorted(n for n in names if n not in sys.stdlib_module_names and "
     "not n.startswith('_') and n != 'mabeam' and getattr(sys.modules.get(n), '__file__', None))))"
