@@ -1,8 +1,11 @@
 """What an agent can do from inside its actions: `self.id`, `self.call`, `self.publish`, timers...
 
 `AgentContext` is the mixin every `Agent` inherits. Its methods reach the process's services
-through the `AgentServices` the host binds to the instance before `on_start`; the W3C
-`traceparent` of the message being handled is passed on to every call, cast and event it sends.
+through the `AgentServices` the host binds to the instance before `on_start`. While a message is
+handled, `current_message` says which (agent, action, W3C `traceparent`): the traceparent is
+passed on to every call, cast and event the handler sends, and every log line names them
+(`mabeam.ops.logging` reads it only when a line is logged, so a message costs one context
+variable, not a structlog binding).
 """
 
 from __future__ import annotations
@@ -17,12 +20,33 @@ if TYPE_CHECKING:
     from mabeam.agents.observer import RunnerObserver
     from mabeam.agents.timers import Timer
 
-__all__ = ["AgentContext", "AgentServices", "current_traceparent"]
+__all__ = ["AgentContext", "AgentServices", "MessageContext", "current_message"]
 
-current_traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "mabeam_traceparent", default=None
+
+class MessageContext:
+    """The message a task is handling: the agent, the action (or handler) and its traceparent."""
+
+    __slots__ = ("action", "agent", "traceparent")
+
+    def __init__(self, agent: str, action: str, traceparent: str | None) -> None:
+        self.agent = agent
+        self.action = action
+        self.traceparent = traceparent
+
+    @property
+    def trace_id(self) -> str | None:
+        """The trace id of the traceparent (`00-<trace id>-<span>-<flags>`), or all of a
+        traceparent of another shape; None without one."""
+        if not self.traceparent:
+            return None
+        parts = self.traceparent.split("-")
+        return parts[1] if len(parts) == 4 else self.traceparent
+
+
+current_message: contextvars.ContextVar[MessageContext | None] = contextvars.ContextVar(
+    "mabeam_message", default=None
 )
-"""The `traceparent` of the message the current task is handling, if it had one."""
+"""The message the current task is handling, if any."""
 
 
 class AgentServices(Protocol):

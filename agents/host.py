@@ -18,9 +18,8 @@ import msgspec
 import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
-from structlog.contextvars import bind_contextvars, reset_contextvars
 
-from mabeam.agents.context import current_traceparent
+from mabeam.agents.context import MessageContext, current_message
 from mabeam.agents.coordination.election import Campaign, CampaignRequest, LeaderTerm
 from mabeam.agents.deadlines import deadline
 from mabeam.agents.mailbox import Envelope, EnvelopeKind, Mailbox
@@ -322,10 +321,9 @@ class AgentHost:
                 envelope, UnavailableError(f"agent {self.agent_id} is {self.state.value}")
             )
             return
-        traceparent = _traceparent(envelope)
-        token = current_traceparent.set(traceparent)
         # Every line logged while handling the message names the agent, action and trace.
-        bound = bind_contextvars(**self._log_context(envelope, traceparent))
+        context = MessageContext(self.agent_id, envelope.name, _traceparent(envelope))
+        token = current_message.set(context)
         try:
             if envelope.kind is EnvelopeKind.ACTION:
                 await self._run_action(envelope)
@@ -334,15 +332,7 @@ class AgentHost:
             else:
                 await self._run_callback(envelope)
         finally:
-            reset_contextvars(**bound)
-            current_traceparent.reset(token)
-
-    def _log_context(self, envelope: Envelope, traceparent: str | None) -> dict[str, str]:
-        context = {"agent": self.agent_id, "action": envelope.name}
-        if traceparent:
-            parts = traceparent.split("-")
-            context["trace_id"] = parts[1] if len(parts) == 4 else traceparent
-        return context
+            current_message.reset(token)
 
     async def _run_action(self, envelope: Envelope) -> None:
         spec = self.agent_type.__actions__.get(envelope.name)
@@ -503,7 +493,7 @@ class AgentHost:
     async def publish(self, topic: str, data: Any) -> None:
         """Publish an event with source `/agents/<id>`."""
         await self.runtime.bus.publish(
-            topic, data, source=f"/agents/{self.agent_id}", traceparent=current_traceparent.get()
+            topic, data, source=f"/agents/{self.agent_id}", traceparent=_current_traceparent()
         )
 
     async def spawn(self, agent_type: str, **options: Any) -> dict[str, Any]:
@@ -539,6 +529,11 @@ def _traceparent(envelope: Envelope) -> str | None:
     return envelope.headers.get(TRACEPARENT) if envelope.headers else None
 
 
+def _current_traceparent() -> str | None:
+    message = current_message.get()
+    return message.traceparent if message is not None else None
+
+
 def _trace_headers() -> dict[str, str] | None:
-    traceparent = current_traceparent.get()
+    traceparent = _current_traceparent()
     return {TRACEPARENT: traceparent} if traceparent else None

@@ -1,7 +1,8 @@
 """structlog set-up: JSON lines in production, readable console output on a terminal.
 
 Logs go to stderr (stdout belongs to command output), filtered by level (`MABEAM_LOG_LEVEL`,
-default `info`), with context variables (runner, agent, action, trace id) merged into every line.
+default `info`), with context variables (runner) and the message being handled (agent, action,
+trace id: `mabeam.agents.context.current_message`) merged into every line.
 Warnings and errors that libraries log through the standard `logging` module (nats-py, asyncio)
 are rendered the same way, so a production log is JSON lines only.
 """
@@ -15,9 +16,10 @@ from typing import Any, Final, TextIO
 
 import structlog
 
+from mabeam.agents.context import current_message
 from mabeam.core.errors import ConfigError
 
-__all__ = ["LEVELS", "configure_logging"]
+__all__ = ["LEVELS", "add_message_context", "configure_logging"]
 
 LEVELS: Final = {
     "debug": logging.DEBUG,
@@ -50,6 +52,7 @@ def configure_logging(
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_message_context,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -60,6 +63,19 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     _route_standard_logging(stream, renderer, shared, LEVELS[name])
+
+
+def add_message_context(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: name the agent, action and trace id of the message being handled
+    (keys the line sets itself win)."""
+    message = current_message.get()
+    if message is not None:
+        event.setdefault("agent", message.agent)
+        event.setdefault("action", message.action)
+        trace_id = message.trace_id
+        if trace_id is not None:
+            event.setdefault("trace_id", trace_id)
+    return event
 
 
 def _route_standard_logging(stream: TextIO, renderer: Any, shared: list[Any], level: int) -> None:
