@@ -20,6 +20,7 @@ from mabeam.core.errors import ConfigError, OverloadedError
 __all__ = ["SpawnGuard", "rss_bytes"]
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_MB = 1024 * 1024
 
 
 def rss_bytes() -> int:
@@ -64,6 +65,11 @@ class SpawnGuard:
                 f"{self.max_memory_mb:.0f} MB)"
             )
 
+    @property
+    def max_memory_bytes(self) -> int | None:
+        """The memory limit in bytes, or None without one."""
+        return None if self.max_memory_mb is None else int(self.max_memory_mb * _MB)
+
     def under_memory_pressure(self) -> bool:
         """True while the process RSS is at or above `max_memory_mb` (never without a limit)."""
         return self.max_memory_mb is not None and self.memory_mb() >= self.max_memory_mb
@@ -74,4 +80,4 @@ class SpawnGuard:
         if now - self._checked_at >= self.memory_check_interval:
             self._rss = rss_bytes()
             self._checked_at = now
-        return self._rss / (1024 * 1024)
+        return self._rss / _MB

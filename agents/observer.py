@@ -46,6 +46,9 @@ class RunnerObserver:
     def coordination_round(self, protocol: str, outcome: str, seconds: float) -> None:
         """A coordinator ran one round of `protocol` (consensus, auction ...) to `outcome`."""
 
+    def agent_taken_over(self, agent_type: str, seconds: float) -> None:
+        """An agent of a dead runner runs here now, `seconds` after that runner's last heartbeat."""
+
 
 class ObserverGroup(RunnerObserver):
     """Calls several observers in turn; a failing observer is logged and skipped."""
@@ -95,3 +98,7 @@ class ObserverGroup(RunnerObserver):
     def coordination_round(self, protocol: str, outcome: str, seconds: float) -> None:
         """Tell every observer."""
         self._each("coordination_round", protocol, outcome, seconds)
+
+    def agent_taken_over(self, agent_type: str, seconds: float) -> None:
+        """Tell every observer."""
+        self._each("agent_taken_over", agent_type, seconds)

@@ -264,6 +264,8 @@ class Runner:
             types=sorted(self.types),
             rss=rss_bytes(),
             metrics=self.settings.metrics_url,
+            memory_limit=self.guard.max_memory_bytes or 0,
+            draining=self.draining,
         )
 
     def _record_dict(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 import uuid
 from collections.abc import Coroutine, Mapping
 from typing import Any
@@ -214,10 +215,16 @@ class Runtime:
         return record
 
     async def adopt(self, record: AgentRecord, revision: int) -> bool:
-        """Take over an agent of a dead runner; False when another runner won the race."""
+        """Take over an agent of a dead runner; False when another runner won the race.
+
+        The observer hears the fail-over time: from the dead runner's last heartbeat to the
+        agent running here (not for an agent whose runner's record is gone: a drain handed it
+        over, nothing failed).
+        """
         agent_type = self.types.get(record.type)
         if agent_type is None:
             return False
+        last_beat = self.registry.runners.last_heartbeat(record.runner)
         claimed = record.with_(runner=self.runner_id, node=self.node, status="starting")
         try:
             new_revision = await self.registry.update(claimed, revision=revision)
@@ -225,6 +232,8 @@ class Runtime:
             return False  # another runner's compare-and-set won, or the record moved on
         state = await self._load_state(agent_type, claimed.id)
         await self._run(agent_type, claimed, new_revision, started="restarted", state=state)
+        if last_beat is not None:
+            self.observer.agent_taken_over(agent_type.type_name, time.time() - last_beat)
         return True
 
     async def spawn_remote(self, agent_type: str, **options: Any) -> dict[str, Any]:

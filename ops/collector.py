@@ -3,16 +3,21 @@
 Gauges and the counters that other modules keep as plain integers (`BusStats`, `RegistryStats`,
 `SpawnGuard.refused`, the connection's reconnects) are read when Prometheus scrapes, so the hot
 paths pay nothing for them. Scrapes are synchronous; the one measurement that needs the network,
-the registry replicas' lag behind their buckets, is taken by `refresh()` before each scrape of the
-HTTP endpoint and reported as NaN when it could not be measured.
+the registry replicas' lag behind their buckets (in revisions and in seconds), is taken by
+`refresh()` before each scrape of the HTTP endpoint and reported as NaN when it could not be
+measured.
+
+Heartbeat ages are reported for every runner in this runner's replica, not only its own: a dead
+runner reports nothing, so its peers are the ones that show its heartbeat growing old.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
@@ -30,12 +35,12 @@ if TYPE_CHECKING:
     from mabeam.core.connection import Connection
     from mabeam.registry.registry import Registry
     from mabeam.registry.replica import Replica
+    from mabeam.registry.runners import RunnerReplica
 
 __all__ = ["LAG_TIMEOUT", "RunnerCollector"]
 
 LAG_TIMEOUT: Final = 1.0
 """Seconds `refresh()` waits for a bucket's latest revision before reporting the lag as NaN."""
-_MB: Final = 1024 * 1024
 _BUS_COUNTERS: Final = (
     ("published", "Events this runner published."),
     ("delivered", "Event deliveries to local subscribers (one event to 3 subscribers counts 3)."),
@@ -52,26 +57,35 @@ class RunnerCollector(Collector):
         self._runner = runner
         self._memory_baseline = memory_baseline
         self._lag: dict[str, float] = {"agents": math.nan, "runners": math.nan}
+        self._lag_seconds: dict[str, float] = {"agents": math.nan, "runners": math.nan}
 
     async def refresh(self) -> None:
-        """Measure how many revisions each registry replica is behind its bucket."""
+        """Measure how far each registry replica is behind its bucket, in revisions and seconds."""
         runtime = _runtime(self._runner)
         if runtime is None:
             return
         registry = runtime.registry
         for name, replica in (("agents", registry.agents), ("runners", registry.runners)):
-            try:
-                async with asyncio.timeout(LAG_TIMEOUT):
-                    self._lag[name] = float(await replica.lag())
-            except (MabeamError, TimeoutError):
-                self._lag[name] = math.nan
+            self._lag[name] = await _measured(replica.lag)
+            self._lag_seconds[name] = await _measured(replica.lag_seconds)
 
     def collect(self) -> Iterator[Metric]:
         """Every state metric of the runner (only the limits before it has started)."""
         runner = self._runner
         yield InfoMetricFamily("mabeam_runner", "This runner's id.", value={"runner": runner.id})
         yield _gauge("mabeam_runner_draining", "1 while the runner drains.", int(runner.draining))
+        yield _gauge(
+            "mabeam_runner_heartbeat_interval_seconds",
+            "Seconds between two heartbeats of this runner; it is dead after 3 without one.",
+            runner.settings.heartbeat_interval,
+        )
         yield from _guard_metrics(runner.guard)
+        yield _labelled(
+            "mabeam_mailbox_capacity",
+            "Messages an agent's mailbox holds (waiting or running) before callers get 429.",
+            "type",
+            {name: agent_type.mailbox_size for name, agent_type in runner.types.items()},
+        )
         runtime = _runtime(runner)
         if runtime is None:
             return
@@ -150,12 +164,29 @@ class RunnerCollector(Collector):
             self._lag,
         )
         yield _labelled(
+            "mabeam_registry_replica_lag_seconds",
+            "Age of the oldest bucket write the replica has not applied; 0 when caught up "
+            "(NaN: not measured).",
+            "replica",
+            self._lag_seconds,
+        )
+        yield _labelled(
             "mabeam_registry_replica_skipped",
             "Bucket values the replica skipped because they were not valid records.",
             "replica",
             {name: replica.skipped for name, replica in replicas.items()},
             family=CounterMetricFamily,
         )
+        yield _heartbeat_ages(registry.runners)
+
+
+async def _measured(measure: Callable[[], Awaitable[float]]) -> float:
+    """`measure()` as a float, or NaN when it fails or takes longer than `LAG_TIMEOUT`."""
+    try:
+        async with asyncio.timeout(LAG_TIMEOUT):
+            return float(await measure())
+    except (MabeamError, TimeoutError):
+        return math.nan
 
 
 def _runtime(runner: Runner) -> Runtime | None:
@@ -163,6 +194,17 @@ def _runtime(runner: Runner) -> Runtime | None:
         return runner.runtime
     except UnavailableError:
         return None  # not started yet
+
+
+def _heartbeat_ages(runners: RunnerReplica) -> Metric:
+    now = time.time()
+    ages = {runner_id: runners.heartbeat_age(runner_id, now) for runner_id in runners}
+    return _labelled(
+        "mabeam_runner_heartbeat_age_seconds",
+        "Seconds since each runner known to this one last beat (dead after 3 intervals).",
+        "runner",
+        {runner_id: age for runner_id, age in ages.items() if age is not None},
+    )
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
@@ -195,11 +237,11 @@ def _guard_metrics(guard: SpawnGuard) -> Iterator[Metric]:
     for limit, count in sorted(guard.refused.items()):
         refused.add_metric([limit], count)
     yield refused
-    if guard.max_memory_mb is not None:
+    if guard.max_memory_bytes is not None:
         yield _gauge(
             "mabeam_memory_limit_bytes",
             "RSS above which spawns are refused (--max-memory).",
-            guard.max_memory_mb * _MB,
+            guard.max_memory_bytes,
         )
     yield _gauge(
         "mabeam_memory_pressure",

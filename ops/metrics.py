@@ -1,7 +1,7 @@
 """`PrometheusObserver`: what a runner reports, as Prometheus metrics in a registry of its own.
 
 What must be counted as it happens (spawns, stops, restarts, crashes, refused spawns, actions and
-their latency, full mailboxes, dropped events, coordination rounds) arrives through the
+their latency, full mailboxes, dropped events, coordination rounds, take-overs) arrives through the
 `RunnerObserver` hooks. What is a state (agents by type and status, mailbox depth, bus and
 registry counters, replica lag, memory) is read from the runner at scrape time by the
 `RunnerCollector` that `watch(runner)` registers. Each observer has its own `CollectorRegistry`,
@@ -21,6 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 
 from mabeam.agents.limits import rss_bytes
 from mabeam.agents.observer import RunnerObserver
+from mabeam.ops.actions import ActionMetrics
 from mabeam.ops.collector import RunnerCollector
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTION_BUCKETS",
     "CONTENT_TYPE",
+    "FAILOVER_BUCKETS",
     "ROUND_BUCKETS",
     "UNKNOWN_ACTION",
     "PrometheusObserver",
@@ -42,6 +44,8 @@ ACTION_BUCKETS: Final = (
 """Histogram buckets of action latency in seconds: local calls take well under a millisecond."""
 ROUND_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 """Histogram buckets of coordination round latency in seconds: rounds wait on participants."""
+FAILOVER_BUCKETS: Final = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 120.0)
+"""Histogram buckets of fail-over time in seconds: at least 3 heartbeat intervals each."""
 UNKNOWN_ACTION: Final = "(unknown)"
 """The `action` label of calls to an action the agent does not have."""
 
@@ -88,19 +92,8 @@ class PrometheusObserver(RunnerObserver):
             ["reason"],
             registry=registry,
         )
-        self._actions = Counter(
-            "mabeam_actions",
-            "Actions finished, by outcome (ok, error, timeout, bad_request, unknown).",
-            ["type", "action", "outcome"],
-            registry=registry,
-        )
-        self._latency = Histogram(
-            "mabeam_action_duration_seconds",
-            "Time an action's handler ran.",
-            ["type", "action"],
-            buckets=ACTION_BUCKETS,
-            registry=registry,
-        )
+        self._actions = ActionMetrics(ACTION_BUCKETS)
+        registry.register(self._actions)
         self._mailbox_full = Counter(
             "mabeam_mailbox_rejections",
             "Messages refused with 429 because the agent's mailbox was full.",
@@ -126,7 +119,12 @@ class PrometheusObserver(RunnerObserver):
             buckets=ROUND_BUCKETS,
             registry=registry,
         )
-        self._action_series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._failover = Histogram(
+            "mabeam_failover_duration_seconds",
+            "Time from a dead runner's last heartbeat to its agent running here, per take-over.",
+            buckets=FAILOVER_BUCKETS,
+            registry=registry,
+        )
 
     def watch(self, runner: Runner) -> RunnerCollector:
         """Expose `runner`'s state (agents, mailboxes, bus, registry, memory) as well; a second
@@ -172,14 +170,9 @@ class PrometheusObserver(RunnerObserver):
         self._refused.labels(reason).inc()
 
     def action_done(self, agent_type: str, action: str, outcome: str, seconds: float) -> None:
-        """Count an action and observe its latency (the hot path: label children are cached)."""
-        key = (agent_type, UNKNOWN_ACTION if outcome == "unknown" else action, outcome)
-        series = self._action_series.get(key)
-        if series is None:
-            series = (self._actions.labels(*key), self._latency.labels(*key[:2]))
-            self._action_series[key] = series
-        series[0].inc()
-        series[1].observe(seconds)
+        """Count an action and observe its latency (the hot path: see `ActionMetrics`)."""
+        name = UNKNOWN_ACTION if outcome == "unknown" else action
+        self._actions.observe(agent_type, name, outcome, seconds)
 
     def mailbox_full(self, agent_type: str) -> None:
         """Count a 429 for a full mailbox."""
@@ -193,3 +186,7 @@ class PrometheusObserver(RunnerObserver):
         """Count a coordination round and observe its latency."""
         self._rounds.labels(protocol, outcome).inc()
         self._round_latency.labels(protocol).observe(seconds)
+
+    def agent_taken_over(self, agent_type: str, seconds: float) -> None:
+        """Observe the fail-over time of a take-over."""
+        self._failover.observe(seconds)

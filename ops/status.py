@@ -6,6 +6,11 @@ of the `P_EVENTS` stream's last sequence. Action rates come from each runner's P
 endpoint (the `metrics` URL of its record) when it answers, and show as `-` otherwise. A rate is
 the growth of a counter between two `Sample`s divided by the time between them; a counter that
 went down (its runner restarted) counts from zero.
+
+Each runner line also shows its headroom, agents and memory left under `--max-agents` and
+`--max-memory`, and flags what an alert of `ops/alerts` would flag: `AGENTS>90%` and `MEM>90%`
+strictly above `CAPACITY_ALERT_RATIO` of a limit, `NO-HEARTBEAT` once it missed 3 heartbeats,
+`DRAINING` while it drains.
 """
 
 from __future__ import annotations
@@ -23,10 +28,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from mabeam.core.codec import now_rfc3339
 from mabeam.core.connection import Connection, nats_errors
 from mabeam.core.errors import MabeamError, NotFoundError
+from mabeam.registry.records import RunnerRecord
 from mabeam.registry.registry import Registry
 
 __all__ = [
     "ACTIONS_METRIC",
+    "CAPACITY_ALERT_RATIO",
+    "FLAG_AGENTS",
+    "FLAG_DRAINING",
+    "FLAG_MEMORY",
+    "FLAG_NO_HEARTBEAT",
     "STATUS_ORDER",
     "RunnerLine",
     "Sample",
@@ -36,12 +47,24 @@ __all__ = [
     "fetch_counter",
     "fetch_metrics",
     "render",
+    "runner_flags",
 ]
 
 ACTIONS_METRIC: Final = "mabeam_actions_total"
 """The counter whose growth is a runner's action rate."""
 STATUS_ORDER: Final = ("starting", "running", "stopping", "crashed")
 """Agent statuses in the order the view shows them."""
+CAPACITY_ALERT_RATIO: Final = 0.9
+"""The share of `--max-agents` or `--max-memory` above which a runner is flagged. The capacity
+alerts in `ops/alerts` fire above the same share: change both together."""
+FLAG_AGENTS: Final = f"AGENTS>{CAPACITY_ALERT_RATIO:.0%}"
+"""Flag of a runner hosting more than `CAPACITY_ALERT_RATIO` of its `--max-agents`."""
+FLAG_MEMORY: Final = f"MEM>{CAPACITY_ALERT_RATIO:.0%}"
+"""Flag of a runner whose RSS is above `CAPACITY_ALERT_RATIO` of its `--max-memory`."""
+FLAG_NO_HEARTBEAT: Final = "NO-HEARTBEAT"
+"""Flag of a runner that missed 3 heartbeats: dead, its agents are being taken over."""
+FLAG_DRAINING: Final = "DRAINING"
+"""Flag of a runner that drains: it takes no spawns and hands its agents over."""
 _SCRAPE_TIMEOUT: Final = 1.0
 _MB: Final = 1024 * 1024
 
@@ -65,9 +88,19 @@ class RunnerLine(msgspec.Struct, frozen=True, kw_only=True):
     live: bool
     agents: int
     capacity: int
+    agents_left: int
+    """Agents it may still take: capacity - agents, 0 when full."""
     heartbeat_age: float | None
     rss: int
+    memory_limit: int | None
+    """Its `--max-memory` in bytes; None when it has none."""
+    memory_left: int | None
+    """Bytes of RSS left under its memory limit, 0 when above; None without a limit."""
     actions_per_s: float | None
+    draining: bool
+    flags: list[str]
+    """What an alert would flag (`FLAG_AGENTS`, `FLAG_MEMORY`, `FLAG_NO_HEARTBEAT`,
+    `FLAG_DRAINING`), in that order."""
 
 
 class StatusView(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,22 +165,13 @@ def fetch_counter(url: str, name: str, timeout: float = _SCRAPE_TIMEOUT) -> floa
 def build_view(registry: Registry, before: Sample, after: Sample) -> StatusView:
     """The view of the system now, with rates between two samples."""
     seconds = max(after.at - before.at, 1e-9)
-    now = time.time()
-    runners = registry.runners
     lines = [
-        RunnerLine(
-            id=record.id,
-            host=record.host,
-            live=runners.is_live(record.id, now),
-            agents=record.agents,
-            capacity=record.capacity,
-            heartbeat_age=runners.heartbeat_age(record.id, now),
-            rss=record.rss,
-            actions_per_s=_rate(
-                before.actions.get(record.id), after.actions.get(record.id), seconds
-            ),
+        _runner_line(
+            registry,
+            record,
+            _rate(before.actions.get(record.id), after.actions.get(record.id), seconds),
         )
-        for record in runners.all()
+        for record in registry.runners.all()
     ]
     known = [line.actions_per_s for line in lines if line.actions_per_s is not None]
     return StatusView(
@@ -157,6 +181,47 @@ def build_view(registry: Registry, before: Sample, after: Sample) -> StatusView:
         events_per_s=_rate(before.events, after.events, seconds),
         actions_per_s=sum(known) if known else None,
     )
+
+
+def _runner_line(registry: Registry, record: RunnerRecord, actions: float | None) -> RunnerLine:
+    now = time.time()
+    live = registry.runners.is_live(record.id, now)
+    limit = record.memory_limit or None
+    return RunnerLine(
+        id=record.id,
+        host=record.host,
+        live=live,
+        agents=record.agents,
+        capacity=record.capacity,
+        agents_left=max(record.capacity - record.agents, 0),
+        heartbeat_age=registry.runners.heartbeat_age(record.id, now),
+        rss=record.rss,
+        memory_limit=limit,
+        memory_left=None if limit is None else max(limit - record.rss, 0),
+        actions_per_s=actions,
+        draining=record.draining,
+        flags=runner_flags(record, live=live),
+    )
+
+
+def runner_flags(record: RunnerRecord, *, live: bool) -> list[str]:
+    """What an alert would flag about a runner: above `CAPACITY_ALERT_RATIO` of a limit (strictly,
+    as the alert rules compare), no heartbeat for 3 intervals (`live` False), draining."""
+    flags = []
+    if _above_alert_ratio(record.agents, record.capacity):
+        flags.append(FLAG_AGENTS)
+    if _above_alert_ratio(record.rss, record.memory_limit):
+        flags.append(FLAG_MEMORY)
+    if not live:
+        flags.append(FLAG_NO_HEARTBEAT)
+    if record.draining:
+        flags.append(FLAG_DRAINING)
+    return flags
+
+
+def _above_alert_ratio(used: int, limit: int) -> bool:
+    """True when `used` is above `CAPACITY_ALERT_RATIO` of `limit` (never when the limit is 0)."""
+    return limit > 0 and used / limit > CAPACITY_ALERT_RATIO
 
 
 def _rate(before: float | None, after: float | None, seconds: float) -> float | None:
@@ -184,7 +249,10 @@ def render(view: StatusView, *, prefix: str) -> list[str]:
         "",
     ]
     runner_rows = [_runner_row(line) for line in view.runners]
-    headers = ["RUNNER", "HOST", "STATE", "AGENTS", "HEARTBEAT", "RSS", "ACTIONS/S"]
+    headers = [
+        "RUNNER", "HOST", "STATE", "AGENTS", "AGENTS-LEFT", "HEARTBEAT", "RSS", "MEM-LEFT",
+        "ACTIONS/S", "FLAGS",
+    ]  # fmt: skip
     lines += _table(headers, runner_rows) if runner_rows else ["no runners"]
     lines.append("")
     agent_rows = [
@@ -203,10 +271,17 @@ def _runner_row(line: RunnerLine) -> list[str]:
         line.host,
         "live" if line.live else "dead",
         f"{line.agents}/{line.capacity}",
+        str(line.agents_left),
         age,
-        f"{line.rss / _MB:.0f} MB" if line.rss else "-",
+        _megabytes(line.rss) if line.rss else "-",
+        "-" if line.memory_left is None else _megabytes(line.memory_left),
         "-" if line.actions_per_s is None else f"{line.actions_per_s:.1f}",
+        ",".join(line.flags) or "-",
     ]
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / _MB:.0f} MB"
 
 
 def _per_second(rate: float | None) -> str:

@@ -155,6 +155,18 @@ class Bucket:
             info = await self.connection.js.stream_info(self.stream)
         return int(info.state.last_seq or 0)
 
+    async def oldest_write_after(self, revision: int) -> float | None:
+        """When the server stored the oldest message above `revision` still in the bucket (Unix
+        seconds, the server's clock), or None when there is none."""
+        try:
+            with nats_errors():
+                message = await self.connection.js.get_msg(
+                    self.stream, seq=revision + 1, subject=self.key_prefix + ">", next=True
+                )
+        except NotFoundError:
+            return None
+        return None if message.time is None else message.time.timestamp()
+
     async def get(self, key: str) -> Entry | None:
         """The live value of `key`, or None when it is absent or deleted."""
         message = await self._last_message(key)

@@ -103,12 +103,18 @@ class RunnerRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """The runner process's resident memory in bytes at its last heartbeat; 0 when unknown."""
     metrics: str = ""
     """The URL of the runner's Prometheus endpoint; empty when it serves none."""
+    memory_limit: int = 0
+    """RSS in bytes above which the runner refuses spawns (`--max-memory`); 0 when it has none."""
+    draining: bool = False
+    """True while the runner drains: it takes no spawns and hands its agents over."""
 
     def __post_init__(self) -> None:
         validate_id(self.id, "runner id")
         _check_host(self.host, "host")
-        for name in ("pid", "agents", "capacity", "rss"):
+        for name in ("pid", "agents", "capacity", "rss", "memory_limit"):
             _check_count(getattr(self, name), name)
+        if not isinstance(self.draining, bool):
+            raise BadRequestError(f"draining must be true or false, got {self.draining!r}")
         _check_url(self.metrics, "metrics")
         _check_names(self.types, "agent type")
         started = _check_time(self.started_at, "started_at")

@@ -22,6 +22,7 @@ import contextlib
 import functools
 import heapq
 import itertools
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -198,6 +199,13 @@ class Replica(Generic[R]):
     async def lag(self) -> int:
         """How many revisions the bucket is ahead of this replica (one JetStream request)."""
         return max(0, await self._bucket.last_revision() - self._high)
+
+    async def lag_seconds(self) -> float:
+        """How long this replica has been behind its bucket (one JetStream request): 0 when it
+        has applied every write, otherwise the age of the oldest write it has not applied yet
+        (the time the server stored it, to now on this machine's clock; never below 0)."""
+        written = await self._bucket.oldest_write_after(self._high)
+        return 0.0 if written is None else max(0.0, time.time() - written)
 
     # -- waiting -----------------------------------------------------------------------------
 

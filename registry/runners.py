@@ -43,9 +43,13 @@ class RunnerReplica(Replica[RunnerRecord]):
         """Seconds between heartbeats; a runner is dead after 3 of them without one."""
         self._beats: dict[str, float] = {}
 
+    def last_heartbeat(self, runner_id: str) -> float | None:
+        """When the runner last beat (Unix seconds, its `heartbeat_at`), or None if unknown."""
+        return self._beats.get(runner_id)
+
     def heartbeat_age(self, runner_id: str, now: float | None = None) -> float | None:
         """Seconds since the runner's last heartbeat, or None for an unknown runner."""
-        beat = self._beats.get(runner_id)
+        beat = self.last_heartbeat(runner_id)
         if beat is None:
             return None
         return (time.time() if now is None else now) - beat

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +13,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mabeam.agents.builtin.coordinator import CoordinatorAgent
+from mabeam.agents.builtin.demo import DemoAgent
 from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.client import Client
 from mabeam.core.config import Config
@@ -19,6 +22,9 @@ from mabeam.core.errors import ActionFailedError, NotFoundError, OverloadedError
 from mabeam.ops.metrics import UNKNOWN_ACTION, PrometheusObserver
 from mabeam.ops.service import ObservedRunner
 from mabeam.ops.status import fetch_metrics
+from mabeam.processes import RunnerProcess
+from mabeam.registry.records import RunnerRecord
+from mabeam.registry.runners import DEAD_AFTER_INTERVALS
 from tests.agents_support.types import Fragile, Sleeper
 
 Scrape = dict[str, dict[tuple[tuple[str, str], ...], float]]
@@ -160,6 +166,61 @@ async def test_runners_in_one_process_keep_their_own_metrics(
     assert value(mine, "mabeam_agent_spawns_total", type="demo") == 0
     assert value(theirs, "mabeam_runner_info", runner="m2") == 1
     assert value(mine, "mabeam_runner_info", runner="m1") == 1
+
+
+async def test_heartbeats_and_mailbox_bounds_are_exposed(observed: ObservedRunner) -> None:
+    samples = await scrape(observed)
+    assert value(samples, "mabeam_runner_heartbeat_interval_seconds") == 1.0
+    ages = samples["mabeam_runner_heartbeat_age_seconds"]
+    assert set(ages) == {(("runner", "m1"),)}
+    assert 0 <= ages[(("runner", "m1"),)] < DEAD_AFTER_INTERVALS * 1.0
+    assert value(samples, "mabeam_mailbox_capacity", type="Sleeper") == Sleeper.mailbox_size == 2
+    assert value(samples, "mabeam_mailbox_capacity", type="demo") == DemoAgent.mailbox_size
+    capacity = value(samples, "mabeam_mailbox_capacity", type="coordinator")
+    assert capacity == CoordinatorAgent.mailbox_size
+
+
+async def test_replica_lag_seconds_is_the_age_of_the_oldest_write_not_applied(
+    observed: ObservedRunner, client: Client
+) -> None:
+    caught_up = await until(
+        lambda s: value(s, "mabeam_registry_replica_lag_revisions", replica="runners") == 0,
+        observed,
+    )
+    assert value(caught_up, "mabeam_registry_replica_lag_seconds", replica="runners") == 0
+    await observed.runner.runtime.registry.runners.close()  # it stops following the bucket
+    cut_off = time.time()
+    await client.registry.put_runner(RunnerRecord(id="elsewhere", host="h", pid=1, capacity=1))
+    await asyncio.sleep(0.5)
+    samples = await scrape(observed)
+    lag = value(samples, "mabeam_registry_replica_lag_seconds", replica="runners")
+    assert 0.5 <= lag <= time.time() - cut_off
+    assert value(samples, "mabeam_registry_replica_lag_revisions", replica="runners") >= 1
+
+
+async def test_a_take_over_observes_the_time_since_the_dead_runners_last_heartbeat(
+    config: Config,
+) -> None:
+    heartbeat = 0.3
+    settings = RunnerSettings(runner_id="survivor", heartbeat_interval=heartbeat)
+    async with ObservedRunner(config, settings) as survivor, Client(config) as client:
+        doomed = RunnerProcess(config, "doomed", heartbeat=heartbeat)
+        try:
+            await asyncio.to_thread(doomed.wait_ready)
+            for index in range(3):
+                await client.spawn("demo", id=f"t{index}", runner="doomed")
+            doomed.kill()
+            samples = await until(
+                lambda s: value(s, "mabeam_failover_duration_seconds_count") == 3, survivor
+            )
+        finally:
+            doomed.kill()
+    dead_after = DEAD_AFTER_INTERVALS * heartbeat
+    assert value(samples, "mabeam_failover_duration_seconds_sum") >= 3 * dead_after
+    assert value(samples, "mabeam_failover_duration_seconds_bucket", le="0.5") == 0
+    assert value(samples, "mabeam_failover_duration_seconds_bucket", le="5.0") == 3
+    assert value(samples, "mabeam_runner_heartbeat_age_seconds", runner="doomed") > dead_after
+    assert value(samples, "mabeam_runner_heartbeat_age_seconds", runner="survivor") < dead_after
 
 
 def test_agents_never_import_ops() -> None:

@@ -1,4 +1,5 @@
-"""`mabeam status`: runners, agents by type and status, event and action rates; `--watch`."""
+"""`mabeam status`: runners, agents by type and status, event and action rates, headroom and
+flags; `--watch`."""
 
 from __future__ import annotations
 
@@ -16,6 +17,16 @@ from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.ops.service import ObservedRunner
+from mabeam.ops.status import (
+    FLAG_AGENTS,
+    FLAG_DRAINING,
+    FLAG_MEMORY,
+    FLAG_NO_HEARTBEAT,
+    Sample,
+    build_view,
+    runner_flags,
+)
+from mabeam.registry.records import RunnerRecord
 
 REDRAW = b"\x1b[H\x1b[2J"
 AGENTS = [f"d{n}" for n in range(4)]
@@ -80,9 +91,12 @@ async def test_table_fits_one_screen(client: Client, config: Config) -> None:
     assert lines[0].startswith(f"MABEAM status  prefix {config.prefix}")
     assert "runners 2 live of 2" in lines[1] and "agents 5" in lines[1]
     header = next(line for line in lines if line.startswith("RUNNER"))
-    assert header.split() == ["RUNNER", "HOST", "STATE", "AGENTS", "HEARTBEAT", "RSS", "ACTIONS/S"]
+    assert header.split() == [
+        "RUNNER", "HOST", "STATE", "AGENTS", "AGENTS-LEFT", "HEARTBEAT", "RSS", "MEM-LEFT",
+        "ACTIONS/S", "FLAGS",
+    ]  # fmt: skip
     s2 = next(line for line in lines if line.startswith("s2 "))
-    assert s2.split()[-1] == "-"  # no metrics endpoint: no action rate
+    assert s2.split()[-3:] == ["-", "-", "-"]  # no memory limit, no metrics endpoint, no flags
     demo = next(line for line in lines if line.startswith("demo "))
     assert demo.split() == ["demo", "0", "4", "0", "0", "4"]
     assert len(lines) < 25
@@ -115,3 +129,75 @@ async def test_a_bad_interval_is_a_usage_error(config: Config) -> None:
     assert stderr.decode().strip() == (
         "mabeam status: error: --interval must be a positive number of seconds, got 0.0"
     )
+
+
+async def run_status(command: list[str]) -> str:
+    """Run `mabeam status` once; its stdout."""
+    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+    stdout, _ = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0
+    return stdout.decode()
+
+
+async def record_shows(client: Client, runner_id: str, agents: int) -> None:
+    """Wait until the runner's record (refreshed at its heartbeat) counts `agents`."""
+    with client.registry.runners.changes(include_existing=True) as changes:
+        async with asyncio.timeout(10):
+            async for change in changes:
+                if change.record.id == runner_id and change.record.agents == agents:
+                    return
+    raise AssertionError(f"the record of {runner_id} never counted {agents} agents")
+
+
+async def test_a_runner_strictly_above_90_percent_of_max_agents_is_flagged(config: Config) -> None:
+    settings = RunnerSettings(
+        runner_id="full", max_agents=10, heartbeat_interval=0.3, coordinator_id=None
+    )
+    as_json = status_command(config, "--interval", "0.1", "--json")
+    async with Runner(config, settings), Client(config) as client:
+        for index in range(9):
+            await client.spawn("demo", id=f"c{index}")
+        await record_shows(client, "full", 9)
+        (at_90,) = json.loads(await run_status(as_json))["runners"]
+        table = await run_status(status_command(config, "--interval", "0.1"))
+        await client.spawn("demo", id="c9")
+        await record_shows(client, "full", 10)
+        (full,) = json.loads(await run_status(as_json))["runners"]
+        full_table = await run_status(status_command(config, "--interval", "0.1"))
+    assert (at_90["agents"], at_90["agents_left"], at_90["flags"]) == (9, 1, [])
+    assert (full["agents"], full["agents_left"], full["flags"]) == (10, 0, [FLAG_AGENTS])
+    row = next(line for line in table.splitlines() if line.startswith("full "))
+    assert row.split()[-1] == "-"
+    full_row = next(line for line in full_table.splitlines() if line.startswith("full "))
+    assert full_row.split()[-1] == FLAG_AGENTS == "AGENTS>90%"
+    assert full_row.split()[3:5] == ["10/10", "0"]
+
+
+async def test_memory_left_and_the_memory_flag_follow_max_memory(config: Config) -> None:
+    tight = RunnerSettings(runner_id="tight", max_memory_mb=1, heartbeat_interval=0.3)
+    roomy = RunnerSettings(runner_id="roomy", max_memory_mb=100_000, heartbeat_interval=0.3)
+    plain = RunnerSettings(runner_id="plain", heartbeat_interval=0.3)
+    async with (
+        Runner(config, tight),
+        Runner(config, roomy),
+        Runner(config, plain),
+        Client(config) as client,  # its replica loads the three records
+    ):
+        view = build_view(client.registry, Sample(0.0, None), Sample(1.0, None))
+    lines = {line.id: line for line in view.runners}
+    assert (lines["tight"].memory_limit, lines["tight"].memory_left) == (1024 * 1024, 0)
+    assert lines["tight"].flags == [FLAG_MEMORY]
+    roomy_line = lines["roomy"]
+    assert roomy_line.memory_limit == 100_000 * 1024 * 1024
+    assert roomy_line.memory_left == roomy_line.memory_limit - roomy_line.rss
+    assert roomy_line.flags == []
+    assert (lines["plain"].memory_limit, lines["plain"].memory_left) == (None, None)
+
+
+def test_runner_flags_are_what_an_alert_would_flag() -> None:
+    base = RunnerRecord(id="r1", host="h", pid=1, capacity=100, agents=90, rss=90, memory_limit=100)
+    assert runner_flags(base, live=True) == []  # 90 % is not above 90 %
+    crowded = base.with_(agents=91, rss=91)
+    assert runner_flags(crowded, live=True) == [FLAG_AGENTS, FLAG_MEMORY]
+    assert runner_flags(base.with_(draining=True), live=False) == [FLAG_NO_HEARTBEAT, FLAG_DRAINING]
+    assert runner_flags(base.with_(memory_limit=0, rss=10**9), live=True) == []

@@ -62,8 +62,16 @@ def test_runner_record_encodes_as_the_protocol_json() -> None:
         "types",
         "rss",
         "metrics",
+        "memory_limit",
+        "draining",
     ]
     assert decode_runner("r1", encode_record(record)) == record
+
+
+def test_runner_records_of_older_runners_have_no_memory_limit_and_do_not_drain() -> None:
+    old = b'{"id":"r1","host":"h","pid":1,"capacity":5,"heartbeat_at":"2020-01-01T00:00:00Z"}'
+    record = decode_runner("r1", old)
+    assert (record.memory_limit, record.draining) == (0, False)
 
 
 @pytest.mark.parametrize(
@@ -105,7 +113,15 @@ def test_oversized_record_is_too_large_to_encode() -> None:
 
 @pytest.mark.parametrize(
     "fields",
-    [{"id": "r/1"}, {"pid": -1}, {"capacity": True}, {"agents": "3"}, {"types": ["a.b"]}],
+    [
+        {"id": "r/1"},
+        {"pid": -1},
+        {"capacity": True},
+        {"agents": "3"},
+        {"types": ["a.b"]},
+        {"memory_limit": -1},
+        {"draining": "yes"},
+    ],
 )
 def test_invalid_runner_fields_are_refused(fields: dict[str, Any]) -> None:
     base: dict[str, Any] = {"id": "r1", "host": "h", "pid": 1, "capacity": 5}

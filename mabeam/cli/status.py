@@ -1,4 +1,5 @@
-"""`mabeam status`: one screen with runners, agents by type and status, event and action rates.
+"""`mabeam status`: one screen with runners (headroom and alert flags), agents by type and
+status, event and action rates.
 
 It samples the system twice, `--interval` seconds apart (rates are over that interval), prints
 the view (`mabeam.ops.status`) and exits; with `--watch` it keeps sampling and redraws the
@@ -27,7 +28,8 @@ _REDRAW: Final = "\x1b[H\x1b[2J"  # cursor home, clear the screen
 def register(commands: Any) -> None:
     """Add the `status` command."""
     status: argparse.ArgumentParser = commands.add_parser(
-        "status", help="one screen: runners, agents by type and status, event and action rates"
+        "status",
+        help="one screen: runners with headroom and flags, agents, event and action rates",
     )
     status.add_argument("--watch", action="store_true", help="redraw in place until Ctrl-C")
     status.add_argument(
