@@ -53,7 +53,10 @@ class AgentServices(Protocol):
     """The host side of an agent: identity, calls, events, spawning, timers."""
 
     agent_id: str
-    log: FilteringBoundLogger
+
+    @property
+    def log(self) -> FilteringBoundLogger:
+        """A logger bound to the agent."""
 
     @property
     def registry(self) -> Any:

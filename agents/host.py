@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,8 @@ from mabeam.core.names import validate_id
 from mabeam.core.replies import JSON_HEADERS, error_reply
 
 if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
     from mabeam.agents.observer import RunnerObserver
     from mabeam.agents.runtime import Runtime
     from mabeam.bus.event import Event
@@ -87,9 +90,6 @@ class AgentHost:
             agent_type.mailbox_size, self._process, concurrent=agent_type.concurrent
         )
         self.supervisor = Supervisor(RestartPolicy.parse(record.restart), runtime.intensity)
-        self.log = structlog.get_logger("mabeam.agent").bind(
-            agent=self.agent_id, type=agent_type.type_name
-        )
         self.processed = 0
         self.failed = 0
         self.restarts = 0
@@ -100,6 +100,13 @@ class AgentHost:
         self._timers: set[Timer] = set()
         self._campaigns: dict[str, Campaign] = {}
         self._snapshots = type(self).uses_snapshots(agent_type)
+
+    @functools.cached_property
+    def log(self) -> FilteringBoundLogger:
+        """A logger bound to the agent's id and type (built when first used: binding costs more
+        than a whole spawn's worth of other bookkeeping, and most agents never log)."""
+        logger: FilteringBoundLogger = structlog.get_logger("mabeam.agent")
+        return logger.bind(agent=self.agent_id, type=self.agent_type.type_name)
 
     @staticmethod
     def uses_snapshots(agent_type: type[Agent]) -> bool:

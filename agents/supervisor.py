@@ -30,11 +30,14 @@ class RestartPolicy(enum.Enum):
     @classmethod
     def parse(cls, value: object) -> RestartPolicy:
         """The policy named by `value`; `BadRequestError` for anything else."""
-        try:
-            return cls(value)
-        except ValueError:
-            names = ", ".join(policy.value for policy in cls)
-            raise BadRequestError(f"restart must be one of {names}, got {value!r}") from None
+        policy = _POLICIES.get(value) if isinstance(value, str) else None
+        if policy is None:
+            names = ", ".join(_POLICIES)
+            raise BadRequestError(f"restart must be one of {names}, got {value!r}")
+        return policy
+
+
+_POLICIES: dict[str, RestartPolicy] = {policy.value: policy for policy in RestartPolicy}
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,9 @@
 No Docker engine runs the compose file here, so what can be checked without one is: every file
 parses, every path a service mounts or the image copies exists, the NATS config is valid for
 nats-server and names the compose services as its routes, Prometheus scrapes exactly the
-runners' endpoints, Grafana's provisioning finds the dashboard and its data source, and every
-metric the dashboard queries is one a real runner exposes.
+runners' endpoints, Grafana's provisioning finds the dashboard and its data source, every
+metric the dashboard queries is one a real runner exposes (or a series ops/alerts records), and
+the panels an alert watches draw its threshold.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mabeam.core.config import Config
 from mabeam.core.server import find_nats_server
 from mabeam.ops.service import ObservedRunner
 from mabeam.ops.status import fetch_metrics
+from tests.test_ops_alerts import RAW_METRIC, RECORDED, alerts, recording_rules, threshold
 
 ROOT = Path(__file__).resolve().parents[1]
 OPS = ROOT / "ops"
@@ -110,8 +112,13 @@ def test_prometheus_scrapes_exactly_the_runners(compose: dict[str, Any]) -> None
     assert job["metrics_path"] == "/metrics"
     assert {target for group in job["static_configs"] for target in group["targets"]} == expected
     assert bind_mounts(compose["services"]["prometheus"]) == {
-        "./ops/prometheus.yml": "/etc/prometheus/prometheus.yml"
+        "./ops/prometheus.yml": "/etc/prometheus/prometheus.yml",
+        "./ops/alerts": "/etc/prometheus/alerts",
     }
+    # Rule files resolve against the config's folder: inside the container as on disk.
+    for rule_file in config["rule_files"]:
+        assert (OPS / rule_file).is_file(), rule_file
+        assert rule_file.startswith("alerts/")
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
@@ -152,9 +159,12 @@ def test_the_image_copies_what_exists_and_runs_mabeam() -> None:
 
 async def test_every_metric_on_the_dashboard_is_exposed_by_a_runner(config: Config) -> None:
     queried = set()
+    recorded = set()
     for panel in json.loads(DASHBOARD.read_text())["panels"]:
         for target in panel["targets"]:
-            queried |= set(re.findall(r"\bmabeam_[a-z0-9_]+", target["expr"]))
+            queried |= set(RAW_METRIC.findall(target["expr"]))
+            recorded |= set(RECORDED.findall(target["expr"]))
+    assert sorted(recorded - set(recording_rules())) == []
     settings = RunnerSettings(runner_id="dash", max_memory_mb=1_000_000)
     async with ObservedRunner(config, settings) as observed, Client(config) as client:
         await client.spawn("demo", id="dash-agent")
@@ -167,3 +177,52 @@ async def test_every_metric_on_the_dashboard_is_exposed_by_a_runner(config: Conf
         exposed |= {family.name + suffix for suffix in suffixes.get(family.type, ("",))}
     assert queried, "the dashboard queries no metric"
     assert sorted(queried - exposed) == []
+
+
+# The panels that watch what each alert watches. MabeamRunnerDown (up == 0) has none: a runner
+# that cannot be scraped has no series to draw, and "Runners" lists those that can.
+ALERT_PANELS = {
+    "MabeamActionErrorsHigh": ["Action errors (alert above 1 %)"],
+    "MabeamActionLatencyHigh": ["Action p99 per runner (alert above 5 ms)", "Action latency"],
+    "MabeamEventDeliveryLow": ["Event delivery (alert below 95 %)"],
+    "MabeamMailboxNearFull": ["Mailbox fill, fullest / bound (alert above 80 %)"],
+    "MabeamRunnerMissingHeartbeats": ["Heartbeat intervals missed (alert above 3)"],
+    "MabeamRegistryReplicaLagging": ["Registry replica lag (alert above 1 s)"],
+    "MabeamMemoryPerAgentGrowing": ["RSS per agent, growth over 1 h (alert above 5 %)"],
+    "MabeamFailoverSlow": ["Fail-over duration p99, 15 min (alert above 5 s)"],
+    "MabeamRunnerNearAgentCapacity": ["Capacity used (alert above 90 %)"],
+    "MabeamRunnerNearMemoryLimit": ["Capacity used (alert above 90 %)"],
+}
+
+
+def series_kind(name: str) -> str:
+    """A recorded series without its level (`instance:x:op` → `x:op`); a metric as it is."""
+    return name.split(":", 1)[1] if name.count(":") == 2 else name
+
+
+def test_the_dashboard_draws_each_alerts_threshold_on_the_panels_it_watches() -> None:
+    panels = {panel["title"]: panel for panel in json.loads(DASHBOARD.read_text())["panels"]}
+    assert set(ALERT_PANELS) == set(alerts()) - {"MabeamRunnerDown"}
+    drawn = set()
+    for alert, titles in ALERT_PANELS.items():
+        series, op, value = threshold(alert)
+        for title in titles:
+            panel = panels[title]
+            drawn.add(title)
+            defaults = panel["fieldConfig"]["defaults"]
+            assert defaults["custom"]["thresholdsStyle"]["mode"] != "off", title
+            steps = defaults["thresholds"]["steps"]
+            assert [step["value"] for step in steps] == [None, value], (alert, title)
+            # Red on the side where the alert fires.
+            assert steps[0 if op == "<" else 1]["color"] == "red", (alert, title)
+            assert steps[1 if op == "<" else 0]["color"] == "green", (alert, title)
+            queried = {
+                series_kind(name)
+                for target in panel["targets"]
+                for name in RECORDED.findall(target["expr"]) + RAW_METRIC.findall(target["expr"])
+            }
+            assert series_kind(series.split("{")[0]) in queried, (alert, title)
+    # No other panel draws a threshold that no alert backs.
+    for title, panel in panels.items():
+        if title not in drawn:
+            assert "thresholds" not in panel["fieldConfig"]["defaults"], title

@@ -140,6 +140,7 @@ REVIEWED_IMPORTS = {
     ("mabeam/cli/agents.py", "load_agent_type"): "the runner's --agents allow-list (CLI only)",
     ("mabeam/__init__.py", "__getattr__"): "lazy public API: names from its constant _EXPORTS",
     ("mabeam/perf/worker.py", "resolve"): "perf worker modules from the constant FAMILIES",
+    ("mabeam/cli/main.py", "build_parser"): "command modules from the constant COMMANDS table",
 }
 
 
