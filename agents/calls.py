@@ -18,7 +18,7 @@ from mabeam.core.codec import decode, encode
 from mabeam.core.connection import Connection, nats_errors
 from mabeam.core.errors import ConnectError, DeadlineError, TooLargeError
 from mabeam.core.names import validate_id
-from mabeam.core.replies import JSON_HEADERS, result_of
+from mabeam.core.replies import result_of
 
 __all__ = ["Caller", "LocalTarget"]
 
@@ -61,7 +61,7 @@ class Caller:
         subject = self._connection.subjects.agent(agent_id, action)
         with nats_errors():
             reply = await self._connection.nc.request(
-                subject, body, timeout=wait, headers=_with_json(headers)
+                subject, body, timeout=wait, headers=headers or None
             )
         return result_of(reply.headers, reply.data)
 
@@ -81,7 +81,7 @@ class Caller:
             return
         subject = self._connection.subjects.agent(agent_id, action)
         with nats_errors():
-            await self._connection.nc.publish(subject, body, headers=_with_json(headers))
+            await self._connection.nc.publish(subject, body, headers=headers or None)
 
     def _body(self, agent_id: str, action: str, args: dict[str, Any] | None) -> bytes:
         validate_id(agent_id, "agent id")
@@ -110,7 +110,3 @@ class Caller:
         except TimeoutError:
             raise DeadlineError("request timed out") from None
         return decode(encode(result))
-
-
-def _with_json(headers: dict[str, str] | None) -> dict[str, str]:
-    return {**JSON_HEADERS, **headers} if headers else JSON_HEADERS

@@ -18,7 +18,7 @@ from mabeam.core.codec import decode, encode
 from mabeam.core.connection import Connection, nats_errors
 from mabeam.core.errors import BadRequestError, OverloadedError
 from mabeam.core.names import validate_id
-from mabeam.core.replies import JSON_HEADERS, result_of
+from mabeam.core.replies import result_of
 
 __all__ = ["SpawnRequest", "list_runners", "parse_spawn_request", "request_spawn"]
 
@@ -82,9 +82,7 @@ async def _spawn_once(
 ) -> dict[str, Any]:
     wait = timeout if timeout is not None else connection.config.request_timeout
     with nats_errors():
-        reply = await connection.nc.request(
-            subject, encode(request), timeout=wait, headers=JSON_HEADERS
-        )
+        reply = await connection.nc.request(subject, encode(request), timeout=wait)
     record: dict[str, Any] = result_of(reply.headers, reply.data)
     return record
 

@@ -38,7 +38,7 @@ from mabeam.core.errors import (
     UnknownActionError,
 )
 from mabeam.core.names import validate_id
-from mabeam.core.replies import JSON_HEADERS, error_reply
+from mabeam.core.replies import error_reply
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -301,7 +301,7 @@ class AgentHost:
         if not reply:
             return
         value = self._immediate_reply(action)
-        await self.runtime.nc.publish(reply, encode(value), headers=JSON_HEADERS)
+        await self.runtime.nc.publish(reply, encode(value))
 
     def _immediate_reply(self, action: str) -> dict[str, Any]:
         return self.ping() if action == "_ping" else self.info()
@@ -452,7 +452,7 @@ class AgentHost:
         except BadRequestError as error:
             await self._send_error(envelope, error)
             return
-        await self.runtime.publish_reply(envelope.reply, body, JSON_HEADERS)
+        await self.runtime.publish_reply(envelope.reply, body)
 
     async def _send_error(self, envelope: Envelope, error: MabeamError) -> None:
         if envelope.future is not None:

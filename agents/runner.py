@@ -53,7 +53,7 @@ from mabeam.core.errors import (
     UnavailableError,
 )
 from mabeam.core.names import validate_id
-from mabeam.core.replies import JSON_HEADERS, error_reply
+from mabeam.core.replies import error_reply
 from mabeam.registry.buckets import Bucket
 from mabeam.registry.heartbeat import RunnerHeartbeat
 from mabeam.registry.records import AgentRecord, RunnerRecord
@@ -288,7 +288,7 @@ class Runner:
             request = parse_spawn_request(msg.data, max_size=self.config.max_payload)
             self.guard.check(len(self.runtime.hosts))
             record = await self.runtime.spawn(request)
-            await self.runtime.publish_reply(msg.reply, encode(record), JSON_HEADERS)
+            await self.runtime.publish_reply(msg.reply, encode(record))
         except MabeamError as error:
             self.runtime.observer.spawn_refused(error.slug)
             headers, body = error_reply(error)
@@ -298,11 +298,11 @@ class Runner:
 
     async def _on_runners(self, msg: Msg) -> None:
         if msg.reply:
-            await self.runtime.publish_reply(msg.reply, encode(self._record_dict()), JSON_HEADERS)
+            await self.runtime.publish_reply(msg.reply, encode(self._record_dict()))
 
     async def _on_drain(self, msg: Msg) -> None:
         if msg.reply:
-            await self.runtime.publish_reply(msg.reply, encode({"draining": True}), JSON_HEADERS)
+            await self.runtime.publish_reply(msg.reply, encode({"draining": True}))
         self.request_drain()
 
     # ----------------------------------------------------------------- take-over

@@ -111,8 +111,11 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def publish_reply(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
-        """Send a reply; a lost connection is logged (the caller will time out), never raised."""
+    async def publish_reply(
+        self, subject: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> None:
+        """Send a reply (headers for errors only); a lost connection is logged (the caller will
+        time out), never raised."""
         try:
             with nats_errors():
                 await self.nc.publish(subject, body, headers=headers)

@@ -1,6 +1,8 @@
 """Reply bodies and the NATS service-API error convention (PROTOCOL.md "Agent actions").
 
-An error reply carries headers `Nats-Service-Error-Code` and `Nats-Service-Error` and a body
+A success reply is the JSON body alone, without headers (a body is JSON by the protocol, and a
+message without headers is the cheapest one for every client to send and parse). An error reply
+carries headers `Nats-Service-Error-Code`, `Nats-Service-Error` and `content-type` and a body
 `{"error": {"code": "<slug>", "message": "..."}}`. `error_reply` builds one from an error of our
 tree; `result_of` turns a received reply back into a value or raises the same class.
 """
@@ -15,14 +17,12 @@ from mabeam.core.errors import MabeamError, error_for_code
 __all__ = [
     "ERROR_CODE_HEADER",
     "ERROR_HEADER",
-    "JSON_HEADERS",
     "error_reply",
     "result_of",
 ]
 
 ERROR_CODE_HEADER = "Nats-Service-Error-Code"
 ERROR_HEADER = "Nats-Service-Error"
-JSON_HEADERS = {"content-type": JSON_CONTENT_TYPE}
 
 
 def error_reply(error: MabeamError) -> tuple[dict[str, str], bytes]:
@@ -30,7 +30,7 @@ def error_reply(error: MabeamError) -> tuple[dict[str, str], bytes]:
     headers = {
         ERROR_CODE_HEADER: str(error.code),
         ERROR_HEADER: error.message,
-        **JSON_HEADERS,
+        "content-type": JSON_CONTENT_TYPE,
     }
     body = encode({"error": {"code": error.slug, "message": error.message}})
     return headers, body
