@@ -29,7 +29,13 @@ import structlog
 from nats.js import api
 
 from mabeam.core.connection import Connection, nats_errors
-from mabeam.core.errors import ConflictError, DeadlineError, MabeamError, NotFoundError
+from mabeam.core.errors import (
+    ConflictError,
+    DeadlineError,
+    MabeamError,
+    NotFoundError,
+    UnavailableError,
+)
 from mabeam.registry.records import MAX_RECORD_BYTES
 
 __all__ = ["ENSURE_ATTEMPTS", "TOMBSTONE_TTL", "Bucket", "Entry", "is_tombstone"]
@@ -38,6 +44,10 @@ log = structlog.get_logger("mabeam.registry")
 
 ENSURE_ATTEMPTS: Final = 3
 """How often `Bucket.ensure` asks when JetStream does not answer in time."""
+UNANSWERED_WRITE_WAITS: Final = (0.05, 0.1, 0.2, 0.4)
+"""Seconds between the attempts of a write that no stream answered. On a cluster, a bucket just
+created on another node is reachable from this one once the route has carried its interest over
+(milliseconds); no stream stored such a write, so trying it again cannot store it twice."""
 TOMBSTONE_TTL: Final = 10
 """Seconds a purge marker (or a server-placed expiry marker) stays before it removes itself."""
 _OPERATION = "KV-Operation"
@@ -257,6 +267,14 @@ class Bucket:
             headers[_EXPECTED_LAST] = str(expect)
         if ttl is not None and self.allows_ttl:
             headers[_TTL] = f"{max(1, math.ceil(ttl))}s"
+        for wait in UNANSWERED_WRITE_WAITS:
+            try:
+                return await self._publish_once(key, value, headers)
+            except UnavailableError:
+                await asyncio.sleep(wait)
+        return await self._publish_once(key, value, headers)
+
+    async def _publish_once(self, key: str, value: bytes, headers: dict[str, str]) -> int:
         with nats_errors():
             ack = await self.connection.js.publish(
                 self.subject(key), value, headers=headers or None

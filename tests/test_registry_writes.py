@@ -10,9 +10,15 @@ import pytest
 
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
-from mabeam.core.errors import BadRequestError, ConflictError, MabeamError, TooLargeError
+from mabeam.core.errors import (
+    BadRequestError,
+    ConflictError,
+    MabeamError,
+    TooLargeError,
+    UnavailableError,
+)
 from mabeam.registry import AgentRecord, Registry
-from mabeam.registry.buckets import TOMBSTONE_TTL
+from mabeam.registry.buckets import TOMBSTONE_TTL, UNANSWERED_WRITE_WAITS, Bucket
 from mabeam.registry.records import MAX_RECORD_BYTES
 
 
@@ -182,3 +188,31 @@ async def test_close_is_safe_twice(connection: Connection) -> None:
     await registry.close()
     await registry.close()
     assert registry.agents.stale
+
+
+async def test_a_write_no_stream_answers_is_tried_again_until_the_bucket_is_reachable(
+    connection: Connection,
+) -> None:
+    # As on a cluster when the bucket was just created on another node: no stream answers yet.
+    bucket = Bucket(connection, "late", kind="value")
+    later = Bucket(connection, "late", kind="value")
+
+    async def create_it_soon() -> None:
+        await asyncio.sleep(UNANSWERED_WRITE_WAITS[0] * 2)
+        await later.ensure()
+
+    creating = asyncio.create_task(create_it_soon())
+    revision = await bucket.put("k", b"{}")
+    await creating
+    entry = await bucket.get("k")
+    assert entry is not None and entry.revision == revision
+
+
+async def test_a_write_to_a_bucket_that_never_appears_fails_as_unavailable(
+    connection: Connection,
+) -> None:
+    bucket = Bucket(connection, "never", kind="value")
+    began = asyncio.get_running_loop().time()
+    with pytest.raises(UnavailableError, match="no stream answered"):
+        await bucket.put("k", b"{}")
+    assert asyncio.get_running_loop().time() - began >= sum(UNANSWERED_WRITE_WAITS)

@@ -83,6 +83,8 @@ def map_nats_error(exc: BaseException) -> MabeamError:
         return _map_api_error(exc, message)
     if isinstance(exc, nats.errors.NoRespondersError):
         return UnavailableError("no responders: nothing is subscribed to that subject")
+    if isinstance(exc, nats.js.errors.NoStreamResponseError):
+        return UnavailableError("no stream answered: no stream stores that subject here (yet)")
     if isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError | TimeoutError):
         return DeadlineError("request timed out")
     if isinstance(exc, nats.errors.MaxPayloadError):
