@@ -1,57 +1,60 @@
 """The status view: runners, agents by type and status, event and action rates, on one screen.
 
-Everything but the action rates comes over NATS alone: runners and agents from the registry
-replicas (a runner record carries its agents, capacity and RSS), the event rate from the growth
-of the `P_EVENTS` stream's last sequence. Action rates come from each runner's Prometheus
-endpoint (the `metrics` URL of its record) when it answers, and show as `-` otherwise. A rate is
-the growth of a counter between two `Sample`s divided by the time between them; a counter that
-went down (its runner restarted) counts from zero.
+Runners and agents come over NATS alone, from the registry replicas (a runner record carries
+its agents, capacity, RSS and memory limit), and so does the event rate, from the growth of the
+`P_EVENTS` stream's last sequence. The action figures come from each runner's Prometheus endpoint
+(the `metrics` URL of its record, read by `mabeam.ops.scrape`) when it answers, and show as `-`
+otherwise. A rate is the growth of a counter between two `Sample`s divided by the time between
+them; a counter that went down (its runner restarted) counts from zero.
 
 Each runner line also shows its headroom, agents and memory left under `--max-agents` and
-`--max-memory`, and flags what an alert of `ops/alerts` would flag: `AGENTS>90%` and `MEM>90%`
-strictly above `CAPACITY_ALERT_RATIO` of a limit, `NO-HEARTBEAT` once it missed 3 heartbeats,
-`DRAINING` while it drains.
+`--max-memory`, and flags what an alert of `ops/alerts` would flag, on the same thresholds (but
+at once: an alert also waits its `for` duration): `AGENTS>90%` and `MEM>90%` strictly above
+`CAPACITY_ALERT_RATIO` of a limit, `NO-HEARTBEAT` once it missed 3 heartbeats, `DRAINING` while
+it drains; and, from its endpoint over the interval, `ERRORS>1%` (actions failing),
+`P99>5ms` (action latency), `MAILBOX>80%` (its fullest mailbox), `LAG>1s` (a registry replica).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
-from prometheus_client.metrics_core import Metric
-from prometheus_client.parser import text_string_to_metric_families
 
 from mabeam.core.codec import now_rfc3339
 from mabeam.core.connection import Connection, nats_errors
 from mabeam.core.errors import MabeamError, NotFoundError
+from mabeam.ops.scrape import LATENCY_ALERT_SECONDS, RunnerMetrics, fetch_metrics
 from mabeam.registry.records import RunnerRecord
 from mabeam.registry.registry import Registry
 
 __all__ = [
-    "ACTIONS_METRIC",
     "CAPACITY_ALERT_RATIO",
+    "ERROR_ALERT_RATIO",
     "FLAG_AGENTS",
     "FLAG_DRAINING",
+    "FLAG_ERRORS",
+    "FLAG_LAG",
+    "FLAG_LATENCY",
+    "FLAG_MAILBOX",
     "FLAG_MEMORY",
     "FLAG_NO_HEARTBEAT",
+    "MAILBOX_ALERT_RATIO",
+    "REPLICA_LAG_ALERT_SECONDS",
     "STATUS_ORDER",
     "RunnerLine",
     "Sample",
     "StatusSampler",
     "StatusView",
     "build_view",
-    "fetch_counter",
-    "fetch_metrics",
+    "metric_flags",
     "render",
     "runner_flags",
 ]
 
-ACTIONS_METRIC: Final = "mabeam_actions_total"
-"""The counter whose growth is a runner's action rate."""
 STATUS_ORDER: Final = ("starting", "running", "stopping", "crashed")
 """Agent statuses in the order the view shows them."""
 CAPACITY_ALERT_RATIO: Final = 0.9
@@ -65,7 +68,20 @@ FLAG_NO_HEARTBEAT: Final = "NO-HEARTBEAT"
 """Flag of a runner that missed 3 heartbeats: dead, its agents are being taken over."""
 FLAG_DRAINING: Final = "DRAINING"
 """Flag of a runner that drains: it takes no spawns and hands its agents over."""
-_SCRAPE_TIMEOUT: Final = 1.0
+ERROR_ALERT_RATIO: Final = 0.01
+"""The share of failed actions (error, timeout) above which a runner is flagged."""
+MAILBOX_ALERT_RATIO: Final = 0.8
+"""The fill of a runner's fullest mailbox above which it is flagged."""
+REPLICA_LAG_ALERT_SECONDS: Final = 1.0
+"""The registry replica lag above which a runner is flagged."""
+FLAG_ERRORS: Final = f"ERRORS>{ERROR_ALERT_RATIO:.0%}"
+"""Flag of a runner where more than `ERROR_ALERT_RATIO` of the actions failed."""
+FLAG_LATENCY: Final = f"P99>{LATENCY_ALERT_SECONDS * 1000:g}ms"
+"""Flag of a runner whose action p99 was above `LATENCY_ALERT_SECONDS`."""
+FLAG_MAILBOX: Final = f"MAILBOX>{MAILBOX_ALERT_RATIO:.0%}"
+"""Flag of a runner whose fullest mailbox is above `MAILBOX_ALERT_RATIO` of its bound."""
+FLAG_LAG: Final = f"LAG>{REPLICA_LAG_ALERT_SECONDS:g}s"
+"""Flag of a runner with a registry replica more than `REPLICA_LAG_ALERT_SECONDS` behind."""
 _MB: Final = 1024 * 1024
 
 
@@ -76,8 +92,8 @@ class Sample:
     at: float
     events: int | None
     """The `P_EVENTS` stream's last sequence: events published so far (None: unreadable)."""
-    actions: dict[str, float] = field(default_factory=dict)
-    """Runner id → its actions so far, for the runners whose endpoint answered."""
+    runners: dict[str, RunnerMetrics] = field(default_factory=dict)
+    """Runner id → what its endpoint said, for the runners whose endpoint answered."""
 
 
 class RunnerLine(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,8 +115,7 @@ class RunnerLine(msgspec.Struct, frozen=True, kw_only=True):
     actions_per_s: float | None
     draining: bool
     flags: list[str]
-    """What an alert would flag (`FLAG_AGENTS`, `FLAG_MEMORY`, `FLAG_NO_HEARTBEAT`,
-    `FLAG_DRAINING`), in that order."""
+    """What an alert would flag: `runner_flags` then `metric_flags`, in their order."""
 
 
 class StatusView(msgspec.Struct, frozen=True, kw_only=True):
@@ -125,11 +140,15 @@ class StatusSampler:
         """Read the counters now (the runner endpoints in parallel, each within a second)."""
         at = time.monotonic()
         urls = {r.id: r.metrics for r in self._registry.runners.all() if r.metrics}
-        totals = await asyncio.gather(
-            *(asyncio.to_thread(fetch_counter, url, ACTIONS_METRIC) for url in urls.values())
+        scrapes = await asyncio.gather(
+            *(asyncio.to_thread(fetch_metrics, url) for url in urls.values())
         )
-        actions = {rid: total for rid, total in zip(urls, totals, strict=True) if total is not None}
-        return Sample(at, await self._events(), actions)
+        runners = {
+            runner_id: RunnerMetrics.of(families)
+            for runner_id, families in zip(urls, scrapes, strict=True)
+            if families is not None
+        }
+        return Sample(at, await self._events(), runners)
 
     async def _events(self) -> int | None:
         try:
@@ -144,32 +163,12 @@ class StatusSampler:
         return int(info.state.last_seq or 0)
 
 
-def fetch_metrics(url: str, timeout: float = _SCRAPE_TIMEOUT) -> list[Metric] | None:
-    """Every metric family at a Prometheus endpoint; None if it does not answer in time."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as reply:
-            text = reply.read().decode("utf-8")
-        return list(text_string_to_metric_families(text))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-
-
-def fetch_counter(url: str, name: str, timeout: float = _SCRAPE_TIMEOUT) -> float | None:
-    """The sum of every sample named `name` at a Prometheus endpoint; None if it does not answer."""
-    families = fetch_metrics(url, timeout)
-    if families is None:
-        return None
-    return sum(s.value for f in families for s in f.samples if s.name == name)
-
-
 def build_view(registry: Registry, before: Sample, after: Sample) -> StatusView:
     """The view of the system now, with rates between two samples."""
     seconds = max(after.at - before.at, 1e-9)
     lines = [
         _runner_line(
-            registry,
-            record,
-            _rate(before.actions.get(record.id), after.actions.get(record.id), seconds),
+            registry, record, before.runners.get(record.id), after.runners.get(record.id), seconds
         )
         for record in registry.runners.all()
     ]
@@ -183,7 +182,13 @@ def build_view(registry: Registry, before: Sample, after: Sample) -> StatusView:
     )
 
 
-def _runner_line(registry: Registry, record: RunnerRecord, actions: float | None) -> RunnerLine:
+def _runner_line(
+    registry: Registry,
+    record: RunnerRecord,
+    before: RunnerMetrics | None,
+    after: RunnerMetrics | None,
+    seconds: float,
+) -> RunnerLine:
     now = time.time()
     live = registry.runners.is_live(record.id, now)
     limit = record.memory_limit or None
@@ -198,9 +203,11 @@ def _runner_line(registry: Registry, record: RunnerRecord, actions: float | None
         rss=record.rss,
         memory_limit=limit,
         memory_left=None if limit is None else max(limit - record.rss, 0),
-        actions_per_s=actions,
+        actions_per_s=_rate(
+            before.actions if before else None, after.actions if after else None, seconds
+        ),
         draining=record.draining,
-        flags=runner_flags(record, live=live),
+        flags=runner_flags(record, live=live) + metric_flags(before, after),
     )
 
 
@@ -219,6 +226,37 @@ def runner_flags(record: RunnerRecord, *, live: bool) -> list[str]:
     return flags
 
 
+def metric_flags(before: RunnerMetrics | None, after: RunnerMetrics | None) -> list[str]:
+    """What an alert would flag from a runner's endpoint: over the interval between two reads,
+    more than `ERROR_ALERT_RATIO` of the actions failed, or fewer than 99 % of them stayed within
+    `LATENCY_ALERT_SECONDS` (p99 above it); at the second read, a mailbox above
+    `MAILBOX_ALERT_RATIO` of its bound, a replica more than `REPLICA_LAG_ALERT_SECONDS` behind."""
+    if after is None:
+        return []
+    flags = [] if before is None else _interval_flags(before, after)
+    if after.mailbox_fill is not None and after.mailbox_fill > MAILBOX_ALERT_RATIO:
+        flags.append(FLAG_MAILBOX)
+    if after.replica_lag is not None and after.replica_lag > REPLICA_LAG_ALERT_SECONDS:
+        flags.append(FLAG_LAG)
+    return flags
+
+
+def _interval_flags(before: RunnerMetrics, after: RunnerMetrics) -> list[str]:
+    flags = []
+    answered = _growth(before.answered, after.answered)
+    if answered and _growth(before.failed, after.failed) / answered > ERROR_ALERT_RATIO:
+        flags.append(FLAG_ERRORS)
+    timed = _growth(before.timed, after.timed)
+    if timed and _growth(before.fast, after.fast) / timed < 0.99:
+        flags.append(FLAG_LATENCY)
+    return flags
+
+
+def _growth(before: float, after: float) -> float:
+    """How much a counter grew; all of it when it went down (its runner restarted)."""
+    return after - before if after >= before else after
+
+
 def _above_alert_ratio(used: int, limit: int) -> bool:
     """True when `used` is above `CAPACITY_ALERT_RATIO` of `limit` (never when the limit is 0)."""
     return limit > 0 and used / limit > CAPACITY_ALERT_RATIO
@@ -227,7 +265,7 @@ def _above_alert_ratio(used: int, limit: int) -> bool:
 def _rate(before: float | None, after: float | None, seconds: float) -> float | None:
     if before is None or after is None:
         return None
-    return (after - before if after >= before else after) / seconds
+    return _growth(before, after) / seconds
 
 
 def _agents_by_type(registry: Registry) -> dict[str, dict[str, int]]:

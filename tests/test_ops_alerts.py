@@ -23,8 +23,8 @@ import yaml
 from mabeam.agents.runner import RunnerSettings
 from mabeam.client import Client
 from mabeam.core.config import Config
+from mabeam.ops.scrape import fetch_metrics
 from mabeam.ops.service import ObservedRunner
-from mabeam.ops.status import fetch_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 ALERTS = ROOT / "ops" / "alerts"
@@ -154,13 +154,19 @@ def test_the_thresholds_are_the_issues() -> None:
     assert {name: threshold(name)[1:] for name in alerts()} == expected
 
 
-def test_capacity_alerts_fire_above_the_ratio_mabeam_status_flags() -> None:
-    from mabeam.ops import status
+def test_alerts_fire_above_the_thresholds_mabeam_status_flags() -> None:
+    from mabeam.ops import scrape, status
 
-    ratio = status.CAPACITY_ALERT_RATIO
-    for name in ("MabeamRunnerNearAgentCapacity", "MabeamRunnerNearMemoryLimit"):
-        _, op, value = threshold(name)
-        assert (op, value) == (">", ratio), name  # status flags strictly above, too
+    flagged_above = {
+        "MabeamRunnerNearAgentCapacity": status.CAPACITY_ALERT_RATIO,
+        "MabeamRunnerNearMemoryLimit": status.CAPACITY_ALERT_RATIO,
+        "MabeamActionErrorsHigh": status.ERROR_ALERT_RATIO,
+        "MabeamActionLatencyHigh": scrape.LATENCY_ALERT_SECONDS,
+        "MabeamMailboxNearFull": status.MAILBOX_ALERT_RATIO,
+        "MabeamRegistryReplicaLagging": status.REPLICA_LAG_ALERT_SECONDS,
+    }
+    for name, value in flagged_above.items():
+        assert threshold(name)[1:] == (">", value), name  # status flags strictly above, too
 
 
 def test_heartbeat_alert_uses_the_registrys_dead_after() -> None:

@@ -16,8 +16,8 @@ from mabeam.agents.runner import RunnerSettings
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.core.errors import OverloadedError
+from mabeam.ops.scrape import fetch_metrics
 from mabeam.ops.service import ObservedRunner
-from mabeam.ops.status import fetch_metrics
 
 MB = 1024 * 1024
 MARGIN_MB = 64

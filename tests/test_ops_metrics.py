@@ -20,8 +20,8 @@ from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.core.errors import ActionFailedError, NotFoundError, OverloadedError
 from mabeam.ops.metrics import UNKNOWN_ACTION, PrometheusObserver
+from mabeam.ops.scrape import fetch_metrics
 from mabeam.ops.service import ObservedRunner
-from mabeam.ops.status import fetch_metrics
 from mabeam.processes import RunnerProcess
 from mabeam.registry.records import RunnerRecord
 from mabeam.registry.runners import DEAD_AFTER_INTERVALS

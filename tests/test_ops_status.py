@@ -13,17 +13,25 @@ from typing import Any
 
 import pytest
 
+from mabeam.agents.model import Agent, action
 from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.client import Client
 from mabeam.core.config import Config
+from mabeam.core.errors import ActionFailedError
+from mabeam.ops.scrape import RunnerMetrics
 from mabeam.ops.service import ObservedRunner
 from mabeam.ops.status import (
     FLAG_AGENTS,
     FLAG_DRAINING,
+    FLAG_ERRORS,
+    FLAG_LAG,
+    FLAG_LATENCY,
+    FLAG_MAILBOX,
     FLAG_MEMORY,
     FLAG_NO_HEARTBEAT,
     Sample,
     build_view,
+    metric_flags,
     runner_flags,
 )
 from mabeam.registry.records import RunnerRecord
@@ -201,3 +209,73 @@ def test_runner_flags_are_what_an_alert_would_flag() -> None:
     assert runner_flags(crowded, live=True) == [FLAG_AGENTS, FLAG_MEMORY]
     assert runner_flags(base.with_(draining=True), live=False) == [FLAG_NO_HEARTBEAT, FLAG_DRAINING]
     assert runner_flags(base.with_(memory_limit=0, rss=10**9), live=True) == []
+
+
+class Uneven(Agent):
+    """Answers at once, slowly, or with an error, as asked."""
+
+    @action
+    async def quick(self) -> dict[str, Any]:
+        return {}
+
+    @action
+    async def slow(self) -> dict[str, Any]:
+        await asyncio.sleep(0.01)
+        return {}
+
+    @action
+    async def fail(self) -> None:
+        raise ValueError("asked to fail")
+
+
+async def status_while(client: Client, config: Config, action_name: str) -> dict[str, Any]:
+    """The JSON line of runner `u1` in `mabeam status`, sampled while `action_name` is called."""
+
+    async def load() -> None:
+        while True:
+            with contextlib.suppress(ActionFailedError):
+                await client.call("u", action_name)
+
+    task = asyncio.ensure_future(load())
+    try:
+        view = json.loads(await run_status(status_command(config, "--interval", "0.5", "--json")))
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    (line,) = (runner for runner in view["runners"] if runner["id"] == "u1")
+    return dict(line)
+
+
+async def test_failing_and_slow_actions_are_flagged_as_their_alerts_would(config: Config) -> None:
+    settings = RunnerSettings(runner_id="u1", agent_types=[Uneven], heartbeat_interval=0.3)
+    async with ObservedRunner(config, settings), Client(config) as client:
+        await client.spawn("Uneven", id="u")
+        quick = await status_while(client, config, "quick")
+        failing = await status_while(client, config, "fail")
+        slow = await status_while(client, config, "slow")
+    assert quick["actions_per_s"] > 0 and quick["flags"] == []
+    assert failing["flags"] == [FLAG_ERRORS] == ["ERRORS>1%"]
+    assert slow["flags"] == [FLAG_LATENCY] == ["P99>5ms"]
+
+
+def test_metric_flags_are_what_the_alerts_would_flag() -> None:
+    calm = RunnerMetrics(actions=1000, answered=1000, failed=5, timed=1000, fast=995)
+    assert metric_flags(calm, calm) == []
+    # over the interval: 100 answered, 1 failed is 1 % (not above), 2 is above
+    assert metric_flags(calm, RunnerMetrics(1100, 1100, failed=6, timed=1100, fast=1095)) == []
+    assert metric_flags(calm, RunnerMetrics(1100, 1100, failed=7, timed=1100, fast=1095)) == [
+        FLAG_ERRORS
+    ]
+    # 99 of 100 within 5 ms is a p99 of 5 ms (not above); 98 is above
+    assert metric_flags(calm, RunnerMetrics(1100, 1100, failed=5, timed=1100, fast=1094)) == []
+    assert metric_flags(calm, RunnerMetrics(1100, 1100, failed=5, timed=1100, fast=1093)) == [
+        FLAG_LATENCY
+    ]
+    # a runner that restarted counts from zero
+    assert metric_flags(calm, RunnerMetrics(10, 10, failed=1, timed=10, fast=10)) == [FLAG_ERRORS]
+    # the gauges are read at the second sample; without a first one, only they count
+    full = RunnerMetrics(0, mailbox_fill=0.81, replica_lag=1.5)
+    assert metric_flags(None, full) == [FLAG_MAILBOX, FLAG_LAG]
+    assert metric_flags(None, RunnerMetrics(0, mailbox_fill=0.8, replica_lag=1.0)) == []
+    assert metric_flags(calm, None) == []
