@@ -8,7 +8,7 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -61,19 +61,31 @@ async def run_under_load(client: Client, command: list[str]) -> bytes:
     process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
 
     async def load() -> None:
-        while True:
-            await asyncio.gather(*(client.call(agent_id, "increment") for agent_id in AGENTS))
-            await client.publish("load.tick", {})
+        await asyncio.gather(*(client.call(agent_id, "increment") for agent_id in AGENTS))
+        await client.publish("load.tick", {})
 
-    task = asyncio.ensure_future(load())
-    try:
+    async with loading(load):
         stdout, _ = await asyncio.wait_for(process.communicate(), 30)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     assert process.returncode == 0
     return stdout
+
+
+@contextlib.asynccontextmanager
+async def loading(step: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
+    """Repeat `step` in the background while the block runs. Ended by a flag, not a
+    cancellation: Python 3.11's `wait_for` inside nats-py's requests can swallow one."""
+    done = asyncio.Event()
+
+    async def repeat() -> None:
+        while not done.is_set():
+            await step()
+
+    task = asyncio.ensure_future(repeat())
+    try:
+        yield
+    finally:
+        done.set()
+        await task
 
 
 async def test_json_view_has_runners_agents_and_rates(client: Client, config: Config) -> None:
@@ -232,17 +244,11 @@ async def status_while(client: Client, config: Config, action_name: str) -> dict
     """The JSON line of runner `u1` in `mabeam status`, sampled while `action_name` is called."""
 
     async def load() -> None:
-        while True:
-            with contextlib.suppress(ActionFailedError):
-                await client.call("u", action_name)
+        with contextlib.suppress(ActionFailedError):
+            await client.call("u", action_name)
 
-    task = asyncio.ensure_future(load())
-    try:
+    async with loading(load):
         view = json.loads(await run_status(status_command(config, "--interval", "0.5", "--json")))
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     (line,) = (runner for runner in view["runners"] if runner["id"] == "u1")
     return dict(line)
 
