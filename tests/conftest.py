@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Final
 
 import pytest
 import uvloop
@@ -11,6 +14,26 @@ import uvloop
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
 from mabeam.testing import NatsEndpoint, nats_endpoint, unique_prefix
+
+HUNG_AFTER: Final = 310.0
+"""Seconds after which a test (other than a `slow` one) ends the whole run. pytest has dumped
+every thread's traceback 10 s before (`faulthandler_timeout` in pyproject.toml), so CI shows
+where it hung instead of waiting silently until its own limit. The longest test takes ~25 s."""
+
+
+@pytest.fixture(autouse=True)
+def end_a_hung_run(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Exit the test process with status 3 if this test runs past `HUNG_AFTER` seconds."""
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    timer = threading.Timer(HUNG_AFTER, os._exit, args=(3,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def pytest_asyncio_loop_factories(
