@@ -82,6 +82,7 @@ FLAG_MAILBOX: Final = f"MAILBOX>{MAILBOX_ALERT_RATIO:.0%}"
 """Flag of a runner whose fullest mailbox is above `MAILBOX_ALERT_RATIO` of its bound."""
 FLAG_LAG: Final = f"LAG>{REPLICA_LAG_ALERT_SECONDS:g}s"
 """Flag of a runner with a registry replica more than `REPLICA_LAG_ALERT_SECONDS` behind."""
+_P99: Final = 0.99
 _MB: Final = 1024 * 1024
 
 
@@ -247,7 +248,7 @@ def _interval_flags(before: RunnerMetrics, after: RunnerMetrics) -> list[str]:
     if answered and _growth(before.failed, after.failed) / answered > ERROR_ALERT_RATIO:
         flags.append(FLAG_ERRORS)
     timed = _growth(before.timed, after.timed)
-    if timed and _growth(before.fast, after.fast) / timed < 0.99:
+    if timed and _growth(before.fast, after.fast) / timed < _P99:
         flags.append(FLAG_LATENCY)
     return flags
 
