@@ -145,9 +145,10 @@ class RunnerProcess(ChildProcess):
 
     @staticmethod
     def command(url: str, prefix: str, runner_id: str, options: Sequence[str] = ()) -> list[str]:
-        """The command line of a runner."""
+        """The command line of a runner, set up as in production: its Prometheus metrics (and so
+        their cost on every action) served on a free port."""
         base = [sys.executable, "-m", "mabeam.cli.main", "runner", "--nats", url]
-        return [*base, "--prefix", prefix, "--id", runner_id, *options]
+        return [*base, "--prefix", prefix, "--id", runner_id, "--http-port", "0", *options]
 
     async def start_runner(self, url: str, options: Sequence[str], timeout: float) -> None:
         """Start the runner and wait until it serves."""
