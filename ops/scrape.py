@@ -5,6 +5,8 @@ status view needs from them, the same series the alerting rules of `ops/alerts` 
 (all, answered, failed), how many timed actions stayed within `LATENCY_ALERT_SECONDS` (a bucket
 bound of `mabeam_action_duration_seconds`), the fullest mailbox against its bound, and the worst
 registry replica lag. Counters are totals since the runner started; the view compares two reads.
+The URL comes from a runner record any client may write, so a sample without the labels these
+series have (`le`, `type`) is left out rather than trusted.
 """
 
 from __future__ import annotations
@@ -68,9 +70,9 @@ class RunnerMetrics:
                 answered += sample.value
                 failed += sample.value if sample.labels.get("outcome") in _FAILED else 0.0
         for sample in _samples(by_name, "mabeam_action_duration_seconds", "_bucket"):
-            if sample.labels.get("action", "").startswith("("):
+            bound = _bucket_bound(sample)
+            if bound is None or sample.labels.get("action", "").startswith("("):
                 continue
-            bound = float(sample.labels["le"])
             timed += sample.value if math.isinf(bound) else 0.0
             fast += sample.value if bound == LATENCY_ALERT_SECONDS else 0.0
         return cls(
@@ -89,9 +91,17 @@ def _samples(by_name: dict[str, Metric], family: str, suffix: str) -> Iterable[S
     return [s for s in found.samples if s.name.endswith(suffix)] if found is not None else []
 
 
+def _bucket_bound(sample: Sample) -> float | None:
+    try:
+        return float(sample.labels["le"])
+    except (KeyError, ValueError):
+        return None
+
+
 def _by_type(by_name: dict[str, Metric], family: str) -> dict[str, float]:
     found = by_name.get(family)
-    return {s.labels["type"]: s.value for s in found.samples} if found is not None else {}
+    samples = found.samples if found is not None else []
+    return {s.labels["type"]: s.value for s in samples if "type" in s.labels}
 
 
 def _mailbox_fill(by_name: dict[str, Metric]) -> float | None:

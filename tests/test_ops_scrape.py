@@ -59,3 +59,18 @@ def test_the_latency_threshold_is_a_bucket_bound_of_the_action_histogram() -> No
 
     assert LATENCY_ALERT_SECONDS in ACTION_BUCKETS
     assert not math.isnan(LATENCY_ALERT_SECONDS)
+
+
+def test_series_without_their_labels_are_left_out_not_trusted() -> None:
+    # the metrics URL comes from a runner record, which any client may write
+    odd = """\
+# TYPE mabeam_action_duration_seconds histogram
+mabeam_action_duration_seconds_bucket{action="a"} 3
+mabeam_action_duration_seconds_bucket{action="a",le="soon"} 3
+# TYPE mabeam_mailbox_depth_max gauge
+mabeam_mailbox_depth_max 5
+# TYPE mabeam_mailbox_capacity gauge
+mabeam_mailbox_capacity{type="x"} 0
+"""
+    metrics = RunnerMetrics.of(text_string_to_metric_families(odd))
+    assert metrics == RunnerMetrics(actions=0)
