@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from mabeam.core.errors import BadRequestError
 
 __all__ = [
+    "CALL_ID_HEADER",
     "ID_PATTERN",
     "Subjects",
     "validate_id",
@@ -22,6 +23,9 @@ __all__ = [
 ]
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+CALL_ID_HEADER = "Mabeam-Call-Id"
+"""The request header naming a call, so that a retry of it runs at most once (PROTOCOL.md,
+"Safe retries"); its value follows the id rule."""
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 # A topic token may be anything NATS accepts in a subject token that is not a wildcard.
 _TOPIC_TOKEN = re.compile(r"^[^\s.*>]+$")
