@@ -1,9 +1,12 @@
 """The host of one agent: its subscription, mailbox, timers, supervision and lifecycle.
 
-An `AgentHost` owns one `Agent` instance at a time. Messages reach it on `P.agent.<id>.*` (or
-through `deliver` on the local fast path) and are run one at a time by its mailbox. `_ping` and
-`_info` are answered at once; `_stop` and `_restart` wait their turn like any action. A crash
-goes to the supervisor, which restarts the agent from its last snapshot or gives up.
+An `AgentHost` owns one `Agent` instance at a time. Messages reach it on `P.agent.<id>.*`
+(decoded once by `inbox.decode_message`) or through `deliver` on the local fast path, and are
+run one at a time by its mailbox. `_ping` and `_info` are answered at once; `_stop`, `_restart`
+and `_campaign` wait their turn like any action. Every reply leaves through the host's `Replier`
+(held for the commit when the type is durable). A repeated call id is answered from the
+agent's `RecentCalls` without running again. Nothing is served while the runner's lease is not
+valid. A crash goes to the supervisor, which restarts the agent from its last snapshot or gives up.
 """
 
 from __future__ import annotations
@@ -17,45 +20,45 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import structlog
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription as NatsSubscription
 
 from mabeam.agents.context import MessageContext, current_message
-from mabeam.agents.coordination.election import Campaign, CampaignRequest, LeaderTerm
+from mabeam.agents.coordination.campaigns import Campaigns
+from mabeam.agents.coordination.election import LeaderTerm
 from mabeam.agents.deadlines import deadline
+from mabeam.agents.inbox import IMMEDIATE, QUEUED_CONTROL, call_id_of, decode_message
 from mabeam.agents.mailbox import Envelope, EnvelopeKind, Mailbox
 from mabeam.agents.model import Agent, EventHandlerSpec
+from mabeam.agents.recent_calls import RecentCalls, Reply
+from mabeam.agents.replier import Outgoing, Replier
+from mabeam.agents.services import TRACEPARENT, HostServices
 from mabeam.agents.supervisor import RestartPolicy, Supervisor
 from mabeam.agents.timers import Timer
-from mabeam.core.codec import decode_object, encode
-from mabeam.core.connection import nats_errors
+from mabeam.core.codec import encode
+from mabeam.core.connection import Message, nats_errors
 from mabeam.core.errors import (
     BadRequestError,
+    ConflictError,
     DeadlineError,
     MabeamError,
     OverloadedError,
     UnavailableError,
     UnknownActionError,
 )
-from mabeam.core.names import validate_id
-from mabeam.core.replies import error_reply
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
-    from mabeam.agents.observer import RunnerObserver
     from mabeam.agents.runtime import Runtime
+    from mabeam.agents.snapshots import Stored
     from mabeam.bus.event import Event
     from mabeam.registry.records import AgentRecord
 
 __all__ = ["REFUSED", "AgentHost", "HostState"]
 
-TRACEPARENT = "traceparent"
 REFUSED = "(refused)"
 """The action label of messages refused before they reached the agent (bad body, too large,
 mailbox full, agent not running): their names are not trusted as metric labels."""
-_IMMEDIATE = frozenset({"_ping", "_info"})
-_QUEUED_CONTROL = frozenset({"_stop", "_restart", "_campaign"})
+_NO_CALLS = b"[]"
 
 
 class HostState(enum.Enum):
@@ -69,7 +72,7 @@ class HostState(enum.Enum):
     CRASHED = "crashed"
 
 
-class AgentHost:
+class AgentHost(HostServices):
     """Runs one agent for a runner; the agent's `AgentServices`."""
 
     def __init__(
@@ -94,12 +97,22 @@ class AgentHost:
         self.failed = 0
         self.restarts = 0
         self.events_dropped = 0
+        self._snapshots = type(self).uses_snapshots(agent_type)
+        self._durable = self._snapshots and agent_type.durability == "durable"
+        self.replier = Replier(
+            runtime.publish_reply,
+            lambda: self.log,
+            serving=runtime.serving,
+            durable=self._durable,
+            on_held=self._changed,
+        )
+        self._calls: RecentCalls | None = None
+        self._running_calls: dict[str, list[Envelope]] = {}
         self._subject_prefix = runtime.subjects.agent(self.agent_id, "")
-        self._subscription: NatsSubscription | None = None
+        self._subscription: Any = None
         self._event_subscriptions: list[Any] = []
         self._timers: set[Timer] = set()
-        self._campaigns: dict[str, Campaign] = {}
-        self._snapshots = type(self).uses_snapshots(agent_type)
+        self._campaigns = Campaigns(self.agent_id, runtime.elections, self._announce_term)
 
     @functools.cached_property
     def log(self) -> FilteringBoundLogger:
@@ -115,26 +128,35 @@ class AgentHost:
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def start(self, state: Any = None) -> None:
+    async def start(self, stored: Stored | None = None) -> None:
         """Make the agent reachable and run `on_start`; a failure is a crash."""
         args = self.agent_type.parse_start_arguments(dict(self.record.args))
         with nats_errors():
             self._subscription = await self.runtime.nc.subscribe(
                 self.runtime.subjects.agent_all(self.agent_id), cb=self._on_message
             )
-        await self._start_instance(args, state)
+        await self._start_instance(args, stored)
 
-    async def _start_instance(self, args: dict[str, Any], state: Any) -> None:
+    async def _start_instance(self, args: dict[str, Any], stored: Stored | None) -> None:
         agent = self.agent_type()
         agent._bind(self)
         self.agent = agent
         async with asyncio.timeout(self.agent_type.action_timeout):
             await agent.on_start(**args)
-        if state is not None:
-            agent.restore(state)
+        if stored is not None:
+            if stored.state is not None:
+                agent.restore(stored.state)
+            if stored.calls:
+                self._restore_calls(stored.calls)
         for spec in self.agent_type.__event_handlers__:
             await self._subscribe_events(spec)
         self.state = HostState.RUNNING
+
+    def _restore_calls(self, data: bytes) -> None:
+        try:
+            self._recent_calls().restore(data)
+        except BadRequestError as error:  # written by a foreign client: start with none
+            self.log.warning("agent.remembered_calls_unreadable", error=error.message)
 
     async def _subscribe_events(self, spec: EventHandlerSpec) -> None:
         for pattern in spec.patterns:
@@ -168,10 +190,9 @@ class AgentHost:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
-        campaigns, self._campaigns = self._campaigns, {}
-        for campaign in campaigns.values():
-            await campaign.stop()
+        await self._campaigns.stop()
         await self._unsubscribe_events()
+        await self._settle_held(reason)
         agent, self.agent = self.agent, None
         if agent is not None and reason != "crash":
             try:
@@ -179,6 +200,17 @@ class AgentHost:
                     await agent.on_stop(reason)
             except Exception:
                 self.log.exception("agent.on_stop_failed", reason=reason)
+
+    async def _settle_held(self, reason: str) -> None:
+        """Replies still waiting for a commit: stored and sent, or refused when this runner is
+        no longer the agent's owner (nothing may be written for it then)."""
+        if not self.replier.held:
+            return
+        if reason == "lost":
+            why = UnavailableError(f"agent {self.agent_id} moved to another runner")
+            await self.replier.refuse(self.replier.take_held(), why)
+        else:
+            await self.runtime.snapshots.commit(self)
 
     async def stop(self, reason: str = "normal", *, finish_queue: bool = False) -> None:
         """Stop the agent and leave its subject.
@@ -188,6 +220,8 @@ class AgentHost:
         """
         if self.state in (HostState.STOPPING, HostState.STOPPED):
             return
+        if reason == "lost":
+            self.replier.fence()
         if finish_queue and self.state is HostState.RUNNING:
             await self._leave_subject(finish_pending=True)
             await self._unsubscribe_events()
@@ -195,7 +229,7 @@ class AgentHost:
         self.state = HostState.STOPPING
         await self._refuse_pending(f"agent {self.agent_id} is stopping")
         if self._snapshots and reason in ("shutdown", "handover"):
-            await self.runtime.snapshots.flush(self)
+            await self.runtime.snapshots.commit(self)
         await self._teardown_instance(reason)
         await self._leave_subject()
         self.state = HostState.STOPPED
@@ -209,7 +243,7 @@ class AgentHost:
         try:
             with nats_errors():
                 if finish_pending:
-                    await subscription.drain()  # type: ignore[no-untyped-call]
+                    await subscription.drain()
                 else:
                     await subscription.unsubscribe()
         except MabeamError as error:
@@ -217,7 +251,7 @@ class AgentHost:
 
     async def _refuse_pending(self, why: str) -> None:
         for envelope in self.mailbox.take_all():
-            await self._send_error(envelope, UnavailableError(why))
+            await self.replier.error(envelope, UnavailableError(why))
 
     async def crash(self, error: BaseException) -> None:
         """Hand a crash to the supervisor: restart from the last snapshot, or give up."""
@@ -249,9 +283,10 @@ class AgentHost:
         await self.runtime.agent_restarted(self)
 
     async def _start_from_snapshot(self) -> None:
-        state = await self.runtime.snapshots.load(self.agent_id) if self._snapshots else None
+        stored = await self.runtime.snapshots.load(self.agent_id) if self._snapshots else None
         args = self.agent_type.parse_start_arguments(dict(self.record.args))
-        await self._start_instance(args, state)
+        self._calls = None
+        await self._start_instance(args, stored)
         self.restarts += 1
 
     async def restart(self) -> None:
@@ -259,24 +294,40 @@ class AgentHost:
         await self._teardown_instance("restart")
         await self._start_from_snapshot()
 
+    # ----------------------------------------------------------------- snapshots
+
+    def snapshot_now(self) -> tuple[bytes, bytes] | None:
+        """The encoded snapshot and remembered calls (None while there is no instance)."""
+        if self.agent is None:
+            return None
+        calls = self._calls.encode() if self._calls is not None else _NO_CALLS
+        return encode(self.agent.snapshot()), calls
+
+    async def ownership_lost(self) -> None:
+        """Another runner wrote this agent's snapshot: it owns the agent now; stop here."""
+        self.runtime.start_task(self.runtime.yield_agent(self))
+
+    def _changed(self) -> None:
+        """The agent may have changed its state, or holds replies: get its snapshot written."""
+        if self._snapshots:
+            self.runtime.snapshots.mark_dirty(self, durable=self._durable)
+
     # ----------------------------------------------------------------- messages in
 
-    async def _on_message(self, msg: Msg) -> None:
-        action = msg.subject[len(self._subject_prefix) :]
+    async def _on_message(self, msg: Message) -> None:
         try:
-            validate_id(action, "action name")
-            if action in _IMMEDIATE:
-                await self._answer_now(action, msg.reply)
-                return
-            args = decode_object(msg.data, max_size=self.runtime.config.max_payload)
-            reply = msg.reply or None
-            self.deliver(
-                Envelope(EnvelopeKind.ACTION, action, args, reply=reply, headers=msg.headers)
+            self.runtime.check_serving()
+            envelope = decode_message(
+                msg, len(self._subject_prefix), self.runtime.config.max_payload
             )
+            if envelope.name in IMMEDIATE:
+                await self.replier.now(envelope, self._immediate_reply(envelope.name))
+                return
+            self.deliver(envelope)
         except MabeamError as error:
             # Refused before it ran (400, 413, 429, 503): counted under one bounded label.
             self.runtime.observer.action_done(self.agent_type.type_name, REFUSED, error.slug, 0.0)
-            await self._reply_wire_error(msg.reply, error)
+            await self.replier.error_to(msg.reply, error)
 
     def deliver(self, envelope: Envelope) -> None:
         """Queue an envelope, or raise what a wire caller would get: 503 or 429.
@@ -284,10 +335,11 @@ class AgentHost:
         Reserved actions behave as on the wire: `_ping` and `_info` are answered at once (a
         local call's future gets the reply), `_stop`, `_restart`, `_campaign` wait their turn.
         """
-        if envelope.name in _IMMEDIATE and envelope.future is not None:
+        self.runtime.check_serving()
+        if envelope.name in IMMEDIATE and envelope.future is not None:
             envelope.future.set_result(self._immediate_reply(envelope.name))
             return
-        if envelope.name in _QUEUED_CONTROL:
+        if envelope.name in QUEUED_CONTROL:
             envelope.kind = EnvelopeKind.CONTROL
         if self.state is not HostState.RUNNING:
             raise UnavailableError(f"agent {self.agent_id} is {self.state.value}")
@@ -296,12 +348,6 @@ class AgentHost:
             raise OverloadedError(
                 f"mailbox of agent {self.agent_id} is full ({self.mailbox.capacity} messages)"
             )
-
-    async def _answer_now(self, action: str, reply: str) -> None:
-        if not reply:
-            return
-        value = self._immediate_reply(action)
-        await self.runtime.nc.publish(reply, encode(value))
 
     def _immediate_reply(self, action: str) -> dict[str, Any]:
         return self.ping() if action == "_ping" else self.info()
@@ -323,14 +369,16 @@ class AgentHost:
     # ----------------------------------------------------------------- processing
 
     async def _process(self, envelope: Envelope) -> None:
-        if self.state is not HostState.RUNNING:
-            await self._send_error(
-                envelope, UnavailableError(f"agent {self.agent_id} is {self.state.value}")
+        if self.state is not HostState.RUNNING or not self.runtime.serving():
+            status = self.state.value if self.state is not HostState.RUNNING else "fenced"
+            await self.replier.error(
+                envelope, UnavailableError(f"agent {self.agent_id} is {status}")
             )
             return
         # Every line logged while handling the message names the agent, action and trace.
         context = MessageContext(self.agent_id, envelope.name, _traceparent(envelope))
         token = current_message.set(context)
+        self.runtime.handling = context
         try:
             if envelope.kind is EnvelopeKind.ACTION:
                 await self._run_action(envelope)
@@ -339,13 +387,17 @@ class AgentHost:
             else:
                 await self._run_callback(envelope)
         finally:
+            self.runtime.handling = None
             current_message.reset(token)
 
     async def _run_action(self, envelope: Envelope) -> None:
+        call_id = call_id_of(envelope)
+        if call_id is not None and await self._answered_before(envelope, call_id):
+            return
         spec = self.agent_type.__actions__.get(envelope.name)
         if spec is None:
-            error = UnknownActionError(f"agent {self.agent_id} has no action {envelope.name!r}")
-            await self._finish(envelope, "unknown", 0.0, error=error)
+            unknown = UnknownActionError(f"agent {self.agent_id} has no action {envelope.name!r}")
+            await self._finish(envelope, call_id, "unknown", 0.0, error=unknown)
             return
         started = time.perf_counter()
         try:
@@ -354,26 +406,42 @@ class AgentHost:
             async with deadline(self.agent_type.action_timeout):
                 result = await method(**kwargs)
         except BadRequestError as invalid:
-            await self._finish(envelope, "bad_request", started, error=invalid)
+            await self._finish(envelope, call_id, "bad_request", started, error=invalid)
         except TimeoutError:
             limit = self.agent_type.action_timeout
             late = DeadlineError(f"action {envelope.name!r} ran past its deadline of {limit}s")
-            await self._finish(envelope, "timeout", started, error=late)
+            await self._finish(envelope, call_id, "timeout", started, error=late)
         except Exception as exc:
             self.failed += 1
             assert self.agent is not None
-            await self._finish(envelope, "error", started, error=self.agent.describe_error(exc))
+            failure = self.agent.describe_error(exc)
+            await self._finish(envelope, call_id, "error", started, error=failure)
             if self.agent_type.restart_on_error:
                 self.runtime.start_task(self.crash(exc))
         else:
             self.processed += 1
-            await self._finish(envelope, "ok", started, result=result)
-            if self._snapshots:
-                self.runtime.snapshots.mark_dirty(self)
+            await self._finish(envelope, call_id, "ok", started, result=result)
+
+    async def _answered_before(self, envelope: Envelope, call_id: str) -> bool:
+        """A repeated call id: answer with the first reply, or wait for the first to finish."""
+        if self._calls is not None and call_id in self._calls:
+            try:
+                outgoing = Outgoing(envelope, reply=self._calls.get(call_id))
+            except ConflictError as too_large:
+                outgoing = Outgoing(envelope, error=too_large)
+            await self.replier.send(outgoing)
+            return True
+        waiting = self._running_calls.get(call_id)
+        if waiting is not None:
+            waiting.append(envelope)
+            return True
+        self._running_calls[call_id] = []
+        return False
 
     async def _finish(
         self,
         envelope: Envelope,
+        call_id: str | None,
         outcome: str,
         started: float,
         *,
@@ -384,10 +452,22 @@ class AgentHost:
         self.runtime.observer.action_done(
             self.agent_type.type_name, envelope.name, outcome, elapsed
         )
-        if error is not None:
-            await self._send_error(envelope, error)
-        else:
-            await self._send_result(envelope, result)
+        if call_id is None:
+            await self.replier.send(Outgoing(envelope, result=result, error=error))
+            self._changed()
+            return
+        reply = _reply_of(result, error)
+        self._recent_calls().remember(call_id, reply)
+        repeats = self._running_calls.pop(call_id, [])
+        await self.replier.send(Outgoing(envelope, reply=reply))
+        for repeat in repeats:
+            await self.replier.send(Outgoing(repeat, reply=reply))
+        self._changed()
+
+    def _recent_calls(self) -> RecentCalls:
+        if self._calls is None:
+            self._calls = RecentCalls(self.agent_type.remembered_calls)
+        return self._calls
 
     async def _run_callback(self, envelope: Envelope) -> None:
         try:
@@ -404,8 +484,7 @@ class AgentHost:
             if self.agent_type.restart_on_error:
                 self.runtime.start_task(self.crash(exc))
             return
-        if self._snapshots:
-            self.runtime.snapshots.mark_dirty(self)
+        self._changed()
 
     async def _run_control(self, envelope: Envelope) -> None:
         try:
@@ -415,105 +494,16 @@ class AgentHost:
             elif envelope.name == "_restart":
                 result = await self.runtime.restart_agent(self)
             else:
-                result = await self._campaign(envelope.args)
+                result = await self._campaigns.join(envelope.args)
         except MabeamError as error:
-            await self._send_error(envelope, error)
+            await self.replier.error(envelope, error)
             return
-        await self._send_result(envelope, result)
-
-    async def _campaign(self, args: dict[str, Any]) -> dict[str, Any]:
-        """`_campaign`: join the election of a group for as long as this agent lives."""
-        try:
-            request = msgspec.convert(args, CampaignRequest)
-        except msgspec.ValidationError as error:
-            raise BadRequestError(f"_campaign: {error}") from error
-        if request.group not in self._campaigns:
-            elections = await self.runtime.elections()
-            self._campaigns[request.group] = Campaign(
-                elections, request.group, self.agent_id, request.ttl, self._announce_term
-            ).start()
-        leading = self._campaigns[request.group].leading
-        return {"group": request.group, "candidate": self.agent_id, "leading": leading}
+        await self.replier.now(envelope, result)
 
     async def _announce_term(self, term: LeaderTerm) -> None:
         await self.publish(f"election.{term.group}", msgspec.to_builtins(term))
 
-    # ----------------------------------------------------------------- replies out
-
-    async def _send_result(self, envelope: Envelope, result: Any) -> None:
-        if envelope.future is not None:
-            if not envelope.future.done():
-                envelope.future.set_result(result)
-            return
-        if envelope.reply is None:
-            return
-        try:
-            body = encode(result)
-        except BadRequestError as error:
-            await self._send_error(envelope, error)
-            return
-        await self.runtime.publish_reply(envelope.reply, body)
-
-    async def _send_error(self, envelope: Envelope, error: MabeamError) -> None:
-        if envelope.future is not None:
-            if not envelope.future.done():
-                envelope.future.set_exception(error)
-            return
-        if envelope.reply is None:
-            if envelope.kind is EnvelopeKind.ACTION:
-                self.log.warning("agent.cast_failed", action=envelope.name, error=error.message)
-            return
-        headers, body = error_reply(error)
-        await self.runtime.publish_reply(envelope.reply, body, headers)
-
-    async def _reply_wire_error(self, reply: str, error: MabeamError) -> None:
-        if not reply:
-            self.log.warning("agent.bad_cast", error=error.message)
-            return
-        headers, body = error_reply(error)
-        await self.runtime.nc.publish(reply, body, headers=headers)
-
-    # ----------------------------------------------------------------- AgentServices
-
-    @property
-    def registry(self) -> Any:
-        """The runner's registry."""
-        return self.runtime.registry
-
-    @property
-    def observer(self) -> RunnerObserver:
-        """The runner's observer (metrics, logs)."""
-        return self.runtime.observer
-
-    async def call(
-        self, agent_id: str, action: str, args: dict[str, Any] | None, timeout: float | None
-    ) -> Any:
-        """Call another agent, passing on the current traceparent."""
-        return await self.runtime.caller.call(
-            agent_id, action, args, timeout=timeout, headers=_trace_headers()
-        )
-
-    async def cast(self, agent_id: str, action: str, args: dict[str, Any] | None) -> None:
-        """Cast to another agent, passing on the current traceparent."""
-        await self.runtime.caller.cast(agent_id, action, args, headers=_trace_headers())
-
-    async def publish(self, topic: str, data: Any) -> None:
-        """Publish an event with source `/agents/<id>`."""
-        await self.runtime.bus.publish(
-            topic, data, source=f"/agents/{self.agent_id}", traceparent=_current_traceparent()
-        )
-
-    async def spawn(self, agent_type: str, **options: Any) -> dict[str, Any]:
-        """Spawn an agent anywhere (or on `runner=`)."""
-        return await self.runtime.spawn_remote(agent_type, **options)
-
-    async def stop_agent(self, agent_id: str) -> None:
-        """Stop this agent after the current message, or another one by `_stop`."""
-        if agent_id == self.agent_id:
-            if not self.mailbox.offer(Envelope(EnvelopeKind.CONTROL, "_stop")):
-                raise OverloadedError(f"mailbox of agent {self.agent_id} is full")
-        else:
-            await self.call(agent_id, "_stop", None, None)
+    # ----------------------------------------------------------------- timers
 
     def schedule(
         self, seconds: float, callback: Callable[[], Awaitable[Any]], repeat: bool
@@ -532,15 +522,14 @@ class AgentHost:
             self.log.warning("agent.timer_dropped", reason="mailbox full")
 
 
+def _reply_of(result: Any, error: MabeamError | None) -> Reply:
+    if error is not None:
+        return Reply.of_error(error)
+    try:
+        return Reply.of_result(result)
+    except BadRequestError as unencodable:
+        return Reply.of_error(unencodable)
+
+
 def _traceparent(envelope: Envelope) -> str | None:
     return envelope.headers.get(TRACEPARENT) if envelope.headers else None
-
-
-def _current_traceparent() -> str | None:
-    message = current_message.get()
-    return message.traceparent if message is not None else None
-
-
-def _trace_headers() -> dict[str, str] | None:
-    traceparent = _current_traceparent()
-    return {TRACEPARENT: traceparent} if traceparent else None

@@ -33,7 +33,7 @@ from mabeam.agents.context import AgentContext
 from mabeam.core.errors import ActionFailedError, BadRequestError, MabeamError
 from mabeam.core.names import validate_id, validate_pattern
 
-__all__ = ["ActionSpec", "Agent", "EventHandlerSpec", "action", "on_event"]
+__all__ = ["DURABILITIES", "ActionSpec", "Agent", "EventHandlerSpec", "action", "on_event"]
 
 ActionFunction = Callable[..., Awaitable[Any]]
 F = TypeVar("F", bound=ActionFunction)
@@ -165,6 +165,10 @@ def _arguments_schema(cls: type, method_name: str, function: Callable[..., Any])
     )
 
 
+DURABILITIES = ("durable", "coalesced")
+"""The values of `Agent.durability`."""
+
+
 class Agent(AgentContext):
     """Base class of every agent type. Subclass it, add `@action`s; a runner hosts instances."""
 
@@ -178,6 +182,16 @@ class Agent(AgentContext):
     """Seconds an action may run before it is cancelled with 408."""
     mailbox_size: ClassVar[int] = 1000
     """Messages that may wait in the mailbox before callers get 429."""
+    durability: ClassVar[str] = "durable"
+    """For a type that snapshots: `"durable"` (the default) sends a reply only once the snapshot
+    holding the action's effect is stored in `P_state`, so what was acknowledged survives any
+    runner failure; `"coalesced"` replies at once and writes snapshots at most every 50 ms, so a
+    runner killed with -9 loses the acknowledged effects of its last 50 ms (faster, for state
+    that can be rebuilt). Types that do not snapshot keep nothing either way."""
+    remembered_calls: ClassVar[int] = 256
+    """How many recent call ids (header `Mabeam-Call-Id`) and their replies an agent keeps, so
+    that a repeated call is answered with its first reply instead of running again; part of
+    the snapshot of a type that snapshots. 0 remembers none."""
     concurrent: ClassVar[bool] = False
     """When True, actions run concurrently (up to `mailbox_size`) instead of one at a time:
     for stateless service agents whose actions mostly wait on other agents."""
@@ -189,6 +203,20 @@ class Agent(AgentContext):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.type_name = validate_id(cls.__dict__.get("type_name") or cls.__name__, "agent type")
+        if cls.durability not in DURABILITIES:
+            raise BadRequestError(
+                f"{cls.__name__}.durability must be one of {', '.join(DURABILITIES)},"
+                f" got {cls.durability!r}"
+            )
+        if (
+            isinstance(cls.remembered_calls, bool)
+            or not isinstance(cls.remembered_calls, int)
+            or (cls.remembered_calls < 0)
+        ):
+            raise BadRequestError(
+                f"{cls.__name__}.remembered_calls must be a whole number >= 0,"
+                f" got {cls.remembered_calls!r}"
+            )
         for capability in cls.capabilities:
             validate_id(capability, "capability")
         actions: dict[str, ActionSpec] = {}

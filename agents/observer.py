@@ -49,6 +49,12 @@ class RunnerObserver:
     def agent_taken_over(self, agent_type: str, seconds: float) -> None:
         """An agent of a dead runner runs here now, `seconds` after that runner's last heartbeat."""
 
+    def runner_fenced(self, reason: str, agents: int) -> None:
+        """The runner's lease lapsed (`lapsed`) or was lost (`lost`): it gave up `agents`."""
+
+    def loop_blocked(self, handler: str, seconds: float) -> None:
+        """The event loop was blocked for `seconds` (past one heartbeat) while `handler` ran."""
+
 
 class ObserverGroup(RunnerObserver):
     """Calls several observers in turn; a failing observer is logged and skipped."""
@@ -102,3 +108,11 @@ class ObserverGroup(RunnerObserver):
     def agent_taken_over(self, agent_type: str, seconds: float) -> None:
         """Tell every observer."""
         self._each("agent_taken_over", agent_type, seconds)
+
+    def runner_fenced(self, reason: str, agents: int) -> None:
+        """Tell every observer."""
+        self._each("runner_fenced", reason, agents)
+
+    def loop_blocked(self, handler: str, seconds: float) -> None:
+        """Tell every observer."""
+        self._each("loop_blocked", handler, seconds)

@@ -6,9 +6,16 @@ runner record, and serves:
 - `P.ctl.spawn` (queue group `P.runners`: one runner answers) and `P.ctl.<id>.spawn`;
 - `P.ctl.runners` (every runner answers with its record) and `P.ctl.<id>.drain`.
 
-Every heartbeat it also looks for agents whose runner is dead (no heartbeat for 3 intervals) or
-gone (drained), and takes over the `permanent` ones (and `transient` ones that had crashed),
-each exactly once: a compare-and-set on the agent record decides which survivor wins.
+Its runner record is its lease (`RunnerHeartbeat`): it serves agents only while the lease is
+valid by its own monotonic clock, and fences itself (drops every local copy, writing nothing) the
+moment the lease lapses or a renewal finds it lost, which is before the server can remove the
+record and so before any other runner may take its agents over. A watchdog thread names a
+handler that blocks the event loop. Once its lease holds again, it takes back what it dropped
+unless another runner took it first.
+
+Every heartbeat it also looks for agents whose runner's lease is gone (its record expired, or it
+drained), and takes over the `permanent` ones (and `transient` ones that had crashed), each
+exactly once: a compare-and-set on the agent record decides which survivor wins.
 
 Everything a runner starts (its tasks, its NATS callbacks, its agents) runs in a context where
 structlog's context variables carry `runner=<id>`, so every line it logs names it.
@@ -22,6 +29,7 @@ import contextvars
 import os
 import random
 import socket
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +42,7 @@ from nats.aio.subscription import Subscription as NatsSubscription
 
 from mabeam.agents.builtin.coordinator import COORDINATOR_ID, CoordinatorAgent
 from mabeam.agents.builtin.demo import DemoAgent
+from mabeam.agents.context import MessageContext
 from mabeam.agents.control import SpawnRequest, parse_spawn_request
 from mabeam.agents.limits import SpawnGuard, rss_bytes
 from mabeam.agents.model import Agent
@@ -41,6 +50,7 @@ from mabeam.agents.observer import ObserverGroup, RunnerObserver
 from mabeam.agents.runtime import Runtime
 from mabeam.agents.snapshots import SnapshotStore
 from mabeam.agents.supervisor import RestartIntensity
+from mabeam.agents.watchdog import LoopWatchdog
 from mabeam.bus.bus import EventBus
 from mabeam.core.codec import encode, now_rfc3339, parse_rfc3339
 from mabeam.core.config import Config
@@ -118,6 +128,8 @@ class Runner:
         self._spawns_in_flight = 0
         self._started_at = now_rfc3339()
         self._heartbeat: RunnerHeartbeat | None = None
+        self._watchdog: LoopWatchdog | None = None
+        self._fence_task: asyncio.Task[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
         self._log_context = contextvars.copy_context()
         self._log_context.run(structlog.contextvars.bind_contextvars, runner=self.id)
@@ -159,11 +171,19 @@ class Runner:
             observer=observer,
             intensity=self.settings.intensity,
         )
-        self._heartbeat = RunnerHeartbeat(registry, self.record)
+        self._heartbeat = RunnerHeartbeat(registry, self.record, on_lost=self._lease_lost)
         await self._heartbeat.start()
+        self._runtime.lease_valid = self._heartbeat.valid
+        self._runtime.on_lease_lapsed = self._lease_lapsed
+        self._watchdog = LoopWatchdog(
+            self.settings.heartbeat_interval, self._handling, self._loop_blocked
+        )
+        self._watchdog.start()
         await self._serve()
         await self._ensure_coordinator()
-        self._loops.append(asyncio.get_running_loop().create_task(self._take_over_loop()))
+        loop = asyncio.get_running_loop()
+        self._loops.append(loop.create_task(self._take_over_loop()))
+        self._loops.append(loop.create_task(self._guard_lease()))
         await bus.publish("runner.up", self._record_dict(), source=f"/runners/{self.id}")
         log.info("runner.started", runner=self.id, types=sorted(self.types))
         return self
@@ -214,6 +234,8 @@ class Runner:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._watchdog is not None:
+            self._watchdog.stop()
         runtime = self.runtime
         await runtime.stop_all(handover=False)
         await self._unsubscribe([*self._spawn_subs, *self._control])
@@ -312,8 +334,56 @@ class Runner:
             await asyncio.sleep(self.settings.heartbeat_interval)
             for host in self.runtime.taken_over():
                 await self.runtime.yield_agent(host)  # exactly one runner serves an agent
-            if not self.draining:
+            if not self.draining and self.runtime.serving():
                 await self.take_over()
+
+    # ----------------------------------------------------------------- the lease
+
+    async def _guard_lease(self) -> None:
+        """Fence the moment the lease lapses by this process's clock (NATS unreachable, or
+        renewals too slow), even when no message arrives to notice it."""
+        heartbeat = self._heartbeat
+        assert heartbeat is not None
+        while True:
+            remaining = heartbeat.valid_until - time.monotonic()
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+                continue
+            if self.runtime.hosts:
+                await self._fence("lapsed")
+            await asyncio.sleep(self.settings.heartbeat_interval / 4)
+
+    def _lease_lapsed(self) -> None:
+        """A message found the lease lapsed: fence now (once)."""
+        self._start_fence("lapsed")
+
+    def _lease_lost(self) -> None:
+        """A renewal found the lease lost (the server removed or replaced the record)."""
+        self._start_fence("lost")
+
+    def _start_fence(self, reason: str) -> None:
+        if self._fence_task is None or self._fence_task.done():
+            self._fence_task = self.runtime.start_task(self._fence(reason))
+
+    async def _fence(self, reason: str) -> None:
+        """Stop serving every agent here, writing nothing: another runner may own them soon.
+        They stay in the registry under this runner, so once the lease holds again the
+        take-over loop resumes them here, unless another runner took them first."""
+        hosts = list(self.runtime.hosts.values())
+        if not hosts:
+            return
+        log.warning("runner.fenced", reason=reason, agents=len(hosts))
+        self.runtime.observer.runner_fenced(reason, len(hosts))
+        for host in hosts:
+            await self.runtime.drop_agent(host)
+
+    def _handling(self) -> MessageContext | None:
+        return self._runtime.handling if self._runtime is not None else None
+
+    def _loop_blocked(self, message: MessageContext | None, seconds: float) -> None:
+        host = self.runtime.hosts.get(message.agent) if message is not None else None
+        handler = f"{host.agent_type.type_name}.{message.action}" if host and message else "-"
+        self.runtime.observer.loop_blocked(handler, seconds)
 
     async def take_over(self) -> int:
         """Adopt the agents of dead or vanished runners that should survive; how many we got."""
@@ -337,10 +407,13 @@ class Runner:
     def _orphans(self) -> list[tuple[AgentRecord, int]]:
         registry = self.runtime.registry
         limit = 3 * self.settings.heartbeat_interval
-        live = {runner.id for runner in registry.runners.live()}
+        runtime = self.runtime
         found: list[tuple[AgentRecord, int]] = []
         for record in registry.agents.find():
-            if record.runner in live or record.runner == self.id:
+            if record.runner == self.id:
+                if record.id in runtime.hosts or record.id in runtime.spawning:
+                    continue  # ours; not ours but in the registry under us: dropped by a fence
+            elif registry.runners.holds_lease(record.runner):
                 continue
             if not _should_survive(record) or record.type not in self.types:
                 continue

@@ -12,25 +12,32 @@ import asyncio
 import socket
 import time
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import msgspec
 import structlog
 
 from mabeam.agents.calls import Caller
+from mabeam.agents.context import MessageContext
 from mabeam.agents.control import SpawnRequest, request_spawn
 from mabeam.agents.coordination.election import Elections
 from mabeam.agents.host import AgentHost, HostState
 from mabeam.agents.model import Agent
 from mabeam.agents.observer import RunnerObserver
-from mabeam.agents.snapshots import SnapshotStore
+from mabeam.agents.snapshots import SnapshotStore, Stored
 from mabeam.agents.supervisor import RestartIntensity, RestartPolicy
 from mabeam.bus.bus import EventBus
 from mabeam.core.codec import now_rfc3339
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection, nats_errors
-from mabeam.core.errors import ActionFailedError, BadRequestError, MabeamError, NotFoundError
+from mabeam.core.errors import (
+    ActionFailedError,
+    BadRequestError,
+    MabeamError,
+    NotFoundError,
+    UnavailableError,
+)
 from mabeam.core.names import Subjects
 from mabeam.registry.records import AgentRecord
 from mabeam.registry.registry import Registry
@@ -66,6 +73,14 @@ class Runtime:
         self.intensity = intensity
         self.hosts: dict[str, AgentHost] = {}
         self.caller = Caller(connection, local=self.hosts.get)
+        self.handling: MessageContext | None = None
+        """The message an agent is handling right now (read by the loop watchdog's thread)."""
+        self.lease_valid: Callable[[], bool] = _always
+        """True while the runner's lease holds by its monotonic clock (set by the runner)."""
+        self.on_lease_lapsed: Callable[[], None] = _nothing
+        """Called when a message finds the lease lapsed (the runner fences itself)."""
+        self.spawning: set[str] = set()
+        """Ids registered by a spawn here whose host is not started yet."""
         self._elections: Elections | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -89,6 +104,21 @@ class Runtime:
         if self._elections is None:
             self._elections = Elections(self.connection, self.registry.leases)
         return await self._elections.start()
+
+    # ----------------------------------------------------------------- the lease
+
+    def serving(self) -> bool:
+        """True while this runner may serve its agents (its lease is valid)."""
+        return self.lease_valid()
+
+    def check_serving(self) -> None:
+        """Raise 503 (and start the fence) when the runner's lease is not valid."""
+        if not self.lease_valid():
+            self.on_lease_lapsed()
+            raise UnavailableError(
+                f"runner {self.runner_id} does not hold its lease: it serves no agent until it"
+                " has renewed it"
+            )
 
     # ----------------------------------------------------------------- plumbing
 
@@ -155,7 +185,7 @@ class Runtime:
         # The snapshot read (a new id has none, normally) goes beside the KV create, not after
         # it: one round trip less per spawn. An id hosted here is refused by the create; it gets
         # no read, which could race with its own snapshot writes.
-        hosted = record.id in self.hosts
+        hosted = record.id in self.hosts or record.id in self.spawning
         loading = None if hosted else asyncio.ensure_future(self._load_state(agent_type, record.id))
         try:
             revision = await self.registry.register(record)
@@ -164,10 +194,14 @@ class Runtime:
                 loading.cancel()
                 await asyncio.gather(loading, return_exceptions=True)
             raise
-        state = None if loading is None else await loading
-        return await self._run(agent_type, record, revision, started="started", state=state)
+        self.spawning.add(record.id)
+        try:
+            stored = None if loading is None else await loading
+            return await self._run(agent_type, record, revision, started="started", stored=stored)
+        finally:
+            self.spawning.discard(record.id)
 
-    async def _load_state(self, agent_type: type[Agent], agent_id: str) -> Any:
+    async def _load_state(self, agent_type: type[Agent], agent_id: str) -> Stored | None:
         """The last snapshot of `agent_id`, for types that keep snapshots."""
         return await self.snapshots.load(agent_id) if AgentHost.uses_snapshots(agent_type) else None
 
@@ -186,15 +220,21 @@ class Runtime:
             args=dict(request.args),
             started_at=now,
             updated_at=now,
+            epoch=1,
         )
 
     async def _run(
-        self, agent_type: type[Agent], record: AgentRecord, revision: int, started: str, state: Any
+        self,
+        agent_type: type[Agent],
+        record: AgentRecord,
+        revision: int,
+        started: str,
+        stored: Stored | None,
     ) -> dict[str, Any]:
         host = AgentHost(self, agent_type, record, revision)
         self.hosts[record.id] = host
         try:
-            await host.start(state)
+            await host.start(stored)
         except Exception as exc:
             await self._abandon(host)
             raise ActionFailedError(f"agent {record.id} failed to start: {exc}") from exc
@@ -218,26 +258,39 @@ class Runtime:
         return record
 
     async def adopt(self, record: AgentRecord, revision: int) -> bool:
-        """Take over an agent of a dead runner; False when another runner won the race.
+        """Take over an agent whose owner's lease lapsed; False when another runner won.
 
-        The observer hears the fail-over time: from the dead runner's last heartbeat to the
-        agent running here (not for an agent whose runner's record is gone: a drain handed it
-        over, nothing failed).
+        The record is claimed by compare-and-set with the next epoch, then the snapshot is
+        claimed (which fences the previous owner's writes) and the agent resumes from it. The
+        observer hears the fail-over time: from the dead runner's last heartbeat to the agent
+        running here (not for an agent whose runner's record is gone: a drain handed it over,
+        nothing failed).
         """
         agent_type = self.types.get(record.type)
         if agent_type is None:
             return False
         last_beat = self.registry.runners.last_heartbeat(record.runner)
-        claimed = record.with_(runner=self.runner_id, node=self.node, status="starting")
+        claimed = record.with_(
+            runner=self.runner_id, node=self.node, status="starting", epoch=record.epoch + 1
+        )
         try:
             new_revision = await self.registry.update(claimed, revision=revision)
         except MabeamError:
             return False  # another runner's compare-and-set won, or the record moved on
-        state = await self._load_state(agent_type, claimed.id)
-        await self._run(agent_type, claimed, new_revision, started="restarted", state=state)
+        self.spawning.add(claimed.id)
+        try:
+            stored = await self._claim_state(agent_type, claimed.id)
+            await self._run(agent_type, claimed, new_revision, started="restarted", stored=stored)
+        finally:
+            self.spawning.discard(claimed.id)
         if last_beat is not None:
             self.observer.agent_taken_over(agent_type.type_name, time.time() - last_beat)
         return True
+
+    async def _claim_state(self, agent_type: type[Agent], agent_id: str) -> Stored | None:
+        if not AgentHost.uses_snapshots(agent_type):
+            return None
+        return await self.snapshots.claim(agent_id)
 
     async def spawn_remote(self, agent_type: str, **options: Any) -> dict[str, Any]:
         """Spawn through the runners' queue group (or on `runner=`), like any client."""
@@ -271,13 +324,19 @@ class Runtime:
         self.observer.agent_stopped(host.agent_type.type_name, "handover")
 
     async def yield_agent(self, host: AgentHost) -> None:
-        """Stop a local copy whose record another runner has taken (this one was thought dead).
+        """Stop a local copy whose record or snapshot another runner has taken.
 
         Nothing is written: the registry record and the snapshot belong to the new owner now.
         """
+        if self.hosts.get(host.agent_id) is not host:
+            return  # already given up
         log.warning("runtime.agent_taken_over", agent=host.agent_id, runner=self.runner_id)
-        await host.stop("lost")
+        await self.drop_agent(host)
+
+    async def drop_agent(self, host: AgentHost) -> None:
+        """Stop serving a local copy without writing anything (a fence, or a lost agent)."""
         self.hosts.pop(host.agent_id, None)
+        await host.stop("lost")
         self.snapshots.forget(host.agent_id)
         self.observer.agent_stopped(host.agent_type.type_name, "lost")
 
@@ -294,7 +353,7 @@ class Runtime:
     async def restart_agent(self, host: AgentHost) -> dict[str, Any]:
         """`_restart`: a new instance with the same id, args and record, from its snapshot."""
         if host.uses_snapshots(host.agent_type):
-            await self.snapshots.flush(host)
+            await self.snapshots.commit(host)
         await host.restart()
         record = await self._set_status(host, "running")
         self.observer.agent_restarted(host.agent_type.type_name)
@@ -333,6 +392,14 @@ class Runtime:
     def running_count(self) -> int:
         """Agents hosted here that are not stopped."""
         return sum(1 for host in self.hosts.values() if host.state is not HostState.STOPPED)
+
+
+def _always() -> bool:
+    return True
+
+
+def _nothing() -> None:
+    return None
 
 
 def _survives_runner(host: AgentHost) -> bool:

@@ -1,104 +1,254 @@
-"""State snapshots in KV bucket `P_state`, written coalesced after actions that changed state.
+"""Agent snapshots in KV bucket `P_state`: fenced writes, group commit, and claims on adoption.
 
-After an action or handler, the host marks its agent dirty. A flusher wakes every `interval`
-seconds, asks each dirty agent for `snapshot()`, and writes it only when the encoded bytes
-differ from the last write, so a burst of 1000 increments is a handful of KV puts, not 1000. A
-restarted or failed-over agent `load`s the last snapshot; a normal stop deletes it.
+After an action or handler, the host marks its agent dirty. A *durable* agent's snapshot is
+written at the end of the loop turn (group commit: the snapshots of every agent changed in one
+turn go out together, concurrently), and the replies its actions produced are released when the
+write is acknowledged. A *coalesced* agent's snapshot is written at most every `interval`
+seconds, and its replies do not wait. A write is skipped when neither the state nor the
+remembered calls changed.
+
+Every write is a compare-and-set on the revision this runner last read or wrote, so an owner
+that was replaced can never overwrite its successor: the successor `claim`s the snapshot when it
+adopts the agent (re-writing it at the revision it read, which moves the revision on), and from
+then on the old owner's writes fail with `ConflictError`; the old owner then refuses its held
+replies with 503 and gives the agent up. The remembered call ids travel in the message header
+`Mabeam-Calls` beside the snapshot, so the value stays the agent's snapshot JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
 import structlog
 
-from mabeam.core.codec import decode, encode
-from mabeam.core.errors import MabeamError
-from mabeam.registry.buckets import Bucket
+from mabeam.agents.replier import Replier
+from mabeam.core.codec import decode
+from mabeam.core.errors import ConflictError, MabeamError, TooLargeError, UnavailableError
+from mabeam.registry.buckets import Bucket, Entry
 
-if TYPE_CHECKING:
-    from mabeam.agents.host import AgentHost
-
-__all__ = ["SnapshotStore"]
+__all__ = ["CALLS_HEADER", "CLAIM_ATTEMPTS", "SnapshotStore", "Snapshotted", "Stored"]
 
 log = structlog.get_logger("mabeam.snapshots")
 
+CALLS_HEADER: Final = "Mabeam-Calls"
+"""The header of a `P_state` message that carries the agent's remembered calls (JSON)."""
+CLAIM_ATTEMPTS: Final = 20
+"""How often a claim re-reads a snapshot that its previous owner is still writing."""
+RETRY_AFTER: Final = 0.1
+"""Seconds before a write that failed (not by a conflict) is tried again."""
+
+
+class Snapshotted(Protocol):
+    """What the store needs of a hosted agent that snapshots."""
+
+    agent_id: str
+    replier: Replier
+
+    def snapshot_now(self) -> tuple[bytes, bytes] | None:
+        """The encoded snapshot and remembered calls, or None while there is no instance."""
+
+    async def ownership_lost(self) -> None:
+        """Another runner wrote the snapshot: stop serving the agent here."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A snapshot as read: the state (None for none), the remembered calls, the revision."""
+
+    state: Any
+    calls: bytes | None
+    revision: int
+
+
+class _Slot:
+    """This runner's knowledge of one agent's snapshot key."""
+
+    __slots__ = ("again", "body", "calls", "revision", "waiter", "writing")
+
+    def __init__(self, revision: int = 0, body: bytes | None = None, calls: bytes | None = None):
+        self.revision = revision
+        self.body = body
+        self.calls = calls
+        self.writing = False
+        self.again = False
+        self.waiter: asyncio.Future[None] | None = None
+
 
 class SnapshotStore:
-    """Loads, writes (coalesced) and deletes agent snapshots in `P_state`."""
+    """Loads, writes (fenced, group-committed or coalesced), claims and deletes snapshots."""
 
     def __init__(self, bucket: Bucket, *, interval: float = 0.05) -> None:
         self._bucket = bucket
         self.interval = interval
-        self._dirty: dict[str, AgentHost] = {}
-        self._written: dict[str, bytes] = {}
+        """Seconds between two writes of a coalesced agent."""
+        self._slots: dict[str, _Slot] = {}
+        self._now: dict[str, Snapshotted] = {}
+        self._later: dict[str, Snapshotted] = {}
+        self._turn_scheduled = False
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
-        """Start the background flusher."""
+        """Start the background flusher of coalesced agents."""
         self._flusher = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
-        """Write what is dirty and stop the flusher; safe twice."""
+        """Write what is dirty and stop; safe twice."""
         flusher, self._flusher = self._flusher, None
         if flusher is not None:
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
-            await self._flush_all()
+            self._later, dirty = {}, {**self._now, **self._later}
+            self._now = {}
+            await asyncio.gather(*(self._write(agent) for agent in dirty.values()))
+            await asyncio.gather(*self._writes, return_exceptions=True)
 
-    def mark_dirty(self, host: AgentHost) -> None:
-        """Note that `host`'s agent may have changed its state."""
-        self._dirty[host.agent_id] = host
-        self._wake.set()
+    # ----------------------------------------------------------------- marking
+
+    def mark_dirty(self, agent: Snapshotted, *, durable: bool) -> None:
+        """Note that `agent` may have changed: written this loop turn when `durable`, within
+        `interval` otherwise."""
+        if durable:
+            self._now[agent.agent_id] = agent
+            if not self._turn_scheduled:
+                self._turn_scheduled = True
+                asyncio.get_running_loop().call_soon(self._commit_turn)
+        else:
+            self._later[agent.agent_id] = agent
+            self._wake.set()
+
+    def _commit_turn(self) -> None:
+        self._turn_scheduled = False
+        dirty, self._now = self._now, {}
+        for agent in dirty.values():
+            self._spawn_write(agent)
+
+    def _spawn_write(self, agent: Snapshotted) -> None:
+        task = asyncio.get_running_loop().create_task(self._write(agent))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(self.interval)
-            await self._flush_all()
+            dirty, self._later = self._later, {}
+            await asyncio.gather(*(self._write(agent) for agent in dirty.values()))
 
-    async def _flush_all(self) -> None:
-        dirty, self._dirty = self._dirty, {}
-        failed: list[str] = []
-        for host in dirty.values():
-            try:
-                await self.flush(host)
-            except MabeamError as error:
-                failed.append(error.message)
-                self._dirty.setdefault(host.agent_id, host)
-        if failed:  # one line per round, however many agents: an outage must not flood the log
-            log.warning("snapshot.writes_failed", agents=len(failed), error=failed[0])
-            self._wake.set()  # try again at the next round, not only after the next action
+    # ----------------------------------------------------------------- writing
 
-    async def flush(self, host: AgentHost) -> None:
-        """Write `host`'s snapshot now if it differs from the last one written."""
-        self._dirty.pop(host.agent_id, None)
-        if host.agent is None:
+    async def commit(self, agent: Snapshotted) -> None:
+        """Write `agent`'s snapshot now (if it changed) and release its held replies."""
+        self._now.pop(agent.agent_id, None)
+        self._later.pop(agent.agent_id, None)
+        slot = self._slots.setdefault(agent.agent_id, _Slot())
+        while slot.writing:  # a write in flight holds an older state: wait, then write ours
+            if slot.waiter is None:
+                slot.waiter = asyncio.get_running_loop().create_future()
+            await asyncio.shield(slot.waiter)
+        await self._write(agent)
+
+    async def _write(self, agent: Snapshotted) -> None:
+        slot = self._slots.setdefault(agent.agent_id, _Slot())
+        if slot.writing:
+            slot.again = True
             return
-        body = encode(host.agent.snapshot())
-        if self._written.get(host.agent_id) == body:
+        held = agent.replier.take_held()
+        encoded = agent.snapshot_now()
+        if encoded is None:
+            await agent.replier.refuse(held, UnavailableError(f"agent {agent.agent_id} stopped"))
             return
-        await self._bucket.put(host.agent_id, body)
-        self._written[host.agent_id] = body
+        body, calls = encoded
+        if body == slot.body and calls == slot.calls:
+            await agent.replier.release(held)
+            return
+        slot.writing = True
+        try:
+            revision = await self._put(agent.agent_id, body, calls, slot.revision)
+        except ConflictError:
+            self._slots.pop(agent.agent_id, None)
+            error = UnavailableError(f"agent {agent.agent_id} moved to another runner")
+            await agent.replier.refuse(held, error)
+            await agent.ownership_lost()
+            return
+        except TooLargeError as error:
+            log.error("snapshot.too_large", agent=agent.agent_id, error=error.message)
+            await agent.replier.refuse(held, error)
+        except MabeamError as error:
+            agent.replier.hold_again(held)
+            log.warning("snapshot.write_failed", agent=agent.agent_id, error=error.message)
+            asyncio.get_running_loop().call_later(RETRY_AFTER, self._retry, agent)
+        else:
+            slot.revision, slot.body, slot.calls = revision, body, calls
+            await agent.replier.release(held)
+        finally:
+            slot.writing = False
+            if slot.waiter is not None:
+                slot.waiter.set_result(None)
+                slot.waiter = None
+        if slot.again:
+            slot.again = False
+            self._spawn_write(agent)
 
-    async def load(self, agent_id: str) -> Any:
-        """The last snapshot of `agent_id`, or None when it has none."""
+    def _retry(self, agent: Snapshotted) -> None:
+        if agent.agent_id in self._slots:
+            self.mark_dirty(agent, durable=True)
+
+    async def _put(self, agent_id: str, body: bytes, calls: bytes, revision: int) -> int:
+        headers = {CALLS_HEADER: calls.decode()}
+        if revision == 0:
+            return await self._bucket.create(agent_id, body, headers=headers)
+        return await self._bucket.update(agent_id, body, revision=revision, headers=headers)
+
+    # ----------------------------------------------------------------- reading
+
+    async def load(self, agent_id: str) -> Stored | None:
+        """The last snapshot of `agent_id` (its writes here continue from its revision)."""
         entry = await self._bucket.get(agent_id)
-        if entry is None or not entry.value:
+        if entry is None:
+            self._slots[agent_id] = _Slot()
             return None
-        self._written[agent_id] = entry.value
-        return decode(entry.value)
+        return self._take(entry)
+
+    async def claim(self, agent_id: str) -> Stored | None:
+        """Load the snapshot of an agent adopted from another runner and fence its previous
+        owner: re-write it at the revision read, so every later write of the previous owner
+        fails; re-read while the previous owner is still writing (`CLAIM_ATTEMPTS` at most)."""
+        for _ in range(CLAIM_ATTEMPTS):
+            entry = await self._bucket.get(agent_id)
+            try:
+                if entry is None:
+                    revision = await self._bucket.create(agent_id, b"")
+                    self._slots[agent_id] = _Slot(revision, b"", b"")
+                    return None
+                headers = {CALLS_HEADER: (entry.headers or {}).get(CALLS_HEADER, "[]")}
+                revision = await self._bucket.update(
+                    agent_id, entry.value, revision=entry.revision, headers=headers
+                )
+            except ConflictError:
+                await asyncio.sleep(RETRY_AFTER / 2)
+                continue
+            return self._take(Entry(agent_id, entry.value, revision, entry.headers))
+        raise UnavailableError(f"the snapshot of agent {agent_id} keeps changing: not adopted")
+
+    def _take(self, entry: Entry) -> Stored:
+        calls_text = entry.headers.get(CALLS_HEADER) if entry.headers else None
+        calls = calls_text.encode() if calls_text is not None else None
+        self._slots[entry.key] = _Slot(entry.revision, entry.value, calls)
+        state = decode(entry.value) if entry.value else None
+        return Stored(state, calls, entry.revision)
 
     async def delete(self, agent_id: str) -> None:
         """Forget `agent_id`'s snapshot (a normal stop)."""
-        self._dirty.pop(agent_id, None)
-        self._written.pop(agent_id, None)
+        self.forget(agent_id)
         await self._bucket.purge(agent_id)
 
     def forget(self, agent_id: str) -> None:
         """Drop local bookkeeping for an agent that left this runner (the KV entry stays)."""
-        self._dirty.pop(agent_id, None)
-        self._written.pop(agent_id, None)
+        self._now.pop(agent_id, None)
+        self._later.pop(agent_id, None)
+        self._slots.pop(agent_id, None)

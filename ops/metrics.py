@@ -119,6 +119,19 @@ class PrometheusObserver(RunnerObserver):
             buckets=ROUND_BUCKETS,
             registry=registry,
         )
+        self._fenced = Counter(
+            "mabeam_runner_fenced",
+            "Times this runner stopped serving all its agents because its lease lapsed or was"
+            " lost (reason), before another runner could take them over.",
+            ["reason"],
+            registry=registry,
+        )
+        self._blocked = Counter(
+            "mabeam_loop_blocked",
+            "Times a handler blocked this runner's event loop for more than one heartbeat.",
+            ["handler"],
+            registry=registry,
+        )
         self._failover = Histogram(
             "mabeam_failover_duration_seconds",
             "Time from a dead runner's last heartbeat to its agent running here, per take-over.",
@@ -190,3 +203,11 @@ class PrometheusObserver(RunnerObserver):
     def agent_taken_over(self, agent_type: str, seconds: float) -> None:
         """Observe the fail-over time of a take-over."""
         self._failover.observe(seconds)
+
+    def runner_fenced(self, reason: str, agents: int) -> None:
+        """Count a fence."""
+        self._fenced.labels(reason).inc()
+
+    def loop_blocked(self, handler: str, seconds: float) -> None:
+        """Count a blocked loop, by the agent type and action that blocked it."""
+        self._blocked.labels(handler).inc()

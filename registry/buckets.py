@@ -71,6 +71,8 @@ class Entry:
     key: str
     value: bytes
     revision: int
+    headers: dict[str, str] | None = None
+    """The message's headers, where its writer set any."""
 
 
 class Bucket:
@@ -182,12 +184,19 @@ class Bucket:
         message = await self._last_message(key)
         if message is None or is_tombstone(message.headers):
             return None
-        return Entry(key, message.data or b"", int(message.seq or 0))
+        return Entry(key, message.data or b"", int(message.seq or 0), message.headers or None)
 
-    async def create(self, key: str, value: bytes, *, ttl: float | None = None) -> int:
+    async def create(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        ttl: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> int:
         """Write `key` only if it holds no live value; `ConflictError` if it does."""
         try:
-            return await self._publish(key, value, expect=0, ttl=ttl)
+            return await self._publish(key, value, expect=0, ttl=ttl, headers=headers)
         except ConflictError:
             pass
         message = await self._last_message(key)
@@ -195,16 +204,22 @@ class Bucket:
             raise ConflictError(f"{self.kind} {key!r} already exists")
         expect = int(message.seq or 0) if message is not None else 0
         try:
-            return await self._publish(key, value, expect=expect, ttl=ttl)
+            return await self._publish(key, value, expect=expect, ttl=ttl, headers=headers)
         except ConflictError as exc:
             raise ConflictError(f"{self.kind} {key!r} already exists") from exc
 
     async def update(
-        self, key: str, value: bytes, *, revision: int, ttl: float | None = None
+        self,
+        key: str,
+        value: bytes,
+        *,
+        revision: int,
+        ttl: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> int:
         """Write `key` only if `revision` is still its latest; `ConflictError` otherwise."""
         try:
-            return await self._publish(key, value, expect=revision, ttl=ttl)
+            return await self._publish(key, value, expect=revision, ttl=ttl, headers=headers)
         except ConflictError as exc:
             raise ConflictError(
                 f"{self.kind} {key!r} changed: revision {revision} is no longer its latest"

@@ -1,31 +1,50 @@
-"""`RunnerHeartbeat`: keeps one runner's record fresh in `P_runners`.
+"""`RunnerHeartbeat`: one runner's lease, its record in `P_runners`, renewed every heartbeat.
 
-It writes the record when started and then every `interval` seconds, taking a fresh snapshot
-from the runner each time (so `agents` stays current) with `heartbeat_at` set to now. A failed
-write (NATS down) is logged and retried at the next beat; the loop never dies of it.
+The runner record is the lease on the runner's agents. The first beat creates it (a KV create
+with a per-message TTL of 3 heartbeat intervals, rounded up to whole seconds); each later beat
+rewrites it by compare-and-set on its revision, which restarts the TTL. When the runner stops
+beating (killed, frozen, cut off from NATS) the server removes the record once the TTL runs out,
+and only then may other runners take its agents over.
+
+The runner itself trusts its lease only until `FENCE_MARGIN` intervals before the server could
+remove it, counted from the moment the renewing write was *sent*, by its own monotonic clock
+(`valid`): no clock is compared between machines. A renewal the server refuses (the record
+expired or was replaced) means the lease is lost: `on_lost` is called, and the next beat claims
+a new lease with a create. Where the bucket takes no per-message TTLs (made by an older server or
+another tool) the record is simply rewritten and peers judge liveness by its heartbeat's age. A
+write that fails (NATS unreachable) is logged and retried at the
+next beat; the lease simply runs out if none succeeds in time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import Final
 
 import structlog
 
 from mabeam.core.codec import now_rfc3339
-from mabeam.core.errors import BadRequestError, MabeamError
+from mabeam.core.errors import BadRequestError, ConflictError, MabeamError
 from mabeam.registry.records import RunnerRecord
 from mabeam.registry.registry import Registry
+from mabeam.registry.runners import DEAD_AFTER_INTERVALS
 
-__all__ = ["RunnerHeartbeat"]
+__all__ = ["FENCE_MARGIN", "RunnerHeartbeat"]
 
 log = structlog.get_logger("mabeam.registry")
 
+FENCE_MARGIN: Final = 0.5
+"""Heartbeat intervals before the server may remove a runner's record at which the runner stops
+trusting its lease (it fences itself then, so it has stopped serving before anyone takes over)."""
+
 
 class RunnerHeartbeat:
-    """Writes `snapshot()` to the registry every `interval` seconds (the registry's by default)."""
+    """Claims and renews one runner's lease every `interval` seconds (the registry's default)."""
 
     def __init__(
         self,
@@ -33,6 +52,7 @@ class RunnerHeartbeat:
         snapshot: Callable[[], RunnerRecord],
         *,
         interval: float | None = None,
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
         interval = registry.heartbeat_interval if interval is None else interval
         if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
@@ -40,8 +60,13 @@ class RunnerHeartbeat:
         self.registry = registry
         self.interval = float(interval)
         """Seconds between two writes."""
+        self.ttl = float(max(1, math.ceil(DEAD_AFTER_INTERVALS * self.interval)))
+        """Seconds the server keeps the record after a write: whole seconds, its granularity."""
         self._snapshot = snapshot
+        self._on_lost = on_lost
         self._task: asyncio.Task[None] | None = None
+        self._revision: int | None = None
+        self._valid_until = 0.0
         self.beats = 0
         """How many heartbeats were written."""
 
@@ -50,28 +75,73 @@ class RunnerHeartbeat:
         """True while the heartbeat loop runs."""
         return self._task is not None and not self._task.done()
 
+    @property
+    def valid_until(self) -> float:
+        """The `time.monotonic()` until which this runner may serve its agents."""
+        return self._valid_until
+
+    def valid(self) -> bool:
+        """True while the lease holds by this process's monotonic clock."""
+        return time.monotonic() < self._valid_until
+
     async def beat(self) -> int:
-        """Write the runner's record now; returns its revision."""
+        """Renew the lease now (claim it when none is held); returns the record's revision.
+
+        `ConflictError` when a renewal finds the lease lost, or a claim finds another holder.
+        """
         record = self._snapshot().with_(heartbeat_at=now_rfc3339())
-        revision = await self.registry.put_runner(record)
+        sent = time.monotonic()
+        if not self.registry.runner_leases_expire:
+            revision = await self.registry.put_runner(record)  # liveness by heartbeat age
+        elif self._revision is None:
+            revision = await self.registry.claim_runner(record, ttl=self.ttl)
+        else:
+            try:
+                revision = await self.registry.renew_runner(
+                    record, revision=self._revision, ttl=self.ttl
+                )
+            except ConflictError:
+                self._lose()
+                raise
+        self._revision = revision
+        self._valid_until = sent + self.ttl - FENCE_MARGIN * self.interval
         self.beats += 1
         return revision
 
+    def _lose(self) -> None:
+        self._revision = None
+        self._valid_until = 0.0
+        log.warning("registry.lease_lost", runner=self._snapshot().id)
+        if self._on_lost is not None:
+            self._on_lost()
+
     async def start(self) -> None:
-        """Write the record once (errors raise), then keep refreshing it in the background."""
+        """Claim the lease, waiting out a previous holder of the same id (a restarted runner)
+        for at most one TTL; then keep renewing it in the background."""
         if self.running:
             return
-        await self.beat()
+        await self._claim(deadline=time.monotonic() + self.ttl + self.interval)
         self._task = asyncio.create_task(self._run(), name="runner-heartbeat")
 
+    async def _claim(self, deadline: float) -> None:
+        while True:
+            try:
+                await self.beat()
+                return
+            except ConflictError:
+                if time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(self.interval / 4)
+
     async def stop(self, *, remove: bool = True) -> None:
-        """Stop refreshing and, unless `remove` is False, delete the record; safe to call twice."""
+        """Stop renewing and, unless `remove` is False, delete the record; safe to call twice."""
         task, self._task = self._task, None
         if task is None:
             return
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        self._valid_until = 0.0
         if remove:
             await self.registry.remove_runner(self._snapshot().id)
 

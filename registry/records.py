@@ -65,9 +65,12 @@ class AgentRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     args: dict[str, Any] = msgspec.field(default_factory=dict)
     started_at: str = ""
     updated_at: str = ""
+    epoch: int = 0
+    """The ownership epoch: 1 at the spawn, one more at every take-over by another runner."""
 
     def __post_init__(self) -> None:
         validate_id(self.id, "agent id")
+        _check_count(self.epoch, "epoch")
         validate_id(self.type, "agent type")
         validate_id(self.runner, "runner id")
         _check_host(self.node, "node")

@@ -43,7 +43,7 @@ class Registry:
     ) -> None:
         self.connection = connection
         self._agents = Bucket(connection, "agents", kind="agent")
-        self._runners = Bucket(connection, "runners", kind="runner")
+        self._runners = Bucket(connection, "runners", kind="runner", expiring=True)
         self.agents = AgentReplica(self._agents)
         """The local replica of every agent record."""
         self.runners = RunnerReplica(self._runners, heartbeat_interval=heartbeat_interval)
@@ -118,10 +118,30 @@ class Registry:
         return await self._write("unregister", self._agents.purge(agent_id, revision=revision))
 
     async def put_runner(self, record: RunnerRecord) -> int:
-        """Write a runner's record (its heartbeat)."""
+        """Write a runner's record whatever the key holds (no lease: tools and tests)."""
         data = _encode(record, RunnerRecord)
         self._check_started()
         return await self._write("put_runner", self._runners.put(record.id, data))
+
+    async def claim_runner(self, record: RunnerRecord, *, ttl: float) -> int:
+        """Write a runner's record only if the key holds no live one: the runner's lease, which
+        the server removes `ttl` seconds after the last write (`ConflictError` if it is held)."""
+        data = _encode(record, RunnerRecord)
+        self._check_started()
+        return await self._write("claim_runner", self._runners.create(record.id, data, ttl=ttl))
+
+    async def renew_runner(self, record: RunnerRecord, *, revision: int, ttl: float) -> int:
+        """Rewrite a runner's record if `revision` is still its latest, restarting its TTL;
+        `ConflictError` once the lease expired (the server removed the record) or moved on."""
+        data = _encode(record, RunnerRecord)
+        self._check_started()
+        write = self._runners.update(record.id, data, revision=revision, ttl=ttl)
+        return await self._write("renew_runner", write)
+
+    @property
+    def runner_leases_expire(self) -> bool:
+        """True when the server removes runner records whose TTL ran out (per-message TTLs)."""
+        return self._runners.allows_ttl
 
     async def remove_runner(self, runner_id: str) -> int:
         """Remove a runner's record; returns the removal's revision."""

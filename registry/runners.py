@@ -59,6 +59,14 @@ class RunnerReplica(Replica[RunnerRecord]):
         age = self.heartbeat_age(runner_id, now)
         return age is not None and age <= self._dead_after
 
+    def holds_lease(self, runner_id: str) -> bool:
+        """True while the runner's lease may be valid: its record is present, in a bucket whose
+        server removes a record when its TTL runs out (no clocks compared); where the bucket
+        takes no TTLs, while its heartbeat is at most 3 intervals old (`is_live`)."""
+        if self._bucket.allows_ttl:
+            return runner_id in self
+        return self.is_live(runner_id)
+
     def live(self, now: float | None = None) -> list[RunnerRecord]:
         """The live runners, ordered by id."""
         return [record for record in self.all() if self.is_live(record.id, now)]

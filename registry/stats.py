@@ -16,8 +16,8 @@ class RegistryStats:
 
     writes: dict[tuple[str, str], int] = field(default_factory=dict)
     """`(operation, outcome)` → count. Operations: `register`, `update`, `unregister`,
-    `put_runner`, `remove_runner`; outcomes: `ok`, `conflict` (a compare-and-set or create
-    lost), `error` (anything else, e.g. NATS unreachable)."""
+    `put_runner`, `claim_runner`, `renew_runner`, `remove_runner`; outcomes: `ok`, `conflict`
+    (a compare-and-set or create lost), `error` (anything else, e.g. NATS unreachable)."""
 
     def count(self, operation: str, outcome: str) -> None:
         """Add one write of `operation` that ended with `outcome`."""

@@ -200,11 +200,20 @@ async def test_local_calls_do_not_cross_the_network(client: Client, runner: Runn
     assert await client.call("relay", "relay", {"target": "d1", "action_name": "increment"}) == {
         "counter": 1
     }
-    stats = runner.runtime.nc.stats
-    before = stats["out_msgs"]
+    crossed: list[str] = []
+
+    async def spy(msg: Any) -> None:
+        crossed.append(msg.subject)
+
+    nc = client.connection.nc
+    spying = await nc.subscribe(client.config.subjects.agent_all("d1"), cb=spy)
+    await nc.flush()
     state = await client.call("relay", "relay_many", {"target": "d1", "count": 100})
     assert state["counter"] == 101
-    assert stats["out_msgs"] - before <= 3  # the reply to the client, not 200 requests
+    await runner.runtime.nc.flush()
+    await nc.flush()
+    await spying.unsubscribe()
+    assert crossed == []  # 100 calls went straight into d1's mailbox, none over NATS
     with pytest.raises(UnknownActionError):
         await client.call("relay", "relay", {"target": "d1", "action_name": "fly"})
     ping = await client.call("relay", "relay", {"target": "d1", "action_name": "_ping"})

@@ -23,6 +23,7 @@ import nats.errors
 import nats.js.errors
 import structlog
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from mabeam.core.config import Config, redact_url
@@ -42,6 +43,7 @@ from mabeam.core.names import Subjects
 __all__ = [
     "Connection",
     "ConnectionState",
+    "Message",
     "is_auth_error",
     "map_nats_error",
     "nats_errors",
@@ -59,6 +61,10 @@ _JS_CONSUMER_NOT_FOUND = 10014
 _FIRST_CONNECT_ATTEMPTS = 2
 
 Listener = Callable[[], Awaitable[None]]
+
+Message = Msg
+"""A message received from NATS (`subject`, `data`, `reply`, `headers`): nats-py's own type,
+named here so that the floors above need not import nats-py to read one."""
 
 
 class ConnectionState(enum.Enum):
