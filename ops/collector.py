@@ -198,10 +198,11 @@ def _runtime(runner: Runner) -> Runtime | None:
 
 def _heartbeat_ages(runners: RunnerReplica) -> Metric:
     now = time.time()
-    ages = {runner_id: runners.heartbeat_age(runner_id, now) for runner_id in runners}
+    ages = {runner_id: runners.heartbeat_age(runner_id, now) for runner_id in runners.beaten()}
     return _labelled(
         "mabeam_runner_heartbeat_age_seconds",
-        "Seconds since each runner known to this one last beat (dead after 3 intervals).",
+        "Seconds since each runner known to this one last beat (dead after 3 intervals; a dead"
+        " runner whose lease expired keeps its series, growing).",
         "runner",
         {runner_id: age for runner_id, age in ages.items() if age is not None},
     )

@@ -38,7 +38,7 @@ from mabeam.core.errors import (
 )
 from mabeam.registry.records import MAX_RECORD_BYTES
 
-__all__ = ["ENSURE_ATTEMPTS", "TOMBSTONE_TTL", "Bucket", "Entry", "is_tombstone"]
+__all__ = ["ENSURE_ATTEMPTS", "TOMBSTONE_TTL", "Bucket", "Entry", "is_expiry", "is_tombstone"]
 
 log = structlog.get_logger("mabeam.registry")
 
@@ -62,6 +62,11 @@ def is_tombstone(headers: dict[str, str] | None) -> bool:
     if not headers:
         return False
     return headers.get(_OPERATION) in ("DEL", "PURGE") or _MARKER_REASON in headers
+
+
+def is_expiry(headers: dict[str, str] | None) -> bool:
+    """True when a KV message is the marker the server placed because a value's TTL ran out."""
+    return bool(headers) and _MARKER_REASON in headers  # type: ignore[operator]
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from nats.js import api
 
 from mabeam.core.connection import ConnectionState, nats_errors
 from mabeam.core.errors import DeadlineError, MabeamError, OverloadedError, UnavailableError
-from mabeam.registry.buckets import Bucket, is_tombstone
+from mabeam.registry.buckets import Bucket, is_expiry, is_tombstone
 
 __all__ = ["Change", "ChangeKind", "ChangeStream", "Replica"]
 
@@ -370,7 +370,7 @@ class Replica(Generic[R]):
         if watch.seen is not None:
             watch.seen.add(key)
         if is_tombstone(msg.headers):
-            self._remove(key, revision)
+            self._remove(key, revision, expired=is_expiry(msg.headers))
         elif self._revisions.get(key) != revision:
             self._upsert(key, msg.data, revision)
         self._advance(revision)
@@ -399,12 +399,14 @@ class Replica(Generic[R]):
         self._index(key, record)
         self._emit("added" if old is None else "updated", record, revision)
 
-    def _remove(self, key: str, revision: int) -> None:
+    def _remove(self, key: str, revision: int, *, expired: bool = False) -> None:
         old = self._records.pop(key, None)
         if old is None:
             return
         del self._revisions[key]
         self._unindex(key, old)
+        if expired:
+            self._expired(key, old)
         self._emit("removed", old, revision)
 
     def _finish_load(self, watch: _Watch) -> None:
@@ -443,3 +445,6 @@ class Replica(Generic[R]):
 
     def _unindex(self, key: str, record: R) -> None:
         """Remove `record` from the subclass's indexes (called before it is replaced)."""
+
+    def _expired(self, key: str, record: R) -> None:
+        """`record` was removed by the server because its TTL ran out (after `_unindex`)."""

@@ -1,8 +1,9 @@
 """The replica of `P_runners`: which runners are live, which are dead, which is least loaded.
 
-A runner is live while its record's `heartbeat_at` is at most 3 heartbeat intervals old
-(PROTOCOL.md "Registry"); after that it is dead, until it beats again or its record is removed.
-Times are wall-clock seconds (`time.time()`), compared with the `heartbeat_at` its runner wrote.
+A runner's record is its lease: the server removes it when its TTL (3 heartbeat intervals) runs
+out, and `holds_lease` is what take-over decides by. For views (`is_live`, `live`,
+`dead_runners`), a runner is live while its record's `heartbeat_at` is at most 3 heartbeat
+intervals old (PROTOCOL.md "Registry"), compared in wall-clock seconds (`time.time()`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from mabeam.registry.buckets import Bucket
 from mabeam.registry.records import RunnerRecord, decode_runner
 from mabeam.registry.replica import Replica
 
-__all__ = ["DEAD_AFTER_INTERVALS", "DEFAULT_HEARTBEAT_INTERVAL", "RunnerReplica"]
+__all__ = ["DEAD_AFTER_INTERVALS", "DEFAULT_HEARTBEAT_INTERVAL", "EXPIRED_KEPT", "RunnerReplica"]
 
 DEFAULT_HEARTBEAT_INTERVAL: Final = 1.0
 """Seconds between two heartbeats of a runner, unless configured otherwise."""
 DEAD_AFTER_INTERVALS: Final = 3
 """A runner is dead once its heartbeat is older than this many intervals."""
+EXPIRED_KEPT: Final = 1024
+"""Runners whose lease expired whose last heartbeat is remembered (for fail-over times)."""
 
 
 class RunnerReplica(Replica[RunnerRecord]):
@@ -42,10 +45,18 @@ class RunnerReplica(Replica[RunnerRecord]):
         self.heartbeat_interval = float(heartbeat_interval)
         """Seconds between heartbeats; a runner is dead after 3 of them without one."""
         self._beats: dict[str, float] = {}
+        self._expired_beats: dict[str, float] = {}
 
     def last_heartbeat(self, runner_id: str) -> float | None:
-        """When the runner last beat (Unix seconds, its `heartbeat_at`), or None if unknown."""
-        return self._beats.get(runner_id)
+        """When the runner last beat (Unix seconds, its `heartbeat_at`), also for a runner whose
+        lease expired (it died) in the last `EXPIRED_KEPT` expiries; None if unknown or drained."""
+        beat = self._beats.get(runner_id)
+        return beat if beat is not None else self._expired_beats.get(runner_id)
+
+    def beaten(self) -> list[str]:
+        """Every runner with a known last heartbeat: the present ones, and those whose lease
+        expired (dead, not stopped: a runner that stopped or drained removed its record)."""
+        return [*self._beats, *(key for key in self._expired_beats if key not in self._beats)]
 
     def heartbeat_age(self, runner_id: str, now: float | None = None) -> float | None:
         """Seconds since the runner's last heartbeat, or None for an unknown runner."""
@@ -95,6 +106,12 @@ class RunnerReplica(Replica[RunnerRecord]):
 
     def _index(self, key: str, record: RunnerRecord) -> None:
         self._beats[key] = parse_rfc3339(record.heartbeat_at).timestamp()
+        self._expired_beats.pop(key, None)
 
     def _unindex(self, key: str, record: RunnerRecord) -> None:
         self._beats.pop(key, None)
+
+    def _expired(self, key: str, record: RunnerRecord) -> None:
+        self._expired_beats[key] = parse_rfc3339(record.heartbeat_at).timestamp()
+        while len(self._expired_beats) > EXPIRED_KEPT:
+            del self._expired_beats[next(iter(self._expired_beats))]

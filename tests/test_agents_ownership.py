@@ -72,7 +72,9 @@ async def test_acknowledged_increments_survive_kill_9_right_after_the_last_reply
     await client.spawn("demo", id="d1", runner="r1")
     subject = client.config.subjects.agent("d1", "increment")
     for _ in range(6):  # 300 acknowledged increments, 50 in flight at a time
-        replies = await asyncio.gather(*(wire.request(subject, b"{}", timeout=5) for _ in range(50)))
+        replies = await asyncio.gather(
+            *(wire.request(subject, b"{}", timeout=5) for _ in range(50))
+        )
         assert all(not reply.headers for reply in replies)
     runners["r1"].kill()  # SIGKILL at once: nothing is flushed on the way out
     await _moved_to(client, "d1", "r2")
@@ -150,3 +152,32 @@ async def test_call_ids_are_remembered_across_a_fail_over(
     assert (await client.call("d1", "get_state"))["counter"] == 7
     record = client.agents.get("d1")
     assert record is not None and record.epoch == 2
+
+
+async def test_a_handler_that_blocks_the_loop_is_named_and_its_runner_fences_itself(
+    config: Config, wire: Any, tmp_path: Path
+) -> None:
+    logs = {name: tmp_path / f"{name}.log" for name in ("h1", "h2")}
+    hosts = ["tests.agents_support.types:Hog"]
+    started = [
+        RunnerProcess(config, name, heartbeat=HEARTBEAT, agents=hosts, log_path=logs[name])
+        for name in ("h1", "h2")
+    ]
+    try:
+        for runner in started:
+            runner.wait_ready()
+        async with Client(config) as client:
+            await client.spawn("Hog", id="hog", runner="h1")
+            await client.spawn("demo", id="d1", runner="h1")
+            spin = client.config.subjects.agent("hog", "spin")
+            reply = await wire.request(spin, encode({"seconds": 2.0}), timeout=10)
+            # the loop was blocked past the lease: the result is never sent as a success
+            assert reply.headers["Nats-Service-Error-Code"] == "503"
+            await _moved_to(client, "d1", "h2")
+            assert (await client.call("d1", "increment"))["counter"] == 1
+        blocked = logs["h1"].read_text()
+        assert '"event": "runner.loop_blocked"' in blocked and '"action": "spin"' in blocked
+        assert '"event": "runner.fenced"' in blocked
+    finally:
+        for runner in started:
+            runner.kill()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from mabeam.agents.model import Agent, action, on_event
@@ -103,3 +104,14 @@ class Tally(Agent):
     @action
     async def tally(self) -> dict[str, Any]:
         return {"count": self.count}
+
+
+class Hog(Agent):
+    """Blocks its runner's event loop: `spin` sleeps the thread (a handler that hogs the CPU)."""
+
+    action_timeout = 30.0
+
+    @action
+    async def spin(self, seconds: float) -> dict[str, Any]:
+        time.sleep(seconds)  # noqa: ASYNC251 (blocking on purpose: the loop cannot run)
+        return {"spun": seconds}
