@@ -27,7 +27,14 @@ from mabeam.perf.targets import ROW_NAMES, ROWS
 
 __all__ = ["SCENARIOS", "Scenario", "run_suite"]
 
-_PACKAGES = ("mabeam", "mabeam.bus", "mabeam.registry", "mabeam.agents", "mabeam.ops")
+_PACKAGES = (
+    "mabeam",
+    "mabeam.bus",
+    "mabeam.registry",
+    "mabeam.agents",
+    "mabeam.ops",
+    "mabeam.perf",
+)
 
 Scenario = Callable[[Bench, Measurements], Awaitable[None]]
 
