@@ -53,7 +53,7 @@ SCENARIOS: dict[str, Scenario] = {
     "registry_scalability": registry.registry_scalability,
     "resource_limits": limits.resource_limits,
 }
-"""The scenario of every row of BENCHMARKS.md."""
+"""The scenario of every row of perf/README.md."""
 
 _ROW_TIME_LIMIT = {"quick": 120.0, "full": 1200.0}
 
