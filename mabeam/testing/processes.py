@@ -108,6 +108,7 @@ class RunnerProcess:
         does not serve within `timeout` seconds, kill it and raise `MabeamError`."""
         watchdog = threading.Timer(timeout, self._expire) if timeout is not None else None
         if watchdog is not None:
+            watchdog.daemon = True  # a pending watchdog never holds up the interpreter's exit
             watchdog.start()
         try:
             ready = self._serving_line_seen()
