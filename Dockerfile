@@ -16,6 +16,7 @@ COPY bus bus
 COPY registry registry
 COPY agents agents
 COPY ops ops
+COPY perf perf
 RUN pip install . \
     && useradd --system --uid 10001 --no-create-home mabeam
 

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PACKAGES := bus registry agents ops
+PACKAGES := bus registry agents ops perf
 
 .PHONY: install bytecode test soak lint format demo perf clean
 
@@ -27,7 +27,7 @@ soak: bytecode
 	$(BIN)/python -m pytest -m slow -q
 
 # mypy cannot follow setuptools' editable import hook, so it checks a tree of links that
-# lays bus/ registry/ agents/ ops/ inside mabeam/ as they are installed.
+# lays bus/ registry/ agents/ ops/ perf/ inside mabeam/ as they are installed.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

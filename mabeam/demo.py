@@ -22,7 +22,7 @@ from mabeam.agents.examples.market import GOODS
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.core.server import EmbeddedServer
-from mabeam.processes import RunnerProcess
+from mabeam.testing.processes import RunnerProcess
 
 __all__ = ["DemoPlan", "run_demo"]
 

@@ -13,7 +13,7 @@ import pytest
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.core.errors import DeadlineError, UnavailableError
-from mabeam.processes import RunnerProcess
+from mabeam.testing.processes import RunnerProcess
 
 MABEAM = str(Path(sys.executable).parent / "mabeam")
 HEARTBEAT = 0.3

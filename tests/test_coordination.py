@@ -14,7 +14,7 @@ from mabeam.agents.coordination.consensus import Vote, decide
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.core.errors import BadRequestError, DeadlineError, NotFoundError
-from mabeam.processes import RunnerProcess
+from mabeam.testing.processes import RunnerProcess
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from mabeam.core.errors import (
     UnavailableError,
 )
 from mabeam.core.server import EmbeddedServer
-from mabeam.processes import RunnerProcess
+from mabeam.testing.processes import RunnerProcess
 from tests.agents_support.types import Listener, Sleeper
 
 CALL_TIMEOUT = 1.0

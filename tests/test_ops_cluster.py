@@ -29,8 +29,8 @@ from mabeam.core.codec import decode
 from mabeam.core.config import Config
 from mabeam.core.errors import MabeamError
 from mabeam.core.server import EmbeddedServer
-from mabeam.processes import RunnerProcess
 from mabeam.registry.buckets import Bucket
+from mabeam.testing.processes import RunnerProcess
 
 NATS_CONF = Path(__file__).resolve().parents[1] / "ops" / "nats" / "cluster.conf"
 HEARTBEAT = 5.0

@@ -22,9 +22,9 @@ from mabeam.core.errors import ActionFailedError, NotFoundError, OverloadedError
 from mabeam.ops.metrics import UNKNOWN_ACTION, PrometheusObserver
 from mabeam.ops.scrape import fetch_metrics
 from mabeam.ops.service import ObservedRunner
-from mabeam.processes import RunnerProcess
 from mabeam.registry.records import RunnerRecord
 from mabeam.registry.runners import DEAD_AFTER_INTERVALS
+from mabeam.testing.processes import RunnerProcess
 from tests.agents_support.types import Fragile, Sleeper
 
 Scrape = dict[str, dict[tuple[tuple[str, str], ...], float]]

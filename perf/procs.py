@@ -1,11 +1,10 @@
-"""The processes of a run: `mabeam runner` daemons and load-generator workers, each its own OS
-process, started with this Python (`sys.executable`).
+"""The load-generator and raw-limit workers of a run, each its own OS process started with
+this Python (`sys.executable`); the runners are `mabeam.testing.processes.RunnerProcess`.
 
-A runner is ready when it prints its "runner <id> serving" line (it prints it once it answers
-`P.ctl.runners`). A worker (`python -m mabeam.perf.worker NAME JSON`) talks over its stdout: an
-optional `READY <json>` line once it serves, then one `RESULT <json>` line; closing its stdin
-asks a long-lived worker (a raw responder) to finish. stderr of every child goes to a log file,
-whose tail is quoted when a child fails.
+A worker (`python -m mabeam.perf.worker NAME JSON`) talks over its stdout: an optional
+`READY <json>` line once it serves, then one `RESULT <json>` line; closing its stdin asks a
+long-lived worker (a raw responder) to finish. Its stderr goes to a log file, whose tail is
+quoted when it fails.
 """
 
 from __future__ import annotations
@@ -21,11 +20,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from mabeam.core.errors import MabeamError
-from mabeam.perf.machine import read_rss_kb
+from mabeam.testing.processes import log_tail
 
-__all__ = ["ChildProcess", "PerfError", "RunnerProcess", "WorkerProcess", "child_env"]
-
-_LOG_TAIL_LINES = 15
+__all__ = ["PerfError", "WorkerProcess", "child_env"]
 
 
 class PerfError(MabeamError):
@@ -40,8 +37,9 @@ def child_env(log_level: str = "warning") -> dict[str, str]:
     return env
 
 
-class ChildProcess:
-    """One child process with its stdout read line by line and its stderr in a log file."""
+class WorkerProcess:
+    """A load-generator or raw-limit worker: `python -m mabeam.perf.worker NAME JSON`, its
+    stdout read line by line and its stderr in a log file."""
 
     def __init__(self, name: str, log_path: Path) -> None:
         self.name = name
@@ -63,23 +61,6 @@ class ChildProcess:
             )
         except OSError as exc:
             raise PerfError(f"{self.name}: cannot start: {exc}") from exc
-
-    @property
-    def pid(self) -> int:
-        """The process id."""
-        return self._started().pid
-
-    @property
-    def alive(self) -> bool:
-        """True while the process runs."""
-        return self._process is not None and self._process.returncode is None
-
-    def rss_kb(self) -> int:
-        """The process's resident set size in KB, from /proc/<pid>/status."""
-        try:
-            return read_rss_kb(self.pid)
-        except OSError as exc:
-            raise PerfError(f"{self.name}: cannot read its RSS: {exc}") from exc
 
     async def read_line(self, marker: str, timeout: float) -> str:
         """The rest of the first stdout line that starts with `marker`; `PerfError` otherwise."""
@@ -123,41 +104,7 @@ class ChildProcess:
 
     def log_tail(self) -> str:
         """The last lines the process wrote to stderr."""
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(lines[-_LOG_TAIL_LINES:])
-
-    def _started(self) -> asyncio.subprocess.Process:
-        if self._process is None:
-            raise PerfError(f"{self.name} was not started")
-        return self._process
-
-
-class RunnerProcess(ChildProcess):
-    """A `mabeam runner` daemon."""
-
-    def __init__(self, runner_id: str, prefix: str, log_path: Path) -> None:
-        super().__init__(f"runner {runner_id}", log_path)
-        self.id = runner_id
-        self.prefix = prefix
-
-    @staticmethod
-    def command(url: str, prefix: str, runner_id: str, options: Sequence[str] = ()) -> list[str]:
-        """The command line of a runner, set up as in production: its Prometheus metrics (and so
-        their cost on every action) served on a free port."""
-        base = [sys.executable, "-m", "mabeam.cli.main", "runner", "--nats", url]
-        return [*base, "--prefix", prefix, "--id", runner_id, "--http-port", "0", *options]
-
-    async def start_runner(self, url: str, options: Sequence[str], timeout: float) -> None:
-        """Start the runner and wait until it serves."""
-        await self.start(self.command(url, self.prefix, self.id, options))
-        await self.read_line(f"runner {self.id} serving", timeout)
-
-
-class WorkerProcess(ChildProcess):
-    """A load-generator or raw-limit worker: `python -m mabeam.perf.worker NAME JSON`."""
+        return log_tail(self.log_path)
 
     @staticmethod
     def command(name: str, params: dict[str, Any]) -> list[str]:
@@ -182,6 +129,11 @@ class WorkerProcess(ChildProcess):
         """Ask a long-lived worker to finish (close its stdin) and return its result."""
         self.close_stdin()
         return await self.result(timeout)
+
+    def _started(self) -> asyncio.subprocess.Process:
+        if self._process is None:
+            raise PerfError(f"{self.name} was not started")
+        return self._process
 
 
 def _parse(name: str, text: str) -> dict[str, Any]:

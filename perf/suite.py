@@ -27,7 +27,14 @@ from mabeam.perf.targets import ROW_NAMES, ROWS
 
 __all__ = ["SCENARIOS", "Scenario", "run_suite"]
 
-_PACKAGES = ("mabeam", "mabeam.bus", "mabeam.registry", "mabeam.agents", "mabeam.ops")
+_PACKAGES = (
+    "mabeam",
+    "mabeam.bus",
+    "mabeam.registry",
+    "mabeam.agents",
+    "mabeam.ops",
+    "mabeam.perf",
+)
 
 Scenario = Callable[[Bench, Measurements], Awaitable[None]]
 
@@ -46,7 +53,7 @@ SCENARIOS: dict[str, Scenario] = {
     "registry_scalability": registry.registry_scalability,
     "resource_limits": limits.resource_limits,
 }
-"""The scenario of every row of BENCHMARKS.md."""
+"""The scenario of every row of perf/README.md."""
 
 _ROW_TIME_LIMIT = {"quick": 120.0, "full": 1200.0}
 

@@ -20,10 +20,10 @@ import nats.errors
 
 from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.core.config import Config
-from mabeam.perf.bench import Bench
+from mabeam.perf.bench import RUNNER_OPTIONS, Bench
 from mabeam.perf.load import closed_loop, paced
 from mabeam.perf.machine import read_rss_kb
-from mabeam.perf.procs import PerfError, RunnerProcess, child_env
+from mabeam.perf.procs import PerfError, child_env
 from mabeam.perf.results import Measurements, Series
 from mabeam.perf.scenarios.common import (
     SINK,
@@ -35,6 +35,7 @@ from mabeam.perf.scenarios.common import (
 )
 from mabeam.perf.stats import linear_fit, summarize
 from mabeam.perf.worker import WorkerFunction
+from mabeam.testing.processes import RunnerProcess
 
 __all__ = [
     "WORKERS",
@@ -148,7 +149,8 @@ async def _bare_import(dependencies: str) -> tuple[float, int]:
 async def _runner_ready(url: str, prefix: str) -> tuple[float, int]:
     """Seconds from `mabeam runner` start to its first answer on P.ctl.runners; idle RSS (KB)."""
     nc = await nats.connect(url, name="mabeam-perf-startup")
-    command = RunnerProcess.command(url, prefix, "boot")
+    config = Config(nats_url=url, prefix=prefix)
+    command = RunnerProcess.command(config, "boot", heartbeat=None, extra_args=RUNNER_OPTIONS)
     began = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
         *command,

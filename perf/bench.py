@@ -15,13 +15,20 @@ from typing import Any
 import nats
 import nats.js.errors
 
-from mabeam.perf.procs import ChildProcess, PerfError, RunnerProcess, WorkerProcess, child_env
+from mabeam.core.config import Config
+from mabeam.perf.procs import PerfError, WorkerProcess, child_env
 from mabeam.perf.sizes import FULL, QUICK, Sizes, quick_notes
+from mabeam.testing.processes import RunnerProcess
 
-__all__ = ["RUNNER_READY_TIMEOUT", "Bench"]
+__all__ = ["RUNNER_OPTIONS", "RUNNER_READY_TIMEOUT", "Bench"]
 
 RUNNER_READY_TIMEOUT = 30.0
 """Seconds a runner may take to serve before the scenario fails."""
+
+RUNNER_OPTIONS = ("--http-port", "0")
+"""Every measured runner is set up as in production: its Prometheus metrics (and so their cost
+on every action) served on a free port; its heartbeat is the runner's default."""
+
 _RAW_AGENTS = 100
 
 
@@ -37,7 +44,8 @@ class Bench:
         """Raw-limit results by pattern, as measured in this run."""
         self._run = uuid.uuid4().hex[:5]
         self._counter = itertools.count()
-        self._children: list[ChildProcess] = []
+        self._runners: list[RunnerProcess] = []
+        self._workers: list[WorkerProcess] = []
         self._prefixes: list[str] = []
         self._limit_locks: dict[str, asyncio.Lock] = {}
 
@@ -60,19 +68,22 @@ class Bench:
         options: Sequence[str] = (),
     ) -> RunnerProcess:
         """Start a `mabeam runner` process hosting `agents` (module:Class) and wait for it."""
-        process = RunnerProcess(runner_id, prefix, self._log_path(f"runner-{prefix}-{runner_id}"))
-        self._children.append(process)
-        extra = ["--agents", *agents] if agents else []
-        try:
-            await process.start_runner(self.url, [*extra, *options], RUNNER_READY_TIMEOUT)
-        except PerfError as error:
-            raise PerfError(f"{error.message}\n{process.log_tail()}") from error
-        return process
+        process = RunnerProcess(
+            Config(nats_url=self.url, prefix=prefix),
+            runner_id,
+            heartbeat=None,
+            agents=agents,
+            extra_args=[*RUNNER_OPTIONS, *options],
+            log_path=self._log_path(f"runner-{prefix}-{runner_id}"),
+            env=child_env(),
+        )
+        self._runners.append(process)
+        return await asyncio.to_thread(process.wait_ready, RUNNER_READY_TIMEOUT)
 
     async def start_worker(self, name: str, **params: Any) -> WorkerProcess:
         """Start a worker process (`mabeam.perf.worker`) with `params` plus the server URL."""
         process = WorkerProcess(f"worker {name}", self._log_path(f"worker-{name}"))
-        self._children.append(process)
+        self._workers.append(process)
         command = WorkerProcess.command(name, {"url": self.url, **params})
         await process.start(command, env=child_env("error"))
         return process
@@ -99,8 +110,12 @@ class Bench:
 
     async def end_scenario(self) -> None:
         """Kill every process the scenario started and delete its streams and buckets."""
-        children, self._children = self._children, []
-        await asyncio.gather(*(child.kill() for child in children))
+        runners, self._runners = self._runners, []
+        workers, self._workers = self._workers, []
+        await asyncio.gather(
+            *(worker.kill() for worker in workers),
+            *(asyncio.to_thread(runner.kill) for runner in runners),
+        )
         prefixes, self._prefixes = self._prefixes, []
         if prefixes:
             await _delete_streams(self.url, prefixes)

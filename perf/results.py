@@ -99,7 +99,7 @@ class FigureSpec:
 
 @dataclass(frozen=True, slots=True)
 class RowSpec:
-    """One row of BENCHMARKS.md: its name, how it is measured, and its figures."""
+    """One row of perf/README.md: its name, how it is measured, and its figures."""
 
     name: str
     how: str
