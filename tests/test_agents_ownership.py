@@ -17,7 +17,7 @@ from mabeam.client import Client
 from mabeam.core.codec import decode, encode
 from mabeam.core.config import Config
 from mabeam.core.names import CALL_ID_HEADER
-from mabeam.processes import RunnerProcess
+from mabeam.testing.processes import RunnerProcess
 
 HEARTBEAT = 0.3
 
