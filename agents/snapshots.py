@@ -18,12 +18,13 @@ replies with 503 and gives the agent up. The remembered call ids travel in the m
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import structlog
 
-from mabeam.agents.replier import Replier
+from mabeam.agents.replier import Outgoing, Replier
 from mabeam.core.codec import decode
 from mabeam.core.errors import ConflictError, MabeamError, TooLargeError, UnavailableError
 from mabeam.registry.buckets import Bucket, Entry
@@ -51,6 +52,27 @@ class Snapshotted(Protocol):
 
     async def ownership_lost(self) -> None:
         """Another runner wrote the snapshot: stop serving the agent here."""
+
+
+class _Write:
+    """One snapshot write in flight: what it holds, and the awaitable of its revision."""
+
+    __slots__ = ("ack", "agent", "body", "calls", "error", "held", "slot")
+
+    def __init__(
+        self, agent: Snapshotted, slot: _Slot, held: list[Outgoing], body: bytes, calls: bytes
+    ) -> None:
+        self.agent = agent
+        self.slot = slot
+        self.held = held
+        self.body = body
+        self.calls = calls
+        self.ack: Awaitable[int] | None = None
+        self.error: MabeamError | None = None
+
+
+async def _done(revision: int) -> int:
+    return revision
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +125,7 @@ class SnapshotStore:
             await asyncio.gather(flusher, return_exceptions=True)
             self._later, dirty = {}, {**self._now, **self._later}
             self._now = {}
-            await asyncio.gather(*(self._write(agent) for agent in dirty.values()))
+            await self._write_many(list(dirty.values()))
             await asyncio.gather(*self._writes, return_exceptions=True)
 
     # ----------------------------------------------------------------- marking
@@ -123,11 +145,10 @@ class SnapshotStore:
     def _commit_turn(self) -> None:
         self._turn_scheduled = False
         dirty, self._now = self._now, {}
-        for agent in dirty.values():
-            self._spawn_write(agent)
+        self._spawn_writes(list(dirty.values()))
 
-    def _spawn_write(self, agent: Snapshotted) -> None:
-        task = asyncio.get_running_loop().create_task(self._write(agent))
+    def _spawn_writes(self, agents: list[Snapshotted]) -> None:
+        task = asyncio.get_running_loop().create_task(self._write_many(agents))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
@@ -137,7 +158,7 @@ class SnapshotStore:
             self._wake.clear()
             await asyncio.sleep(self.interval)
             dirty, self._later = self._later, {}
-            await asyncio.gather(*(self._write(agent) for agent in dirty.values()))
+            await self._write_many(list(dirty.values()))
 
     # ----------------------------------------------------------------- writing
 
@@ -150,25 +171,44 @@ class SnapshotStore:
             if slot.waiter is None:
                 slot.waiter = asyncio.get_running_loop().create_future()
             await asyncio.shield(slot.waiter)
-        await self._write(agent)
+        await self._write_many([agent])
 
-    async def _write(self, agent: Snapshotted) -> None:
+    async def _write_many(self, agents: list[Snapshotted]) -> None:
+        """Send every agent's write first, then wait for the acks: one round trip for all."""
+        sent = [write for agent in agents if (write := await self._send(agent)) is not None]
+        for write in sent:
+            await self._settle(write)
+
+    async def _send(self, agent: Snapshotted) -> _Write | None:
+        """Start `agent`'s write; None when there is nothing to write (replies settled)."""
         slot = self._slots.setdefault(agent.agent_id, _Slot())
         if slot.writing:
             slot.again = True
-            return
+            return None
         held = agent.replier.take_held()
         encoded = agent.snapshot_now()
         if encoded is None:
             await agent.replier.refuse(held, UnavailableError(f"agent {agent.agent_id} stopped"))
-            return
+            return None
         body, calls = encoded
         if body == slot.body and calls == slot.calls:
             await agent.replier.release(held)
-            return
+            return None
         slot.writing = True
+        write = _Write(agent, slot, held, body, calls)
         try:
-            revision = await self._put(agent.agent_id, body, calls, slot.revision)
+            write.ack = await self._put(agent.agent_id, body, calls, slot.revision)
+        except MabeamError as error:
+            write.error = error
+        return write
+
+    async def _settle(self, write: _Write) -> None:
+        agent, slot, held = write.agent, write.slot, write.held
+        try:
+            if write.error is not None:
+                raise write.error
+            assert write.ack is not None
+            revision = await write.ack
         except ConflictError:
             self._slots.pop(agent.agent_id, None)
             error = UnavailableError(f"agent {agent.agent_id} moved to another runner")
@@ -183,7 +223,7 @@ class SnapshotStore:
             log.warning("snapshot.write_failed", agent=agent.agent_id, error=error.message)
             asyncio.get_running_loop().call_later(RETRY_AFTER, self._retry, agent)
         else:
-            slot.revision, slot.body, slot.calls = revision, body, calls
+            slot.revision, slot.body, slot.calls = revision, write.body, write.calls
             await agent.replier.release(held)
         finally:
             slot.writing = False
@@ -192,17 +232,18 @@ class SnapshotStore:
                 slot.waiter = None
         if slot.again:
             slot.again = False
-            self._spawn_write(agent)
+            self._spawn_writes([agent])
 
     def _retry(self, agent: Snapshotted) -> None:
         if agent.agent_id in self._slots:
             self.mark_dirty(agent, durable=True)
 
-    async def _put(self, agent_id: str, body: bytes, calls: bytes, revision: int) -> int:
+    async def _put(self, agent_id: str, body: bytes, calls: bytes, revision: int) -> Awaitable[int]:
+        """Send a write; the awaitable gives its revision (a first write is a create)."""
         headers = {CALLS_HEADER: calls.decode()}
         if revision == 0:
-            return await self._bucket.create(agent_id, body, headers=headers)
-        return await self._bucket.update(agent_id, body, revision=revision, headers=headers)
+            return _done(await self._bucket.create(agent_id, body, headers=headers))
+        return await self._bucket.send_update(agent_id, body, revision=revision, headers=headers)
 
     # ----------------------------------------------------------------- reading
 

@@ -127,6 +127,23 @@ class FanoutSink(Agent):
         ]
 
 
+class BenchCounter(Agent):
+    """A counter that keeps no snapshot: what the agent_action row calls, so that it measures
+    the call path alone (the durable path of a snapshotting type has its own row)."""
+
+    type_name = "bench_counter"
+
+    async def on_start(self) -> None:
+        """Start at zero."""
+        self.counter = 0
+
+    @action
+    async def increment(self, by: int = 1) -> dict[str, Any]:
+        """Add `by` to the counter."""
+        self.counter += by
+        return {"counter": self.counter}
+
+
 class BenchProbe(Agent):
     """Measurements that only exist inside a runner, and their plain-asyncio limits."""
 

@@ -41,6 +41,7 @@ Scenario = Callable[[Bench, Measurements], Awaitable[None]]
 SCENARIOS: dict[str, Scenario] = {
     "agent_creation": agents.agent_creation,
     "agent_action": agents.agent_action,
+    "agent_action_durable": agents.agent_action_durable,
     "agent_lifecycle": agents.agent_lifecycle,
     "system_startup": system.system_startup,
     "system_coordination": system.system_coordination,

@@ -86,6 +86,25 @@ _ROWS = (
         ),
     ),
     RowSpec(
+        "agent_action_durable",
+        "a client process calls `increment` on 100 `demo` agents (they snapshot; a reply "
+        "leaves once the snapshot with its effect is stored), 256 in flight",
+        (
+            FigureSpec(
+                "rate",
+                "durable wire calls, 256 in flight",
+                "/s",
+                "—",
+                (Goal(">=", 0.5, of_limit=True),),
+                "higher",
+            ),
+            FigureSpec(
+                "latency", "durable wire call latency, 256 in flight", "ms", "—", (), "lower"
+            ),
+            FigureSpec("success", "durable wire calls answered ok", "%", "—", (_at_least(100),)),
+        ),
+    ),
+    RowSpec(
         "agent_lifecycle",
         "spawn → `_ping` → `_stop` → key gone from KV, cycles one at a time and 32 in flight",
         (

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -229,6 +229,25 @@ class Bucket:
             raise ConflictError(
                 f"{self.kind} {key!r} changed: revision {revision} is no longer its latest"
             ) from exc
+
+    async def send_update(
+        self, key: str, value: bytes, *, revision: int, headers: dict[str, str] | None = None
+    ) -> Awaitable[int]:
+        """Send a compare-and-set write of `key` now and return an awaitable of its revision, so
+        that many writes share one round trip (send them all, then await them); awaiting it
+        raises `ConflictError` when `revision` was no longer the key's latest."""
+        sent = {**(headers or {}), _EXPECTED_LAST: str(revision)}
+        with nats_errors():
+            ack = await self.connection.js.publish_async(self.subject(key), value, headers=sent)
+        return self._revision_of(key, ack)
+
+    async def _revision_of(self, key: str, ack: asyncio.Future[Any]) -> int:
+        try:
+            with nats_errors():
+                reply = await asyncio.wait_for(ack, self.connection.config.request_timeout)
+        except ConflictError as exc:
+            raise ConflictError(f"{self.kind} {key!r} changed: {exc.message}") from exc
+        return int(reply.seq)
 
     async def put(self, key: str, value: bytes) -> int:
         """Write `key` whatever it holds."""

@@ -16,7 +16,14 @@ from mabeam.perf.load import closed_loop
 from mabeam.perf.machine import read_rss_kb
 from mabeam.perf.procs import PerfError
 from mabeam.perf.results import Measurements
-from mabeam.perf.scenarios.common import LONG_CALL, PROBE, client_for, record_latency, spawn_all
+from mabeam.perf.scenarios.common import (
+    COUNTER,
+    LONG_CALL,
+    PROBE,
+    client_for,
+    record_latency,
+    spawn_all,
+)
 from mabeam.perf.worker import WorkerFunction
 from mabeam.registry.buckets import Bucket
 
@@ -89,12 +96,13 @@ async def agent_action(bench: Bench, m: Measurements) -> None:
     m.notes.extend(bench.quick_notes(("action_calls", "local_calls")))
     raw = await bench.limit("reqrep")
     prefix = bench.prefix("action")
-    await bench.runner(prefix, agents=[PROBE])
+    await bench.runner(prefix, agents=[PROBE, COUNTER])
     sizes = bench.sizes
     wire = await bench.run_worker(
         "agents.action_load",
         timeout=_TIMEOUT,
         prefix=prefix,
+        agent_type="bench_counter",
         agents=sizes.action_agents,
         total=sizes.action_calls,
         in_flight=256,
@@ -115,14 +123,46 @@ async def agent_action(bench: Bench, m: Measurements) -> None:
     m.limit("local_rate", local["asyncio_many"]["rate"], "plain asyncio queue + future")
     record_latency(m, "local_latency", local["one"], "avg", note=_failures(local["one"]))
     m.limit("local_latency", local["asyncio_one"]["latency"]["avg"], "plain asyncio")
-    m.note("(b) runs inside the runner: a `bench_probe` agent calls `demo` agents of its runner")
+    m.note(
+        "(a) and (b) call `bench_counter` agents, which keep no snapshot: the durable path"
+        " has its own row, agent_action_durable"
+    )
+    m.note("(b) runs inside the runner: a `bench_probe` agent calls agents of its runner")
+
+
+async def agent_action_durable(bench: Bench, m: Measurements) -> None:
+    """Wire calls to `demo` (snapshots, durable replies) on 100 agents, 256 in flight."""
+    m.notes.extend(bench.quick_notes(("action_calls",)))
+    raw = await bench.limit("reqrep")
+    prefix = bench.prefix("durable")
+    await bench.runner(prefix)
+    sizes = bench.sizes
+    wire = await bench.run_worker(
+        "agents.action_load",
+        timeout=_TIMEOUT,
+        prefix=prefix,
+        agent_type="demo",
+        agents=sizes.action_agents,
+        total=sizes.action_calls,
+        in_flight=256,
+    )
+    m.set("rate", wire["rate"], note=_failures(wire))
+    m.limit("rate", raw["wide"]["rate"], "raw req→rep, 256 in flight")
+    record_latency(m, "latency", wire, "avg")
+    m.limit("latency", raw["wide"]["latency"]["avg"], "raw req→rep, 256 in flight")
+    m.set("success", wire["success"])
+    m.note(
+        "each reply leaves once the snapshot holding its effect is stored in KV P_state"
+        " (group commit per loop turn)"
+    )
 
 
 async def action_load(params: dict[str, Any]) -> dict[str, Any]:
-    """Worker: spawn the `demo` agents, then call `increment` round-robin with N in flight."""
+    """Worker: spawn the agents, then call `increment` round-robin with N in flight."""
     agents = int(params["agents"])
+    agent_type = str(params["agent_type"])
     async with client_for(params) as client:
-        await spawn_all(client, "demo", [f"t{index}" for index in range(agents)])
+        await spawn_all(client, agent_type, [f"t{index}" for index in range(agents)])
 
         async def call(index: int) -> None:
             await client.call(f"t{index % agents}", "increment")
@@ -137,7 +177,7 @@ async def local_load(params: dict[str, Any]) -> dict[str, Any]:
     targets = [f"l{index}" for index in range(agents)]
     async with client_for(params) as client:
         await client.spawn("bench_probe", id="probe")
-        await spawn_all(client, "demo", targets)
+        await spawn_all(client, "bench_counter", targets)
 
         async def probe(action: str, **args: Any) -> Any:
             return await client.call("probe", action, args, timeout=LONG_CALL)

@@ -17,6 +17,7 @@ from mabeam.perf.results import Measurements
 from mabeam.perf.stats import Dist
 
 __all__ = [
+    "COUNTER",
     "FANOUT",
     "LONG_CALL",
     "PROBE",
@@ -29,6 +30,7 @@ __all__ = [
 ]
 
 PROBE = "mabeam.perf.agents:BenchProbe"
+COUNTER = "mabeam.perf.agents:BenchCounter"
 SINK = "mabeam.perf.agents:BenchSink"
 FANOUT = "mabeam.perf.agents:FanoutSink"
 LONG_CALL = 600.0
