@@ -34,7 +34,8 @@ async def gather_replies(
     With `done`, the gathering ends with the reply for which `done(reply)` is True (a
     `MabeamError` it raises ends it with that error), and `DeadlineError` when that takes
     longer than `timeout` seconds. Without, it ends when no reply came for `timeout` seconds
-    at first, then for `quiet` seconds after each reply, and whatever came is the answer.
+    at first, then for `quiet` seconds after each reply, and whatever came is the answer; the
+    server's no-responders status (nothing subscribes to `subject`) ends it at once, empty.
     """
     gathering = _Gathering(done)
     subscription = await connection.subscribe(connection.new_inbox(), gathering.add)
@@ -63,10 +64,14 @@ class _Gathering:
     async def add(self, msg: Message) -> None:
         if self._finished.done():
             return
-        self.replies.append(msg)
-        self._arrived.set()
         if self._done is None:
+            if _is_no_responders(msg):
+                self._finished.set_result(None)
+            else:
+                self.replies.append(msg)
+            self._arrived.set()
             return
+        self.replies.append(msg)
         try:
             finished = self._done(msg)
         except MabeamError as exc:
@@ -84,10 +89,14 @@ class _Gathering:
 
     async def until_quiet(self, first: float, quiet: float) -> None:
         wait = first
-        while True:
+        while not self._finished.done():
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), wait)
             except TimeoutError:
                 return
             wait = quiet
+
+
+def _is_no_responders(msg: Message) -> bool:
+    return not msg.data and (msg.headers or {}).get("Status") == "503"
