@@ -8,15 +8,15 @@ again so another runner can take it. `list_runners` gathers every runner's reply
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import msgspec
 
 from mabeam.agents.supervisor import RestartPolicy
 from mabeam.core.codec import decode, encode
-from mabeam.core.connection import Connection, nats_errors
+from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError, OverloadedError
+from mabeam.core.gather import gather_replies
 from mabeam.core.names import validate_id
 from mabeam.core.replies import result_of
 
@@ -80,33 +80,16 @@ async def request_spawn(
 async def _spawn_once(
     connection: Connection, subject: str, request: SpawnRequest, timeout: float | None
 ) -> dict[str, Any]:
-    wait = timeout if timeout is not None else connection.config.request_timeout
-    with nats_errors():
-        reply = await connection.nc.request(subject, encode(request), timeout=wait)
+    reply = await connection.request(subject, encode(request), timeout=timeout)
     record: dict[str, Any] = result_of(reply.headers, reply.data)
     return record
 
 
 async def list_runners(connection: Connection, *, quiet: float = 0.1) -> list[dict[str, Any]]:
-    """Every live runner's record, gathered from `P.ctl.runners` until `quiet` s pass silently."""
-    nc = connection.nc
-    inbox = nc.new_inbox()
-    replies: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def collect(msg: Any) -> None:
-        replies.put_nowait(msg)
-
-    with nats_errors():
-        sub = await nc.subscribe(inbox, cb=collect)
-        await nc.publish(connection.subjects.runners, b"{}", reply=inbox)
-    records: list[dict[str, Any]] = []
-    try:
-        while True:
-            try:
-                msg = await asyncio.wait_for(replies.get(), quiet if records else quiet * 10)
-            except TimeoutError:
-                break
-            records.append(result_of(msg.headers, msg.data))
-    finally:
-        await sub.unsubscribe()
+    """Every live runner's record, gathered from `P.ctl.runners` until `quiet` s pass silently
+    (ten times that for the first reply)."""
+    replies = await gather_replies(
+        connection, connection.subjects.runners, b"{}", timeout=quiet * 10, quiet=quiet
+    )
+    records = [result_of(msg.headers, msg.data) for msg in replies]
     return sorted(records, key=lambda record: str(record.get("id")))

@@ -34,7 +34,6 @@ from mabeam.agents.services import TRACEPARENT, HostServices
 from mabeam.agents.supervisor import RestartPolicy, Supervisor
 from mabeam.agents.timers import Timer
 from mabeam.core.codec import encode
-from mabeam.core.connection import Message, nats_errors
 from mabeam.core.errors import (
     BadRequestError,
     ConflictError,
@@ -44,6 +43,7 @@ from mabeam.core.errors import (
     UnavailableError,
     UnknownActionError,
 )
+from mabeam.core.messages import Message, Subscription
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -109,7 +109,7 @@ class AgentHost(HostServices):
         self._calls: RecentCalls | None = None
         self._running_calls: dict[str, list[Envelope]] = {}
         self._subject_prefix = runtime.subjects.agent(self.agent_id, "")
-        self._subscription: Any = None
+        self._subscription: Subscription | None = None
         self._event_subscriptions: list[Any] = []
         self._timers: set[Timer] = set()
         self._campaigns = Campaigns(self.agent_id, runtime.elections, self._announce_term)
@@ -131,10 +131,9 @@ class AgentHost(HostServices):
     async def start(self, stored: Stored | None = None) -> None:
         """Make the agent reachable and run `on_start`; a failure is a crash."""
         args = self.agent_type.parse_start_arguments(dict(self.record.args))
-        with nats_errors():
-            self._subscription = await self.runtime.nc.subscribe(
-                self.runtime.subjects.agent_all(self.agent_id), cb=self._on_message
-            )
+        self._subscription = await self.runtime.connection.subscribe(
+            self.runtime.subjects.agent_all(self.agent_id), self._on_message
+        )
         await self._start_instance(args, stored)
 
     async def _start_instance(self, args: dict[str, Any], stored: Stored | None) -> None:
@@ -241,11 +240,10 @@ class AgentHost(HostServices):
         if subscription is None:
             return
         try:
-            with nats_errors():
-                if finish_pending:
-                    await subscription.drain()
-                else:
-                    await subscription.unsubscribe()
+            if finish_pending:
+                await subscription.drain()
+            else:
+                await subscription.unsubscribe()
         except MabeamError as error:
             self.log.warning("agent.unsubscribe_failed", error=error.message)
 

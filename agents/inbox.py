@@ -11,7 +11,7 @@ from typing import Final
 
 from mabeam.agents.mailbox import Envelope, EnvelopeKind
 from mabeam.core.codec import decode_object
-from mabeam.core.connection import Message
+from mabeam.core.messages import Message
 from mabeam.core.names import CALL_ID_HEADER, validate_id
 
 __all__ = ["IMMEDIATE", "QUEUED_CONTROL", "call_id_of", "decode_message"]

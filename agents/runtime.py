@@ -30,7 +30,7 @@ from mabeam.agents.supervisor import RestartIntensity, RestartPolicy
 from mabeam.bus.bus import EventBus
 from mabeam.core.codec import now_rfc3339
 from mabeam.core.config import Config
-from mabeam.core.connection import Connection, nats_errors
+from mabeam.core.connection import Connection
 from mabeam.core.errors import (
     ActionFailedError,
     BadRequestError,
@@ -147,8 +147,7 @@ class Runtime:
         """Send a reply (headers for errors only); a lost connection is logged (the caller will
         time out), never raised."""
         try:
-            with nats_errors():
-                await self.nc.publish(subject, body, headers=headers)
+            await self.connection.publish(subject, body, headers=headers)
         except MabeamError as error:
             log.warning("runtime.reply_failed", error=error.message)
 

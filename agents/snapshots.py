@@ -27,7 +27,8 @@ import structlog
 from mabeam.agents.replier import Outgoing, Replier
 from mabeam.core.codec import decode
 from mabeam.core.errors import ConflictError, MabeamError, TooLargeError, UnavailableError
-from mabeam.registry.buckets import Bucket, Entry
+from mabeam.core.kv import Entry
+from mabeam.registry.buckets import Bucket
 
 __all__ = ["CALLS_HEADER", "CLAIM_ATTEMPTS", "SnapshotStore", "Snapshotted", "Stored"]
 

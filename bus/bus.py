@@ -20,7 +20,7 @@ from mabeam.bus.stats import BusStats
 from mabeam.bus.stream import ensure_stream
 from mabeam.bus.subscription import Handler, Subscription
 from mabeam.core.codec import encode
-from mabeam.core.connection import Connection, nats_errors
+from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError, TooLargeError, UnavailableError
 from mabeam.core.names import validate_id, validate_pattern, validate_topic
 
@@ -89,8 +89,7 @@ class EventBus:
         if len(body) > limit:
             raise TooLargeError(f"event data of {len(body)} bytes is above the limit of {limit}")
         await self._ensure_stream()
-        with nats_errors():
-            await self.connection.nc.publish(event.subject, body, headers=event_headers(event))
+        await self.connection.publish(event.subject, body, headers=event_headers(event))
         self.stats.published += 1
         return event
 

@@ -18,20 +18,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
-import math
-from collections.abc import Awaitable
 
-import nats.errors
 import structlog
-from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
-from nats.js.client import JetStreamContext
 
 from mabeam.bus.event import Event, decode_event
 from mabeam.bus.stats import BusStats
 from mabeam.bus.subscription import Detach, Handler, Subscription
-from mabeam.core.connection import Connection, nats_errors
-from mabeam.core.errors import BadRequestError, NotFoundError, TooLargeError
+from mabeam.core.connection import Connection
+from mabeam.core.errors import BadRequestError, MabeamError, NotFoundError, TooLargeError
+from mabeam.core.jetstream import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
+from mabeam.core.messages import Message, settle
+from mabeam.core.messages import Subscription as ServerSubscription
 
 __all__ = ["ACK_WAIT", "DEFAULT_MAX_DELIVER", "MAX_ACK_PENDING", "open_durable"]
 
@@ -63,25 +60,18 @@ class _DurableSubscription(Subscription):
         self._connection = connection
         self._handler = handler
         self._max_deliver = max_deliver
-        self._nats_sub: JetStreamContext.PushSubscription | None = None
+        self._nats_sub: ServerSubscription | None = None
 
     async def bind(self, stream: str, consumer: str, config: ConsumerConfig) -> None:
         """Start receiving from the consumer, and wait until the server knows."""
-        js, nc = self._connection.js, self._connection.nc
-        with nats_errors():
-            self._nats_sub = await js.subscribe_bind(
-                stream=stream,
-                config=config,
-                consumer=consumer,
-                cb=self._on_message,
-                manual_ack=True,
-            )
-            await nc.flush(timeout=math.ceil(self._connection.config.request_timeout))
+        connection = self._connection
+        self._nats_sub = await connection.jetstream.bind(stream, consumer, config, self._on_message)
+        await connection.flush(timeout=connection.config.request_timeout)
 
-    async def _on_message(self, msg: Msg) -> None:
+    async def _on_message(self, msg: Message) -> None:
         event = self._decode(msg)
         if event is None:
-            await _settle(msg.term())
+            await settle(msg.term())
             return
         self.stats.delivered += 1
         self._totals.delivered += 1
@@ -93,9 +83,9 @@ class _DurableSubscription(Subscription):
             self._record_failure(event)
             await self._retry_or_terminate(msg, event)
             return
-        await _settle(msg.ack())
+        await settle(msg.ack())
 
-    def _decode(self, msg: Msg) -> Event | None:
+    def _decode(self, msg: Message) -> Event | None:
         connection = self._connection
         try:
             return decode_event(
@@ -113,12 +103,12 @@ class _DurableSubscription(Subscription):
             self._totals.count_invalid(msg.subject, len(msg.data), exc)
             return None
 
-    async def _retry_or_terminate(self, msg: Msg, event: Event) -> None:
+    async def _retry_or_terminate(self, msg: Message, event: Event) -> None:
         deliveries = msg.metadata.num_delivered
         if deliveries < self._max_deliver:
-            await _settle(msg.nak())
+            await settle(msg.nak())
             return
-        await _settle(msg.term())
+        await settle(msg.term())
         self.stats.dropped += 1
         self._totals.dropped += 1
         log.error(
@@ -131,14 +121,8 @@ class _DurableSubscription(Subscription):
 
     async def _stop(self) -> None:
         if self._nats_sub is not None:
-            with contextlib.suppress(nats.errors.Error):  # a closed connection has none left
+            with contextlib.suppress(MabeamError):  # a closed connection has none left
                 await self._nats_sub.unsubscribe()
-
-
-async def _settle(acknowledgement: Awaitable[None]) -> None:
-    """Send an ack, nak or term; when the connection is gone the server redelivers anyway."""
-    with contextlib.suppress(nats.errors.Error):
-        await acknowledgement
 
 
 async def open_durable(
@@ -156,8 +140,7 @@ async def open_durable(
     info = await _consumer_info(connection, stream, durable)
     wanted = _wanted_config(connection, info, durable, pattern, max_deliver)
     if info is None or info.config != wanted:
-        with nats_errors():
-            info = await connection.js.add_consumer(stream, config=wanted)
+        info = await connection.jetstream.add_consumer(stream, wanted)
     subscription = _DurableSubscription(
         connection,
         pattern,
@@ -173,11 +156,9 @@ async def open_durable(
 
 async def _consumer_info(connection: Connection, stream: str, durable: str) -> ConsumerInfo | None:
     try:
-        with nats_errors():
-            info: ConsumerInfo = await connection.js.consumer_info(stream, durable)
+        return await connection.jetstream.consumer_info(stream, durable)
     except NotFoundError:
         return None
-    return info
 
 
 def _wanted_config(
@@ -193,7 +174,7 @@ def _wanted_config(
     return ConsumerConfig(
         name=durable,
         durable_name=durable,
-        deliver_subject=connection.nc.new_inbox(),
+        deliver_subject=connection.new_inbox(),
         deliver_group=durable,
         deliver_policy=DeliverPolicy.NEW,
         ack_policy=AckPolicy.EXPLICIT,

@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections.abc import Callable
-
-import nats.errors
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription as NatsSubscription
 
 from mabeam.bus.event import Event, decode_event
 from mabeam.bus.stats import BusStats
 from mabeam.bus.subscription import Handler, LocalSubscription, Subscription, local_subscription
-from mabeam.core.connection import Connection, nats_errors
-from mabeam.core.errors import BadRequestError, TooLargeError
+from mabeam.core.connection import Connection
+from mabeam.core.errors import BadRequestError, MabeamError, TooLargeError
+from mabeam.core.messages import Message
+from mabeam.core.messages import Subscription as ServerSubscription
 
 __all__ = ["Fanout"]
 
@@ -35,7 +32,7 @@ class _Group:
     def __init__(self, connection: Connection, subject: str, stats: BusStats) -> None:
         self.connection = connection
         self.subject = subject
-        self.nats_sub: NatsSubscription | None = None
+        self.nats_sub: ServerSubscription | None = None
         self._stats = stats
         self._members: dict[LocalSubscription, None] = {}  # an ordered set
         self._delivers: tuple[Callable[[Event], None], ...] | None = None
@@ -58,19 +55,18 @@ class _Group:
         return list(self._members)
 
     async def _open(self) -> None:
-        nc = self.connection.nc
-        with nats_errors():
-            self.nats_sub = await nc.subscribe(self.subject, cb=self._on_message)
-            await nc.flush(timeout=math.ceil(self.connection.config.request_timeout))
+        connection = self.connection
+        self.nats_sub = await connection.subscribe(self.subject, self._on_message)
+        await connection.flush(timeout=connection.config.request_timeout)
 
     async def close(self) -> None:
         await asyncio.wait([self.opening])
         if self.nats_sub is not None:
             # A closed connection has no subscriptions left to remove.
-            with contextlib.suppress(nats.errors.Error):
+            with contextlib.suppress(MabeamError):
                 await self.nats_sub.unsubscribe()
 
-    async def _on_message(self, msg: Msg) -> None:
+    async def _on_message(self, msg: Message) -> None:
         connection = self.connection
         try:
             event = decode_event(

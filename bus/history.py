@@ -19,25 +19,21 @@ or four round trips, and the work stays near the end of the stream, whatever its
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nats.aio.msg import Msg
-
 from mabeam.bus.event import Event, decode_event
 from mabeam.bus.stats import BusStats
-from mabeam.core.codec import encode
-from mabeam.core.connection import Connection, nats_errors
-from mabeam.core.errors import BadRequestError, MabeamError, TooLargeError, UnavailableError
+from mabeam.core.connection import Connection
+from mabeam.core.errors import BadRequestError, MabeamError, TooLargeError
+from mabeam.core.jetstream import DirectAnswer
+from mabeam.core.messages import Message
 
 __all__ = ["Probe", "find_start", "read_last"]
 
 Probe = Callable[[int], Awaitable[tuple[int, int] | None]]
 """Given a sequence: the first matching sequence at or after it and the matches from there."""
-
-_DIRECT_GET = "$JS.API.DIRECT.GET.{stream}"
 
 
 async def read_last(
@@ -96,7 +92,7 @@ async def _narrow(probe: Probe, low: int, low_count: int, high: int, last: int) 
     return low, low_count
 
 
-def _decode_all(connection: Connection, messages: list[Msg], stats: BusStats) -> list[Event]:
+def _decode_all(connection: Connection, messages: list[Message], stats: BusStats) -> list[Event]:
     stream = connection.subjects.events_stream
     events: list[Event] = []
     for msg in messages:
@@ -125,7 +121,6 @@ class _DirectReader:
     def __init__(self, connection: Connection, subject_filter: str) -> None:
         self._connection = connection
         self._filter = subject_filter
-        self._api = _DIRECT_GET.format(stream=connection.subjects.events_stream)
 
     async def probe(self, sequence: int) -> tuple[int, int] | None:
         """The first match at or after `sequence`, and how many match from there on."""
@@ -142,9 +137,9 @@ class _DirectReader:
             return None
         return int((answer.messages[0].headers or {})["Nats-Sequence"])
 
-    async def fetch(self, start: int, count: int) -> list[Msg]:
+    async def fetch(self, start: int, count: int) -> list[Message]:
         """Up to `count` matching messages from `start` on, in as many batches as it takes."""
-        messages: list[Msg] = []
+        messages: list[Message] = []
         while len(messages) < count:
             answer = await self._request(
                 {"seq": start, "next_by_subj": self._filter, "batch": count - len(messages)}
@@ -155,53 +150,9 @@ class _DirectReader:
             start = int((answer.messages[-1].headers or {})["Nats-Sequence"]) + 1
         return messages
 
-    async def _request(self, body: dict[str, Any]) -> _Answer:
-        nc = self._connection.nc
-        answer = _Answer(batched="batch" in body)
-        with nats_errors():
-            subscription = await nc.subscribe(nc.new_inbox(), cb=answer.add)
-            try:
-                await nc.publish(self._api, encode(body), reply=subscription.subject)
-                async with asyncio.timeout(self._connection.config.request_timeout):
-                    await answer.done
-            finally:
-                await subscription.unsubscribe()
-        return answer
-
-
-class _Answer:
-    """The replies to one direct get, gathered by its subscription's callback."""
-
-    def __init__(self, *, batched: bool) -> None:
-        self.batched = batched
-        self.messages: list[Msg] = []
-        self.pending = 0  # matches left after a batch that `max_bytes` cut short
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def add(self, msg: Msg) -> None:
-        if self.done.done():
-            return
-        headers = msg.headers or {}
-        status = headers.get("Status")
-        if status is None:
-            if self.batched and "Nats-Num-Pending" not in headers:
-                self.done.set_exception(
-                    UnavailableError("event history needs nats-server 2.11 or later")
-                )
-                return
-            self.messages.append(msg)
-            if not self.batched:
-                self.done.set_result(None)
-        elif status == "204":  # end of batch
-            self.pending = int(headers.get("Nats-Num-Pending", "0"))
-            self.done.set_result(None)
-        elif status == "404":  # nothing matches
-            self.done.set_result(None)
-        else:
-            self.done.set_exception(_status_error(status, headers.get("Description", "")))
-
-
-def _status_error(status: str, description: str) -> MabeamError:
-    if status == "503":
-        return UnavailableError("event history is unavailable: no JetStream answers direct gets")
-    return MabeamError(f"event history read failed: {status} {description}".rstrip())
+    async def _request(self, body: dict[str, Any]) -> DirectAnswer:
+        connection = self._connection
+        try:
+            return await connection.jetstream.direct_get(connection.subjects.events_stream, body)
+        except MabeamError as exc:
+            raise type(exc)(f"event history: {exc.message}") from exc

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 
-import nats.js.errors
 import structlog
-from nats.js.api import StreamConfig, StreamInfo
 
-from mabeam.core.connection import Connection, nats_errors
-from mabeam.core.errors import NotFoundError
+from mabeam.core.connection import Connection
+from mabeam.core.errors import ConflictError, NotFoundError
+from mabeam.core.jetstream import StreamConfig, StreamInfo
 
 __all__ = ["ensure_stream"]
 
 log = structlog.get_logger("mabeam.bus")
-
-_STREAM_NAME_IN_USE = 10058
 
 
 async def ensure_stream(connection: Connection) -> None:
@@ -35,8 +32,7 @@ async def ensure_stream(connection: Connection) -> None:
 
 async def _stream_info(connection: Connection, name: str) -> StreamInfo | None:
     try:
-        with nats_errors():
-            return await connection.js.stream_info(name)
+        return await connection.jetstream.stream_info(name)
     except NotFoundError:
         return None
 
@@ -49,14 +45,11 @@ async def _create(connection: Connection, name: str) -> StreamInfo:
         max_msgs=connection.config.events_max_msgs,
         allow_direct=True,
     )
-    with nats_errors():
-        try:
-            info = await connection.js.add_stream(config)
-        except nats.js.errors.APIError as exc:
-            if exc.err_code != _STREAM_NAME_IN_USE:
-                raise
-            # Another client created it a moment ago, with other limits: updated by the caller.
-            return await connection.js.stream_info(name)
+    try:
+        info = await connection.jetstream.add_stream(config)
+    except ConflictError:
+        # Another client created it a moment ago, with other limits: updated by the caller.
+        return await connection.jetstream.stream_info(name)
     log.info("events.stream_created", stream=name)
     return info
 
@@ -78,8 +71,7 @@ async def _update(connection: Connection, current: StreamConfig) -> None:
         max_msgs=connection.config.events_max_msgs,
         allow_direct=True,
     )
-    with nats_errors():
-        await connection.js.update_stream(config)
+    await connection.jetstream.update_stream(config)
     log.info(
         "events.stream_updated",
         stream=current.name,

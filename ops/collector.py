@@ -270,7 +270,7 @@ def _connection_metrics(connection: Connection) -> Iterator[Metric]:
         int(connection.is_connected),
     )
     try:
-        reconnects = float(connection.nc.stats["reconnects"])
+        reconnects = float(connection.reconnects)
     except MabeamError:
         return  # the connection is closed
     yield CounterMetricFamily(

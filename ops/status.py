@@ -25,7 +25,7 @@ from typing import Any, Final
 import msgspec
 
 from mabeam.core.codec import now_rfc3339
-from mabeam.core.connection import Connection, nats_errors
+from mabeam.core.connection import Connection
 from mabeam.core.errors import MabeamError, NotFoundError
 from mabeam.ops.scrape import LATENCY_ALERT_SECONDS, RunnerMetrics, fetch_metrics
 from mabeam.registry.records import RunnerRecord
@@ -153,10 +153,9 @@ class StatusSampler:
 
     async def _events(self) -> int | None:
         try:
-            with nats_errors():
-                info = await self._connection.js.stream_info(
-                    self._connection.subjects.events_stream
-                )
+            info = await self._connection.jetstream.stream_info(
+                self._connection.subjects.events_stream
+            )
         except NotFoundError:
             return 0  # no event was ever published
         except MabeamError:

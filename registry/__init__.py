@@ -3,11 +3,12 @@
 Import from here or from the defining modules: `Registry` (registry.py), the records
 (records.py), the replicas (replica.py, agents.py, runners.py), `RunnerHeartbeat` (heartbeat.py),
 `Leases` (leases.py), metadata criteria (query.py) and KV buckets with revision-exact writes
-(buckets.py).
+(buckets.py; `Entry` is the core's, mabeam/core/kv.py).
 """
 
+from mabeam.core.kv import Entry
 from mabeam.registry.agents import AgentReplica
-from mabeam.registry.buckets import Bucket, Entry
+from mabeam.registry.buckets import Bucket
 from mabeam.registry.heartbeat import RunnerHeartbeat
 from mabeam.registry.leases import Lease, Leases
 from mabeam.registry.query import OPERATORS, Criterion, compile_where

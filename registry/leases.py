@@ -26,8 +26,9 @@ import structlog
 from mabeam.core import codec
 from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError, ConflictError, DeadlineError, MabeamError
+from mabeam.core.kv import Entry
 from mabeam.core.names import validate_id
-from mabeam.registry.buckets import Bucket, Entry
+from mabeam.registry.buckets import Bucket
 
 __all__ = ["EXPIRY_GRACE", "MAX_TTL", "MIN_TTL", "Lease", "Leases"]
 

@@ -27,15 +27,16 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Generic, Literal, TypeVar
+from typing import Final, Generic, Literal, TypeVar
 
 import structlog
-from nats.aio.msg import Msg
-from nats.js import api
 
-from mabeam.core.connection import ConnectionState, nats_errors
+from mabeam.core.connection import ConnectionState
 from mabeam.core.errors import DeadlineError, MabeamError, OverloadedError, UnavailableError
-from mabeam.registry.buckets import Bucket, is_expiry, is_tombstone
+from mabeam.core.jetstream import Watch
+from mabeam.core.kv import is_expiry, is_tombstone
+from mabeam.core.messages import Message
+from mabeam.registry.buckets import Bucket
 
 __all__ = ["Change", "ChangeKind", "ChangeStream", "Replica"]
 
@@ -125,7 +126,7 @@ class _Watch:
 
     def __init__(self, reconnects: int) -> None:
         self.reconnects = reconnects
-        self.sub: Any = None
+        self.sub: Watch | None = None
         self.seen: set[str] | None = set()
         self.loaded = asyncio.Event()
         self.last_seq = 0
@@ -194,7 +195,7 @@ class Replica(Generic[R]):
             return True
         if not self._connection.is_connected:
             return True
-        return int(self._connection.nc.stats["reconnects"]) != watch.reconnects
+        return self._connection.reconnects != watch.reconnects
 
     async def lag(self) -> int:
         """How many revisions the bucket is ahead of this replica (one JetStream request)."""
@@ -318,21 +319,15 @@ class Replica(Generic[R]):
 
     async def _open_watch(self) -> None:
         await self._drop_watch(self._watch)
-        watch = _Watch(int(self._connection.nc.stats["reconnects"]))
+        watch = _Watch(self._connection.reconnects)
         self._watch = watch
         try:
             watch.last_seq = await self._bucket.last_revision()
-            with nats_errors():
-                watch.sub = await self._connection.js.subscribe(
-                    self._bucket.key_prefix + ">",
-                    stream=self._bucket.stream,
-                    cb=functools.partial(self._on_message, watch),
-                    ordered_consumer=True,
-                    deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
-                    inactive_threshold=_INACTIVE_THRESHOLD,
-                )
-                info = await watch.sub.consumer_info()
-            if info.num_pending == 0 and not info.delivered.consumer_seq:
+            watch.sub = await self._bucket.watch(
+                functools.partial(self._on_message, watch), inactive_threshold=_INACTIVE_THRESHOLD
+            )
+            info = await watch.sub.consumer_info()
+            if info.num_pending == 0 and not (info.delivered and info.delivered.consumer_seq):
                 self._finish_load(watch)  # the bucket is empty
             await asyncio.wait_for(watch.loaded.wait(), _LOAD_TIMEOUT)
         except TimeoutError:
@@ -350,12 +345,12 @@ class Replica(Generic[R]):
         if self._watch is watch:
             self._watch = None
         if watch.sub is not None:
-            with contextlib.suppress(MabeamError), nats_errors():
+            with contextlib.suppress(MabeamError):
                 await watch.sub.unsubscribe()
 
     # -- applying messages -------------------------------------------------------------------
 
-    async def _on_message(self, watch: _Watch, msg: Msg) -> None:
+    async def _on_message(self, watch: _Watch, msg: Message) -> None:
         if watch is not self._watch:
             return
         try:
@@ -363,7 +358,7 @@ class Replica(Generic[R]):
         except Exception:  # a message must never stop the watch
             log.exception("registry.replica_message_failed", bucket=self._bucket.name)
 
-    def _apply(self, watch: _Watch, msg: Msg) -> None:
+    def _apply(self, watch: _Watch, msg: Message) -> None:
         metadata = msg.metadata
         revision = int(metadata.sequence.stream)
         key = msg.subject[self._key_offset :]

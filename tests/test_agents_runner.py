@@ -228,6 +228,11 @@ async def test_timers_tick_through_the_mailbox(client: Client) -> None:
     assert result >= 3
 
 
+async def test_no_runner_running_lists_no_runner(config: Config) -> None:
+    async with Client(config, with_registry=False) as client:
+        assert await client.runners() == []
+
+
 async def test_runners_answer_and_capacity_is_enforced(config: Config) -> None:
     settings = RunnerSettings(runner_id="small", max_agents=2, coordinator_id=None)
     async with Runner(config, settings), Client(config) as client:

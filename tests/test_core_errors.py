@@ -65,6 +65,10 @@ def test_wire_codes_map_back_to_classes(code: int, cls: str) -> None:
             ConflictError,
         ),
         (nats.js.errors.APIError(code=503, description="no leader"), UnavailableError),
+        (
+            nats.js.errors.APIError(code=400, err_code=10058, description="stream name in use"),
+            ConflictError,
+        ),
     ],
 )
 def test_nats_errors_are_mapped_at_the_boundary(

@@ -41,8 +41,13 @@ def test_agent_record_encodes_as_the_protocol_json() -> None:
         "args",
         "started_at",
         "updated_at",
+        "epoch",
     ]
     assert value["status"] == "starting" and value["restart"] == "permanent"
+    assert (
+        value["epoch"] == 0
+        and decode_agent("a1", b'{"id":"a1","type":"t","runner":"r"}').epoch == 0
+    )
     assert value["started_at"] == value["updated_at"]
     assert codec.parse_rfc3339(value["started_at"])
     assert decode_agent("a1", encode_record(record)) == record

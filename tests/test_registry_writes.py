@@ -17,8 +17,9 @@ from mabeam.core.errors import (
     TooLargeError,
     UnavailableError,
 )
+from mabeam.core.kv import TOMBSTONE_TTL, UNANSWERED_WRITE_WAITS
 from mabeam.registry import AgentRecord, Registry
-from mabeam.registry.buckets import TOMBSTONE_TTL, UNANSWERED_WRITE_WAITS, Bucket
+from mabeam.registry.buckets import Bucket
 from mabeam.registry.records import MAX_RECORD_BYTES
 
 

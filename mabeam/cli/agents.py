@@ -217,7 +217,7 @@ async def run_call(args: argparse.Namespace) -> int:
     async with Client(config_from_args(args), with_registry=False) as client:
         if args.command == "cast":
             await client.cast(args.agent, args.action, body)
-            await client.connection.nc.flush()
+            await client.connection.flush()
             return 0
         result = await client.call(args.agent, args.action, body, timeout=args.timeout)
     print_json(result)

@@ -1,49 +1,46 @@
-"""The NATS connection, and the one boundary where nats-py errors become ours.
+"""The NATS connection: the one door through which the floors above reach NATS.
 
 `Connection.open(config)` connects with JetStream and reconnects forever; `close()` is safe to
-call twice. Code above this floor wraps its nats-py calls in `nats_errors()` (or calls
-`map_nats_error`), so no nats-py exception escapes our API.
+call twice. Its methods are what the floors above need (`request`, `publish`, `subscribe`,
+`flush`, `new_inbox`, `server_info`, `reconnects`, and `jetstream` for streams, consumers, KV
+primitives and direct gets); each maps nats-py errors to `MabeamError`s inside, so no nats-py
+exception escapes, and none of them allocates or awaits anything per message beyond nats-py's
+own call. Messages are nats-py's own (`mabeam.core.messages.Message`).
 
 The config's authentication and TLS fields become nats-py's connect options here. A server that
 refuses the credentials is a `ConnectError` saying "authorization violation"; a config that asks
 for TLS refuses a server that does not offer it, on the first connect and on every reconnect.
+
+`nc`, `js` and `nats_errors` still hand out nats-py itself for the agent host and runner until
+they move onto the methods; nothing else may use them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
+import math
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
 import nats.errors
-import nats.js.errors
 import structlog
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from mabeam.core import nats_privates
 from mabeam.core.config import Config, redact_url
-from mabeam.core.errors import (
-    BadRequestError,
-    ConfigError,
-    ConflictError,
-    ConnectError,
-    DeadlineError,
-    MabeamError,
-    NotFoundError,
-    TooLargeError,
-    UnavailableError,
-)
+from mabeam.core.error_map import NATS_FAILURES, is_auth_error, map_nats_error, nats_errors
+from mabeam.core.errors import ConnectError
+from mabeam.core.jetstream import JetStream
+from mabeam.core.messages import Message, MessageHandler, Subscription
 from mabeam.core.names import Subjects
+from mabeam.core.security import security_options, wants_tls
 
 __all__ = [
     "Connection",
     "ConnectionState",
-    "Message",
     "is_auth_error",
     "map_nats_error",
     "nats_errors",
@@ -52,19 +49,10 @@ __all__ = [
 
 log = structlog.get_logger("mabeam.connection")
 
-# JetStream API error codes that mean "the revision you expected is not the current one".
-_JS_WRONG_LAST_SEQUENCE = 10071
-_JS_STREAM_NOT_FOUND = 10059
-_JS_CONSUMER_NOT_FOUND = 10014
-
 # How often the first connect tries each server before `ConnectError`.
 _FIRST_CONNECT_ATTEMPTS = 2
 
 Listener = Callable[[], Awaitable[None]]
-
-Message = Msg
-"""A message received from NATS (`subject`, `data`, `reply`, `headers`): nats-py's own type,
-named here so that the floors above need not import nats-py to read one."""
 
 
 class ConnectionState(enum.Enum):
@@ -74,138 +62,6 @@ class ConnectionState(enum.Enum):
     CONNECTED = "connected"
     RECONNECTING = "reconnecting"
     CLOSED = "closed"
-
-
-def map_nats_error(exc: BaseException) -> MabeamError:
-    """The error of our tree that a nats-py (or asyncio timeout) exception stands for."""
-    if isinstance(exc, MabeamError):
-        return exc
-    message = str(exc) or type(exc).__name__
-    if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError):
-        return ConflictError(f"revision conflict: {message}")
-    if isinstance(exc, nats.js.errors.KeyNotFoundError | nats.js.errors.NotFoundError):
-        return NotFoundError(message)
-    if isinstance(exc, nats.js.errors.APIError):
-        return _map_api_error(exc, message)
-    if isinstance(exc, nats.errors.NoRespondersError):
-        return UnavailableError("no responders: nothing is subscribed to that subject")
-    if isinstance(exc, nats.js.errors.NoStreamResponseError):
-        return UnavailableError("no stream answered: no stream stores that subject here (yet)")
-    if isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError | TimeoutError):
-        return DeadlineError("request timed out")
-    if isinstance(exc, nats.errors.MaxPayloadError):
-        return TooLargeError(f"message above the server's max_payload: {message}")
-    if isinstance(exc, nats.errors.BadSubjectError):
-        return BadRequestError(f"invalid subject: {message}")
-    if is_auth_error(exc):
-        return ConnectError(f"authorization violation: {message}")
-    if isinstance(exc, _TLS_ERRORS):
-        return ConnectError(f"TLS: {message}")
-    if isinstance(exc, nats.errors.ConnectionReconnectingError):
-        return ConnectError(
-            "the connection to NATS was lost: the request may or may not have been delivered"
-        )
-    if isinstance(exc, _CONNECTION_ERRORS):
-        return ConnectError(f"NATS connection unavailable: {message}")
-    return MabeamError(f"NATS error: {message}")
-
-
-_TLS_ERRORS = (
-    nats.errors.SecureConnRequiredError,
-    nats.errors.SecureConnWantedError,
-    nats.errors.SecureConnFailedError,
-)
-_AUTH_VIOLATION = "authorization violation"
-_TLS_SCHEMES = ("tls", "wss")
-
-
-def is_auth_error(exc: BaseException) -> bool:
-    """True when `exc` is the server refusing the connection's credentials."""
-    return isinstance(exc, nats.errors.AuthorizationError) or (
-        isinstance(exc, nats.errors.Error) and _AUTH_VIOLATION in str(exc).lower()
-    )
-
-
-def security_options(config: Config) -> dict[str, Any]:
-    """The nats-py connect options for the authentication and TLS fields of `config`."""
-    options: dict[str, Any] = {}
-    if config.user is not None:
-        options.update(user=config.user, password=config.password)
-    elif config.token is not None:
-        options["token"] = config.token
-    elif config.nkey_seed_file is not None:
-        options["nkeys_seed"] = config.nkey_seed_file
-    elif config.creds_file is not None:
-        options["user_credentials"] = config.creds_file
-    context = _tls_context(config)
-    if context is not None:
-        options["tls"] = context
-    if config.tls_hostname is not None:
-        options["tls_hostname"] = config.tls_hostname
-    if config.tls_handshake_first:
-        options["tls_handshake_first"] = True
-    return options
-
-
-def _tls_context(config: Config) -> ssl.SSLContext | None:
-    if config.tls_ca_file is None and config.tls_cert_file is None:
-        return None  # nats-py verifies against the system's CAs when the server wants TLS
-    try:
-        context = ssl.create_default_context(cafile=config.tls_ca_file)
-    except ssl.SSLError as exc:
-        raise ConfigError(f"tls_ca_file {config.tls_ca_file!r}: {exc}") from exc
-    if config.tls_cert_file is not None:
-        try:
-            context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
-        except ssl.SSLError as exc:
-            raise ConfigError(
-                f"tls_cert_file {config.tls_cert_file!r} / tls_key_file "
-                f"{config.tls_key_file!r}: {exc}"
-            ) from exc
-    return context
-
-
-def _wants_tls(config: Config) -> bool:
-    return (
-        config.tls_ca_file is not None
-        or config.tls_cert_file is not None
-        or config.tls_handshake_first
-        or any(url.partition("://")[0] in _TLS_SCHEMES for url in config.servers)
-    )
-
-
-_CONNECTION_ERRORS = (
-    nats.errors.NoServersError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionDrainingError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.StaleConnectionError,
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.UnexpectedEOF,
-    ConnectionRefusedError,
-    OSError,
-)
-
-
-def _map_api_error(exc: nats.js.errors.APIError, message: str) -> MabeamError:
-    if exc.err_code == _JS_WRONG_LAST_SEQUENCE:
-        return ConflictError(f"revision conflict: {exc.description}")
-    if exc.err_code in (_JS_STREAM_NOT_FOUND, _JS_CONSUMER_NOT_FOUND) or exc.code == 404:
-        return NotFoundError(exc.description or message)
-    if exc.code == 503:
-        return UnavailableError(f"JetStream unavailable: {exc.description or message}")
-    return MabeamError(f"JetStream error: {exc.description or message}")
-
-
-@contextmanager
-def nats_errors() -> Iterator[None]:
-    """Turn any nats-py exception raised inside the block into our error tree."""
-    try:
-        yield
-    except MabeamError:
-        raise
-    except (TimeoutError, nats.errors.Error, OSError) as exc:
-        raise map_nats_error(exc) from exc
 
 
 class Connection:
@@ -220,6 +76,7 @@ class Connection:
         self._reconnect_listeners: list[Listener] = []
         self._refused = False
         self._last_error: BaseException | None = None
+        self._jetstream: JetStream | None = None
 
     @classmethod
     async def open(cls, config: Config | None = None) -> Connection:
@@ -245,7 +102,7 @@ class Connection:
         self._nc = NatsClient()
         try:
             await self._nc.connect(**options)
-        except (TimeoutError, nats.errors.Error, OSError) as exc:
+        except NATS_FAILURES as exc:
             self.state = ConnectionState.CLOSED
             raise self._first_connect_error(exc) from exc
         if not self._secure_enough():  # no secret was sent, but nothing else may be either
@@ -254,15 +111,16 @@ class Connection:
             raise ConnectError(self._insecure_message())
         # nats-py retries the first connect as often as later reconnects; we want a prompt
         # error for a wrong URL but never to give up once connected, so lift the cap now.
-        self._nc.options["max_reconnect_attempts"] = -1
+        nats_privates.reconnect_forever(self._nc)
         self._js = self._nc.jetstream()
+        self._jetstream = JetStream(self)
         self.state = ConnectionState.CONNECTED
 
     def _gate_secrets(self, options: dict[str, Any]) -> dict[str, Any]:
         """Hand nats-py the password and token as callables that it calls while it writes
         CONNECT, once the server's INFO is known: they refuse to reveal the secret over plain
         text when the config asks for TLS (a misconfigured or impostor server)."""
-        if not _wants_tls(self.config):
+        if not wants_tls(self.config):
             return options
         gated = dict(options)
         for name in ("password", "token"):
@@ -301,10 +159,9 @@ class Connection:
 
     def _secure_enough(self) -> bool:
         """False when the config asks for TLS and the server in use did not require it."""
-        if not _wants_tls(self.config) or self._nc is None:
+        if not wants_tls(self.config) or self._nc is None:
             return True
-        info: dict[str, Any] = self._nc._server_info or {}
-        return bool(info.get("tls_required"))
+        return bool(nats_privates.server_info(self._nc).get("tls_required"))
 
     def _insecure_message(self) -> str:
         return (
@@ -314,17 +171,89 @@ class Connection:
 
     @property
     def nc(self) -> NatsClient:
-        """The nats-py client; raises `ConnectError` once closed."""
+        """The nats-py client (for the agent host and runner until they use the methods);
+        raises `ConnectError` once closed."""
         if self._nc is None or self.state is ConnectionState.CLOSED:
             raise ConnectError("the connection is closed")
         return self._nc
 
     @property
     def js(self) -> JetStreamContext:
-        """The JetStream context of this connection."""
+        """The nats-py JetStream context (for the agent host and runner until they use
+        `jetstream`); raises `ConnectError` once closed."""
         if self._js is None or self.state is ConnectionState.CLOSED:
             raise ConnectError("the connection is closed")
         return self._js
+
+    @property
+    def jetstream(self) -> JetStream:
+        """Streams, consumers, KV primitives and direct gets; raises `ConnectError` once closed."""
+        if self._jetstream is None or self.state is ConnectionState.CLOSED:
+            raise ConnectError("the connection is closed")
+        return self._jetstream
+
+    # -- messaging -----------------------------------------------------------------------
+
+    async def request(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        *,
+        timeout: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Message:
+        """Send a request and wait for its reply (`timeout` s, the config's request timeout
+        when None): `DeadlineError` when none comes, `UnavailableError` with no responders."""
+        wait = self.config.request_timeout if timeout is None else timeout
+        try:
+            return await self.nc.request(subject, payload, timeout=wait, headers=headers)
+        except NATS_FAILURES as exc:
+            raise map_nats_error(exc) from exc
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        *,
+        reply: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Publish one message (with `reply` as its reply subject, when given)."""
+        try:
+            await self.nc.publish(subject, payload, reply, headers)
+        except NATS_FAILURES as exc:
+            raise map_nats_error(exc) from exc
+
+    async def subscribe(
+        self, subject: str, callback: MessageHandler, *, queue: str = ""
+    ) -> Subscription:
+        """Subscribe `callback` to `subject` (a pattern may hold wildcards), in queue group
+        `queue` when given. The server may not know of it until `flush` returns."""
+        with nats_errors():
+            return Subscription(await self.nc.subscribe(subject, queue=queue, cb=callback))
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until the server has processed everything sent so far (`timeout` s, nats-py's
+        default when None, rounded up to whole seconds): subscriptions are then in place."""
+        with nats_errors():
+            if timeout is None:
+                await self.nc.flush()
+            else:
+                await self.nc.flush(timeout=math.ceil(timeout))
+
+    def new_inbox(self) -> str:
+        """A fresh, unique inbox subject to receive replies on."""
+        return self.nc.new_inbox()
+
+    @property
+    def server_info(self) -> dict[str, Any]:
+        """The INFO of the server connected to (`cluster`, `api_lvl`, `tls_required`, ...)."""
+        return nats_privates.server_info(self.nc)
+
+    @property
+    def reconnects(self) -> int:
+        """How often this connection has reconnected so far."""
+        return int(self.nc.stats["reconnects"])
 
     @property
     def is_connected(self) -> bool:
@@ -342,15 +271,12 @@ class Connection:
             self._fail_requests_in_flight()
 
     def _fail_requests_in_flight(self) -> None:
-        """Fail the requests waiting for a reply now rather than at their timeouts.
-
-        Their replies cannot arrive on a lost connection. nats-py keeps the waiting futures in
-        `_resp_map`; should that ever change, requests fall back to failing at their timeouts.
-        """
-        waiting = getattr(self._nc, "_resp_map", None) or {}
-        for future in list(waiting.values()):
-            if not future.done():
-                future.set_exception(nats.errors.ConnectionReconnectingError())
+        """Fail the requests waiting for a reply now rather than at their timeouts: their
+        replies cannot arrive on a lost connection."""
+        if self._nc is not None:
+            nats_privates.fail_requests_in_flight(
+                self._nc, nats.errors.ConnectionReconnectingError()
+            )
 
     async def _on_reconnected(self) -> None:
         if not self._secure_enough():
@@ -386,7 +312,7 @@ class Connection:
         self.state = ConnectionState.CLOSED
         try:
             await self._nc.drain()
-        except (TimeoutError, nats.errors.Error, OSError):
+        except NATS_FAILURES:
             await self._nc.close()
 
     async def __aenter__(self) -> Connection:

@@ -1,0 +1,64 @@
+"""The message and subscription types the floors above `mabeam.core` handle.
+
+`Message` is nats-py's own message class, re-exported so code above the core never imports
+`nats` and the hot path wraps nothing: a subscriber's callback gets the message nats-py built
+(`subject`, `reply`, `data`, `headers`, and for JetStream deliveries `metadata`, `ack()`, `nak()`,
+`term()`). `Subscription` is the handle `Connection.subscribe` returns: one object per
+subscription, never per message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import TypeAlias
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+
+from mabeam.core.error_map import NATS_FAILURES, nats_errors
+
+__all__ = ["Message", "MessageHandler", "Subscription", "settle"]
+
+Message: TypeAlias = Msg
+"""A message as delivered by NATS."""
+
+MessageHandler = Callable[[Message], Awaitable[None]]
+"""What a subscription calls with each message it receives."""
+
+
+class Subscription:
+    """One server subscription, ended by `unsubscribe` or `drain` (each raises `MabeamError`s,
+    a `ConnectError` once the connection is closed: it has no subscription left then)."""
+
+    __slots__ = ("_sub",)
+
+    def __init__(self, sub: NatsSubscription) -> None:
+        self._sub = sub
+
+    @property
+    def subject(self) -> str:
+        """The subject (or pattern, or inbox) subscribed to."""
+        return self._sub.subject
+
+    @property
+    def queue(self) -> str:
+        """The queue group, "" when the subscription has none."""
+        return self._sub.queue
+
+    async def unsubscribe(self) -> None:
+        """Stop receiving at once."""
+        with nats_errors():
+            await self._sub.unsubscribe()
+
+    async def drain(self) -> None:
+        """Stop receiving once the messages already delivered are handled."""
+        with nats_errors():
+            await self._sub.drain()  # type: ignore[no-untyped-call]
+
+
+async def settle(acknowledgement: Awaitable[None]) -> None:
+    """Send an ack, nak or term (`msg.ack()`, ...); when the connection is gone the server
+    redelivers anyway, so a failure to send is not an error."""
+    with contextlib.suppress(*NATS_FAILURES):
+        await acknowledgement

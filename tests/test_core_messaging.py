@@ -1,0 +1,130 @@
+"""The connection's messaging methods and the inbox gatherer, against a real server."""
+
+import asyncio
+
+import pytest
+
+from mabeam.core.connection import Connection
+from mabeam.core.errors import BadRequestError, DeadlineError, UnavailableError
+from mabeam.core.gather import gather_replies
+from mabeam.core.messages import Message, Subscription
+
+
+async def _responders(
+    connection: Connection, subject: str, answers: list[bytes]
+) -> list[Subscription]:
+    subscriptions = []
+    for answer in answers:
+
+        async def reply(msg: Message, answer: bytes = answer) -> None:
+            await connection.publish(msg.reply, answer)
+
+        subscriptions.append(await connection.subscribe(subject, reply))
+    await connection.flush()
+    return subscriptions
+
+
+async def test_gathering_until_quiet_returns_every_reply(connection: Connection) -> None:
+    subject = f"{connection.subjects.prefix}.many"
+    await _responders(connection, subject, [b"1", b"2", b"3"])
+    replies = await gather_replies(connection, subject, b"?", timeout=2.0, quiet=0.2)
+    assert sorted(reply.data for reply in replies) == [b"1", b"2", b"3"]
+
+
+async def test_gathering_with_nobody_subscribed_ends_empty_at_once(
+    connection: Connection,
+) -> None:
+    began = asyncio.get_running_loop().time()
+    replies = await gather_replies(
+        connection, f"{connection.subjects.prefix}.nobody", b"?", timeout=10.0, quiet=5.0
+    )
+    assert replies == []
+    assert asyncio.get_running_loop().time() - began < 5.0  # the no-responders status ended it
+
+
+async def test_gathering_with_silent_subscribers_ends_empty_after_the_first_wait(
+    connection: Connection,
+) -> None:
+    subject = f"{connection.subjects.prefix}.mute"
+
+    async def ignore(msg: Message) -> None:
+        pass
+
+    await connection.subscribe(subject, ignore)
+    await connection.flush()
+    began = asyncio.get_running_loop().time()
+    replies = await gather_replies(connection, subject, b"?", timeout=0.3, quiet=0.05)
+    assert replies == []
+    assert asyncio.get_running_loop().time() - began >= 0.25
+
+
+async def test_gathering_until_done_stops_at_the_reply_that_completes_it(
+    connection: Connection,
+) -> None:
+    subject = f"{connection.subjects.prefix}.stream"
+
+    async def answer_in_parts(msg: Message) -> None:
+        for part in (b"a", b"b", b"end", b"late"):
+            await connection.publish(msg.reply, part)
+
+    await connection.subscribe(subject, answer_in_parts)
+    await connection.flush()
+    replies = await gather_replies(
+        connection, subject, b"?", timeout=2.0, done=lambda msg: msg.data == b"end"
+    )
+    assert [reply.data for reply in replies] == [b"a", b"b", b"end"]
+
+
+async def test_gathering_ends_with_the_error_that_done_raises(connection: Connection) -> None:
+    subject = f"{connection.subjects.prefix}.bad"
+    await _responders(connection, subject, [b"bad"])
+
+    def done(msg: Message) -> bool:
+        raise BadRequestError(f"cannot read {msg.data!r}")
+
+    with pytest.raises(BadRequestError, match="cannot read b'bad'"):
+        await gather_replies(connection, subject, b"?", timeout=2.0, done=done)
+
+
+async def test_gathering_until_done_times_out_as_a_deadline(connection: Connection) -> None:
+    subject = f"{connection.subjects.prefix}.silent"
+
+    async def ignore(msg: Message) -> None:
+        pass
+
+    await connection.subscribe(subject, ignore)
+    await connection.flush()
+    with pytest.raises(DeadlineError):
+        await gather_replies(connection, subject, b"?", timeout=0.2, done=lambda msg: True)
+
+
+async def test_a_request_without_responders_is_unavailable(connection: Connection) -> None:
+    with pytest.raises(UnavailableError, match="no responders"):
+        await connection.request(f"{connection.subjects.prefix}.none", b"", timeout=2.0)
+
+
+async def test_a_queue_group_delivers_each_message_to_one_member(connection: Connection) -> None:
+    subject = f"{connection.subjects.prefix}.work"
+    received: list[str] = []
+    all_in = asyncio.Event()
+    members = []
+    for name in ("a", "b"):
+
+        async def take(msg: Message, name: str = name) -> None:
+            received.append(name)
+            if len(received) == 20:
+                all_in.set()
+
+        members.append(await connection.subscribe(subject, take, queue="workers"))
+    await connection.flush()
+    assert members[0].queue == "workers" and members[0].subject == subject
+    for _ in range(20):
+        await connection.publish(subject, b"job")
+    await connection.flush()
+    await asyncio.wait_for(all_in.wait(), 5)
+    for member in members:
+        await member.unsubscribe()
+    await connection.publish(subject, b"job")
+    await connection.flush()
+    await asyncio.sleep(0.05)
+    assert len(received) == 20  # none after the unsubscribe

@@ -1,0 +1,66 @@
+"""The nats-py privates that mabeam/core/nats_privates.py relies on, checked on a real connection.
+
+Each test fails loudly when an upgrade of nats-py renames, reshapes or stops reading one of them,
+rather than letting the core quietly fall back (no TLS check, requests failing only at their
+timeouts, a connection that gives up reconnecting).
+"""
+
+import asyncio
+import inspect
+
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from mabeam.core import nats_privates
+from mabeam.core.connection import Connection
+from mabeam.core.errors import ConnectError
+from mabeam.core.messages import Message
+
+
+async def test_server_info_is_the_dict_of_the_servers_info(connection: Connection) -> None:
+    raw = connection.nc._server_info
+    assert isinstance(raw, dict)
+    assert isinstance(raw["server_id"], str) and raw["server_id"]
+    assert isinstance(raw["jetstream"], bool) and raw["jetstream"]
+    assert isinstance(raw.get("api_lvl", 0), int)
+    assert connection.server_info == raw
+    # nats-py itself reads TLS and the cluster from the same dict.
+    assert '"tls_required" in self._server_info' in inspect.getsource(NatsClient)
+
+
+async def test_requests_in_flight_are_futures_in_resp_map_and_fail_at_once(
+    connection: Connection,
+) -> None:
+    arrived = asyncio.Event()
+
+    async def never_answer(msg: Message) -> None:
+        arrived.set()
+
+    subscription = await connection.subscribe(f"{connection.subjects.prefix}.silent", never_answer)
+    await connection.flush()
+    request = asyncio.ensure_future(
+        connection.request(f"{connection.subjects.prefix}.silent", b"", timeout=30.0)
+    )
+    try:
+        await asyncio.wait_for(arrived.wait(), 5)  # sent, so waiting for its reply
+        waiting = connection.nc._resp_map
+        assert isinstance(waiting, dict)
+        assert all(isinstance(future, asyncio.Future) for future in waiting.values())
+        began = asyncio.get_running_loop().time()
+        nats_privates.fail_requests_in_flight(connection.nc, ConnectionResetError("lost"))
+        with pytest.raises(ConnectError):
+            await asyncio.wait_for(request, 5)
+        assert asyncio.get_running_loop().time() - began < 5  # not at its 30 s timeout
+    finally:
+        request.cancel()
+        await subscription.unsubscribe()
+
+
+async def test_the_reconnect_cap_is_an_option_read_at_every_reconnect(
+    connection: Connection,
+) -> None:
+    assert connection.nc.options["max_reconnect_attempts"] == -1  # lifted after connect
+    # nats-py reads the cap from `options` each time it picks a server to reconnect to, so
+    # changing it after connect takes effect.
+    source = inspect.getsource(NatsClient._select_next_server)
+    assert 'self.options["max_reconnect_attempts"]' in source
