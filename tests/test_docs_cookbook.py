@@ -8,8 +8,6 @@ those values. If the docs and the system drift apart, this test fails.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import shlex
 from collections.abc import AsyncIterator
@@ -22,6 +20,7 @@ import pytest
 
 from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.core.config import Config
+from mabeam.testing import eventually
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "OPERATIONS.md"
 
@@ -90,12 +89,12 @@ class Replay:
     async def until_replicated(self, agent_id: str) -> None:
         """A person types slower than a replica syncs: wait for the coordinator's to see it."""
         agents = self.runner.runtime.registry.agents
-        for _ in range(200):
+
+        def running() -> bool:
             record = agents.get(agent_id)
-            if record is not None and record.status == "running":
-                return
-            await asyncio.sleep(0.005)
-        raise AssertionError(f"{agent_id} never reached the runner's replica")
+            return record is not None and record.status == "running"
+
+        await eventually(running, message=f"{agent_id} never reached the runner's replica")
 
     async def publish(self, words: list[str]) -> None:
         subject, body, headers = self.name(words[0]), words[1].encode(), _headers(words[2:])
@@ -120,14 +119,17 @@ class Replay:
 
     async def eventually_get(self, kv: Any, key: str, expected: str | None) -> None:
         assert expected is not None
-        value = None
-        for _ in range(100):  # snapshots are written coalesced, within 50 ms
-            with contextlib.suppress(nats.js.errors.KeyNotFoundError):
-                value = json.loads((await kv.get(key)).value)
-                if contains(value, json.loads(expected)):
-                    return
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"{key}: {value} does not contain {expected}")
+
+        async def value() -> Any:
+            return json.loads((await kv.get(key)).value)
+
+        await eventually(  # snapshots are written coalesced, within 50 ms
+            value,
+            until=lambda stored: contains(stored, json.loads(expected)),
+            interval=0.02,
+            ignoring=(nats.js.errors.KeyNotFoundError,),
+            message=f"{key} does not contain {expected}",
+        )
 
 
 def _headers(words: list[str]) -> dict[str, str]:

@@ -25,6 +25,7 @@ from mabeam.ops.service import ObservedRunner
 from mabeam.processes import RunnerProcess
 from mabeam.registry.records import RunnerRecord
 from mabeam.registry.runners import DEAD_AFTER_INTERVALS
+from mabeam.testing import eventually
 from tests.agents_support.types import Fragile, Sleeper
 
 Scrape = dict[str, dict[tuple[tuple[str, str], ...], float]]
@@ -47,14 +48,13 @@ def value(samples: Scrape, name: str, **labels: str) -> float:
 
 async def until(predicate: Any, observed: ObservedRunner, timeout: float = 10.0) -> Scrape:
     """Scrape until `predicate(samples)` holds (counters another task moves)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        samples = await scrape(observed)
-        if predicate(samples):
-            return samples
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("the metrics did not reach the expected values")
-        await asyncio.sleep(0.05)
+    return await eventually(
+        lambda: scrape(observed),
+        until=predicate,
+        timeout=timeout,
+        interval=0.05,
+        message="the metrics did not reach the expected values",
+    )
 
 
 @pytest.fixture
