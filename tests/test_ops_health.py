@@ -44,7 +44,7 @@ async def until_status(observed: ObservedRunner, path: str, status: int) -> Any:
 async def test_not_ready_until_the_runner_has_registered(config: Config) -> None:
     observed = ObservedRunner(config, RunnerSettings(runner_id="h1", heartbeat_interval=0.3))
     # What ObservedRunner.start does, in two steps: HTTP first, then the runner.
-    await observed.http.start(runner_routes(observed.runner, observed.metrics))
+    await observed.http.serve(runner_routes(observed.runner, observed.metrics))
     try:
         code, body = await probe(observed, "/readyz")
         assert code == 503

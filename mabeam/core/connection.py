@@ -16,7 +16,6 @@ import enum
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from types import TracebackType
 from typing import Any
 
 import nats.errors
@@ -38,6 +37,7 @@ from mabeam.core.errors import (
     UnavailableError,
 )
 from mabeam.core.names import Subjects
+from mabeam.core.resource import AsyncResource
 
 __all__ = [
     "Connection",
@@ -202,7 +202,7 @@ def nats_errors() -> Iterator[None]:
         raise map_nats_error(exc) from exc
 
 
-class Connection:
+class Connection(AsyncResource):
     """An open NATS connection with JetStream, bound to one `Config`."""
 
     def __init__(self, config: Config) -> None:
@@ -382,14 +382,3 @@ class Connection:
             await self._nc.drain()
         except (TimeoutError, nats.errors.Error, OSError):
             await self._nc.close()
-
-    async def __aenter__(self) -> Connection:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
