@@ -9,6 +9,7 @@ those values. If the docs and the system drift apart, this test fails.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +24,10 @@ from mabeam.core.config import Config
 from mabeam.testing import eventually
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "OPERATIONS.md"
+WATCH_LINE = re.compile(
+    r"\[[^\]]+\] (?P<operation>PUT|DEL|PURGE) (?P<bucket>\S+) > (?P<key>\S+)(?:: (?P<value>.+))?"
+)
+"""A line `nats kv watch` prints: `[time] PUT bucket > key: value`, or `DEL` / `PURGE` alone."""
 
 
 def cookbook() -> list[tuple[list[str], str | None]]:
@@ -112,10 +117,28 @@ class Replay:
         elif action == "get":
             await self.eventually_get(kv, words[2], expected)
         elif action == "watch":
-            watcher = await kv.watchall()
-            await watcher.stop()
+            await self.watch(kv, expected)
         else:
             raise AssertionError(f"unknown kv command {action}")
+
+    async def watch(self, kv: Any, expected: str | None) -> None:
+        """`nats kv watch` prints the latest value of every key first: one must be `expected`."""
+        match = WATCH_LINE.fullmatch(expected or "")
+        assert match is not None, f"not a `nats kv watch` line: {expected}"
+        operation, bucket, key, value = match.group("operation", "bucket", "key", "value")
+        watcher = await kv.watchall()
+        printed: list[tuple[str, str, str, Any]] = []
+        try:
+            while (entry := await watcher.updates(timeout=5)) is not None:
+                data = json.loads(entry.value) if entry.value else None
+                printed.append((entry.operation or "PUT", entry.bucket, entry.key, data))
+        finally:
+            await watcher.stop()
+        wanted = json.loads(value) if value else None
+        assert any(
+            (op, name, what) == (operation, self.name(bucket), key) and contains(data, wanted)
+            for op, name, what, data in printed
+        ), (expected, printed)
 
     async def eventually_get(self, kv: Any, key: str, expected: str | None) -> None:
         assert expected is not None
