@@ -26,8 +26,9 @@ test: bytecode
 soak: bytecode
 	$(BIN)/python -m pytest -m slow -q
 
-# mypy cannot follow setuptools' editable import hook, so it checks a tree of links that
-# lays bus/ registry/ agents/ ops/ perf/ inside mabeam/ as they are installed.
+# mypy and lint-imports (the layer contracts in pyproject.toml) cannot follow setuptools' editable
+# import hook, so they check a tree of links that lays bus/ registry/ agents/ ops/ perf/ inside
+# mabeam/ as they are installed.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -35,6 +36,7 @@ lint: install
 	for entry in mabeam/*; do ln -s ../../$$entry .typecheck/mabeam/; done
 	for pkg in $(PACKAGES); do ln -s ../../$$pkg .typecheck/mabeam/$$pkg; done
 	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p mabeam
+	cd .typecheck && ../$(BIN)/lint-imports --no-cache --no-logo ../pyproject.toml
 
 format: install
 	$(BIN)/ruff format .

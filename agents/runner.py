@@ -64,6 +64,7 @@ from mabeam.core.errors import (
 )
 from mabeam.core.names import validate_id
 from mabeam.core.replies import error_reply
+from mabeam.core.resource import AsyncResource
 from mabeam.registry.buckets import Bucket
 from mabeam.registry.heartbeat import RunnerHeartbeat
 from mabeam.registry.records import AgentRecord, RunnerRecord
@@ -109,7 +110,7 @@ class RunnerSettings:
         return hosted
 
 
-class Runner:
+class Runner(AsyncResource):
     """One agent-runner process. `async with Runner(config, settings) as runner:`."""
 
     def __init__(self, config: Config, settings: RunnerSettings | None = None) -> None:
@@ -265,12 +266,6 @@ class Runner:
             except MabeamError as error:
                 log.warning("runner.unsubscribe_failed", error=error.message)
         subscriptions.clear()
-
-    async def __aenter__(self) -> Runner:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     # ----------------------------------------------------------------- records
 

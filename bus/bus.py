@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from types import TracebackType
 from typing import Any
 
 from mabeam.bus.durable import DEFAULT_MAX_DELIVER, open_durable
@@ -23,6 +22,7 @@ from mabeam.core.codec import encode
 from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError, TooLargeError, UnavailableError
 from mabeam.core.names import validate_id, validate_pattern, validate_topic
+from mabeam.core.resource import AsyncResource
 
 __all__ = ["DEFAULT_QUEUE_SIZE", "MAX_HISTORY", "BusState", "EventBus"]
 
@@ -39,7 +39,7 @@ class BusState(enum.Enum):
     CLOSED = "closed"
 
 
-class EventBus:
+class EventBus(AsyncResource):
     """Publish and subscribe events of one system (one prefix) over one connection.
 
     `source` is the `ce-source` of the events it publishes, `/clients/<connection name>` by
@@ -171,17 +171,6 @@ class EventBus:
     def _check_open(self) -> None:
         if self.state is BusState.CLOSED:
             raise UnavailableError("the event bus is closed")
-
-    async def __aenter__(self) -> EventBus:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 def _check_count(name: str, value: object) -> None:

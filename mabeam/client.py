@@ -30,6 +30,7 @@ from mabeam.bus.bus import EventBus
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError, UnavailableError
+from mabeam.core.resource import AsyncResource
 from mabeam.registry.registry import Registry
 
 __all__ = ["Client", "connect"]
@@ -49,7 +50,7 @@ def connect(
     return Client(config, with_registry=registry)
 
 
-class Client:
+class Client(AsyncResource):
     """A connection to one MABEAM system: calls, spawns, events and registry lookups."""
 
     def __init__(self, config: Config, *, with_registry: bool = True) -> None:
@@ -60,7 +61,7 @@ class Client:
         self._registry: Registry | None = None
         self._caller: Caller | None = None
 
-    async def open(self) -> Client:
+    async def start(self) -> Client:
         """Connect and, unless disabled, start the registry replica."""
         if self._connection is not None:
             return self
@@ -88,14 +89,8 @@ class Client:
             await self._bus.close()
         await connection.close()
 
-    async def __aenter__(self) -> Client:
-        return await self.open()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     def __await__(self) -> Generator[Any, None, Client]:
-        return self.open().__await__()
+        return self.start().__await__()
 
     @property
     def connection(self) -> Connection:

@@ -18,13 +18,13 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from types import TracebackType
 from typing import Final
 from urllib.parse import urlsplit
 
 import structlog
 
 from mabeam.core.errors import ConfigError
+from mabeam.core.resource import AsyncResource
 
 __all__ = ["MAX_HEAD_BYTES", "READ_TIMEOUT", "Handler", "OpsServer", "Response"]
 
@@ -51,7 +51,7 @@ Handler = Callable[[], Awaitable[Response]]
 """An endpoint: called for each GET or HEAD of its path."""
 
 
-class OpsServer:
+class OpsServer(AsyncResource):
     """Serves `routes` (path → handler) on `host:port`; port 0 lets the system choose."""
 
     def __init__(
@@ -81,7 +81,7 @@ class OpsServer:
         host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}{path}"
 
-    async def start(self, routes: Mapping[str, Handler]) -> OpsServer:
+    async def serve(self, routes: Mapping[str, Handler]) -> OpsServer:
         """Begin serving `routes` in the running event loop."""
         self._routes = dict(routes)
         self._server = await asyncio.start_server(
@@ -143,17 +143,6 @@ class OpsServer:
         except Exception:
             log.exception("http.handler_failed", path=path)
             return _plain(HTTPStatus.INTERNAL_SERVER_ERROR)
-
-    async def __aenter__(self) -> OpsServer:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 class _BadRequest(Exception):

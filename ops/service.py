@@ -12,10 +12,10 @@ one; tests and embedding programs use it the same way:
 from __future__ import annotations
 
 import dataclasses
-from types import TracebackType
 
 from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.core.config import Config
+from mabeam.core.resource import AsyncResource
 from mabeam.ops.health import runner_routes
 from mabeam.ops.http import OpsServer
 from mabeam.ops.metrics import PrometheusObserver
@@ -23,7 +23,7 @@ from mabeam.ops.metrics import PrometheusObserver
 __all__ = ["ObservedRunner"]
 
 
-class ObservedRunner:
+class ObservedRunner(AsyncResource):
     """A `Runner` with Prometheus metrics and `/metrics`, `/healthz`, `/readyz` on HTTP."""
 
     def __init__(
@@ -52,7 +52,7 @@ class ObservedRunner:
 
     async def start(self) -> ObservedRunner:
         """Serve HTTP, then start the runner; on failure nothing is left running."""
-        await self.http.start(runner_routes(self.runner, self.metrics))
+        await self.http.serve(runner_routes(self.runner, self.metrics))
         try:
             await self.runner.start()
         except BaseException:
@@ -66,14 +66,3 @@ class ObservedRunner:
             await self.runner.close()
         finally:
             await self.http.close()
-
-    async def __aenter__(self) -> ObservedRunner:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Sequence
-from types import TracebackType
 from typing import Final
 
 import structlog
@@ -20,6 +19,7 @@ import structlog
 from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError, ConflictError, MabeamError
 from mabeam.core.names import validate_id
+from mabeam.core.resource import AsyncResource
 from mabeam.registry.agents import AgentReplica
 from mabeam.registry.buckets import Bucket
 from mabeam.registry.leases import Leases
@@ -35,7 +35,7 @@ BATCH_IN_FLIGHT: Final = 256
 """Writes `register_many` keeps in flight at once."""
 
 
-class Registry:
+class Registry(AsyncResource):
     """Agent and runner records in JetStream KV, with local replicas and leases."""
 
     def __init__(
@@ -183,17 +183,6 @@ class Registry:
                 if isinstance(result, int)
             )
         )
-
-    async def __aenter__(self) -> Registry:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 def _encode(record: object, kind: type[AgentRecord] | type[RunnerRecord]) -> bytes:

@@ -13,6 +13,7 @@ import pytest
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.core.errors import DeadlineError, UnavailableError
+from mabeam.testing import eventually
 from mabeam.testing.processes import RunnerProcess
 
 MABEAM = str(Path(sys.executable).parent / "mabeam")
@@ -76,23 +77,25 @@ async def _snapshots_written(client: Client, ids: list[str]) -> None:
     from mabeam.registry.buckets import Bucket
 
     bucket = Bucket(client.connection, "state", kind="snapshot")
-    for _ in range(200):
+
+    async def all_written() -> bool:
         entries = await asyncio.gather(*(bucket.get(agent_id) for agent_id in ids))
-        if all(entry is not None for entry in entries):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("snapshots were not written")
+        return all(entry is not None for entry in entries)
+
+    await eventually(all_written, interval=0.02, message="snapshots were not written")
 
 
 async def _answers_from(client: Client, agent_id: str, runner: str) -> None:
-    deadline = asyncio.get_running_loop().time() + 10
-    while asyncio.get_running_loop().time() < deadline:
-        try:
-            await client.call(agent_id, "_ping", timeout=1)
-            record = client.agents.get(agent_id)
-            if record is not None and record.runner == runner and record.status == "running":
-                return
-        except (UnavailableError, DeadlineError):
-            pass  # no responders, or a request that went to the killed runner's socket
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{agent_id} did not come back on {runner}")
+    async def served_there() -> bool:
+        await client.call(agent_id, "_ping", timeout=1)
+        record = client.agents.get(agent_id)
+        return record is not None and record.runner == runner and record.status == "running"
+
+    await eventually(
+        served_there,
+        timeout=10,
+        interval=0.05,
+        # no responders, or a request that went to the killed runner's socket
+        ignoring=(UnavailableError, DeadlineError),
+        message=f"{agent_id} did not come back on {runner}",
+    )

@@ -23,6 +23,7 @@ from mabeam.core.errors import (
     UnknownActionError,
 )
 from mabeam.core.replies import ERROR_CODE_HEADER
+from mabeam.testing import eventually
 from tests.agents_support.types import Fragile, Listener, Relay, Sleeper, Ticker
 
 TYPES = (Sleeper, Fragile, Listener, Relay, Ticker)
@@ -64,7 +65,7 @@ async def test_spawn_call_and_registry(client: Client, prefix: str) -> None:
     assert await client.call("d1", "increment", {"by": 2}) == {"counter": 2}
     assert await client.call("d1", "ping") == {"pong": True}
     assert await client.call("d1", "_ping") == {"id": "d1", "status": "running"}
-    found = await _eventually(lambda: client.agents.find(capability="counting"))
+    found = await eventually(lambda: client.agents.find(capability="counting"))
     assert [agent.id for agent in found] == ["d1"]
 
 
@@ -157,7 +158,7 @@ async def test_info_stop_and_restart(client: Client, prefix: str) -> None:
     assert await client.stop("d1") == {"id": "d1", "stopped": True}
     with pytest.raises(UnavailableError):
         await client.call("d1", "ping")
-    await _eventually(lambda: client.agents.get("d1") is None)
+    await eventually(lambda: client.agents.get("d1") is None)
     kinds = []
     async for event in events:
         kinds.append(event.topic)
@@ -178,10 +179,10 @@ async def test_supervisor_restarts_then_gives_up(config: Config) -> None:
         for expected in (1, 2):
             with pytest.raises(ActionFailedError):
                 await client.call("f1", "crash")
-            await _eventually_async(lambda n=expected: _restarted(client, "f1", n))
+            await eventually(lambda n=expected: _restarted(client, "f1", n))
         with pytest.raises(ActionFailedError):
             await client.call("f1", "crash")
-        record = await _eventually(lambda: _status(client, "f1", "crashed"))
+        record = await eventually(lambda: _status(client, "f1", "crashed"))
         assert record.status == "crashed"
 
 
@@ -189,7 +190,7 @@ async def test_events_reach_agent_handlers(client: Client) -> None:
     await client.spawn("Listener", id="l1")
     await client.publish("orders.eu.created", {"x": 1})
     await client.publish("orders.eu.cancelled", {"x": 2})
-    seen = await _eventually_async(lambda: _events_of(client, "l1"))
+    seen = await eventually(lambda: _events_of(client, "l1"))
     source = f"/clients/{client.config.name}"
     assert seen == [{"topic": "orders.eu.created", "data": {"x": 1}, "source": source}]
 
@@ -224,7 +225,7 @@ async def test_local_calls_do_not_cross_the_network(client: Client, runner: Runn
 
 async def test_timers_tick_through_the_mailbox(client: Client) -> None:
     await client.spawn("Ticker", id="t1", args={"every": 0.02})
-    result = await _eventually_async(lambda: _ticks(client, "t1"))
+    result = await eventually(lambda: _ticks(client, "t1"))
     assert result >= 3
 
 
@@ -274,28 +275,6 @@ async def test_drain_request_stops_the_runner(config: Config, raw: Any, prefix: 
 # ----------------------------------------------------------------- helpers
 
 
-async def _eventually(check: Any, timeout: float = 5.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
-async def _eventually_async(check: Any, timeout: float = 5.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
 async def _restarted(client: Client, agent_id: str, restarts: int) -> bool:
     try:
         info = await client.info(agent_id)
@@ -329,9 +308,15 @@ async def test_a_runner_gives_up_an_agent_another_runner_took_over(
     revision = registry.agents.revision("d1")
     assert current is not None and revision is not None and record["runner"] == "r1"
     await registry.update(current.with_(runner="elsewhere"), revision=revision)
-    with pytest.raises(UnavailableError):
-        for _ in range(100):  # the take-over loop runs every heartbeat (0.2 s here)
+
+    async def given_up() -> bool:
+        try:
             await client.call("d1", "_ping", timeout=1)
-            await asyncio.sleep(0.02)
+        except UnavailableError:
+            return True
+        return False
+
+    # the take-over loop runs every heartbeat (0.2 s here)
+    await eventually(given_up, interval=0.02, message="r1 still serves d1")
     assert "d1" not in runner.runtime.hosts
     assert client.agents.get("d1") is not None  # the record is the new owner's: untouched

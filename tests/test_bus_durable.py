@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 import structlog
@@ -11,6 +11,7 @@ from nats.js.api import ConsumerInfo
 
 from mabeam.bus import Event, EventBus, SubscriptionState
 from mabeam.core.connection import Connection
+from mabeam.testing import eventually
 
 
 class Recorder:
@@ -41,15 +42,6 @@ async def bus(connection: Connection) -> AsyncIterator[EventBus]:
         yield event_bus
 
 
-async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
-    """Poll state that nothing signals (the server's) until `check` holds."""
-    async with asyncio.timeout(5):
-        while True:
-            if await check():
-                return
-            await asyncio.sleep(0.005)
-
-
 async def consumer_settled(bus: EventBus, durable: str) -> None:
     """Wait until the consumer has nothing delivered and unacknowledged."""
     stream = bus.connection.subjects.events_stream
@@ -58,7 +50,7 @@ async def consumer_settled(bus: EventBus, durable: str) -> None:
         info: ConsumerInfo = await bus.connection.js.consumer_info(stream, durable)
         return info.num_ack_pending == 0 and info.num_pending == 0
 
-    await eventually(settled)
+    await eventually(settled, message=f"{durable} did not settle")
 
 
 async def consumer_unbound(bus: EventBus, durable: str) -> None:
@@ -69,7 +61,7 @@ async def consumer_unbound(bus: EventBus, durable: str) -> None:
         info: ConsumerInfo = await bus.connection.js.consumer_info(stream, durable)
         return not info.push_bound
 
-    await eventually(unbound)
+    await eventually(unbound, message=f"{durable} stayed bound")
 
 
 async def test_events_published_while_away_arrive_in_order_on_return(bus: EventBus) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -15,7 +14,7 @@ from mabeam.core.codec import parse_rfc3339
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError
-from mabeam.testing import NatsEndpoint
+from mabeam.testing import NatsEndpoint, eventually
 
 
 @pytest.fixture
@@ -27,11 +26,11 @@ async def bus(connection: Connection) -> AsyncIterator[EventBus]:
 async def wait_stored(connection: Connection, count: int) -> None:
     """Wait until P_EVENTS holds `count` messages (core publishes are stored asynchronously)."""
     stream = connection.subjects.events_stream
-    async with asyncio.timeout(5):
-        while True:  # nothing signals it: poll the stream's state
-            if (await connection.js.stream_info(stream)).state.messages >= count:
-                return
-            await asyncio.sleep(0.005)
+
+    async def stored() -> bool:
+        return (await connection.js.stream_info(stream)).state.messages >= count
+
+    await eventually(stored, message=f"{stream} did not store {count} messages")
 
 
 async def publish_all(bus: EventBus, topics: list[str]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from mabeam.bus import UNKNOWN_SOURCE, EventBus
 from mabeam.core.codec import parse_rfc3339
 from mabeam.core.connection import Connection
-from mabeam.testing import NatsEndpoint
+from mabeam.testing import NatsEndpoint, eventually
 
 MABEAM = str(Path(sys.executable).parent / "mabeam")
 
@@ -98,11 +98,11 @@ async def test_subscribe_prints_history_first_then_live_events(
     for number in range(3):
         await bus.publish("metrics.cpu", number)
     stream = connection.subjects.events_stream
-    async with asyncio.timeout(5):
-        while True:  # nothing signals it: poll the stream's state
-            if (await connection.js.stream_info(stream)).state.messages >= 3:
-                break
-            await asyncio.sleep(0.005)
+
+    async def stored() -> bool:  # nothing signals it: poll the stream's state
+        return (await connection.js.stream_info(stream)).state.messages >= 3
+
+    await eventually(stored, message=f"{stream} did not store 3 messages")
     process = await start(
         "subscribe", "metrics.*", "--history", "2", "--count", "1", "--nats", nats_server.url,
         "--prefix", prefix,

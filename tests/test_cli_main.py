@@ -32,7 +32,7 @@ def test_a_parser_for_one_command_parses_it_and_the_full_parser_has_them_all() -
     assert set(choices) == set(COMMANDS)
 
 
-@pytest.mark.parametrize("command", ["runner", "status"])
+@pytest.mark.parametrize("command", ["runner", "spawn", "agents", "status"])
 def test_running_a_command_imports_only_its_module(command: str) -> None:
     probe = (
         "import sys\n"

@@ -8,9 +8,8 @@ those values. If the docs and the system drift apart, this test fails.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
+import re
 import shlex
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,8 +21,13 @@ import pytest
 
 from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.core.config import Config
+from mabeam.testing import eventually
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "OPERATIONS.md"
+WATCH_LINE = re.compile(
+    r"\[[^\]]+\] (?P<operation>PUT|DEL|PURGE) (?P<bucket>\S+) > (?P<key>\S+)(?:: (?P<value>.+))?"
+)
+"""A line `nats kv watch` prints: `[time] PUT bucket > key: value`, or `DEL` / `PURGE` alone."""
 
 
 def cookbook() -> list[tuple[list[str], str | None]]:
@@ -90,12 +94,12 @@ class Replay:
     async def until_replicated(self, agent_id: str) -> None:
         """A person types slower than a replica syncs: wait for the coordinator's to see it."""
         agents = self.runner.runtime.registry.agents
-        for _ in range(200):
+
+        def running() -> bool:
             record = agents.get(agent_id)
-            if record is not None and record.status == "running":
-                return
-            await asyncio.sleep(0.005)
-        raise AssertionError(f"{agent_id} never reached the runner's replica")
+            return record is not None and record.status == "running"
+
+        await eventually(running, message=f"{agent_id} never reached the runner's replica")
 
     async def publish(self, words: list[str]) -> None:
         subject, body, headers = self.name(words[0]), words[1].encode(), _headers(words[2:])
@@ -113,21 +117,42 @@ class Replay:
         elif action == "get":
             await self.eventually_get(kv, words[2], expected)
         elif action == "watch":
-            watcher = await kv.watchall()
-            await watcher.stop()
+            await self.watch(kv, expected)
         else:
             raise AssertionError(f"unknown kv command {action}")
 
+    async def watch(self, kv: Any, expected: str | None) -> None:
+        """`nats kv watch` prints the latest value of every key first: one must be `expected`."""
+        match = WATCH_LINE.fullmatch(expected or "")
+        assert match is not None, f"not a `nats kv watch` line: {expected}"
+        operation, bucket, key, value = match.group("operation", "bucket", "key", "value")
+        watcher = await kv.watchall()
+        printed: list[tuple[str, str, str, Any]] = []
+        try:
+            while (entry := await watcher.updates(timeout=5)) is not None:
+                data = json.loads(entry.value) if entry.value else None
+                printed.append((entry.operation or "PUT", entry.bucket, entry.key, data))
+        finally:
+            await watcher.stop()
+        wanted = json.loads(value) if value else None
+        assert any(
+            (op, name, what) == (operation, self.name(bucket), key) and contains(data, wanted)
+            for op, name, what, data in printed
+        ), (expected, printed)
+
     async def eventually_get(self, kv: Any, key: str, expected: str | None) -> None:
         assert expected is not None
-        value = None
-        for _ in range(100):  # snapshots are written coalesced, within 50 ms
-            with contextlib.suppress(nats.js.errors.KeyNotFoundError):
-                value = json.loads((await kv.get(key)).value)
-                if contains(value, json.loads(expected)):
-                    return
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"{key}: {value} does not contain {expected}")
+
+        async def value() -> Any:
+            return json.loads((await kv.get(key)).value)
+
+        await eventually(  # snapshots are written coalesced, within 50 ms
+            value,
+            until=lambda stored: contains(stored, json.loads(expected)),
+            interval=0.02,
+            ignoring=(nats.js.errors.KeyNotFoundError,),
+            message=f"{key} does not contain {expected}",
+        )
 
 
 def _headers(words: list[str]) -> dict[str, str]:

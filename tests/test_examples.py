@@ -11,6 +11,7 @@ from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.core.errors import BadRequestError
+from mabeam.testing import eventually
 
 
 async def test_thermostat_follows_readings_and_reports(config: Config) -> None:
@@ -21,7 +22,12 @@ async def test_thermostat_follows_readings_and_reports(config: Config) -> None:
             await mb.call("t1", "set_target", {"value": "warm"})
         await mb.publish("sensors.lab.temperature", {"celsius": 18.5})
         await mb.publish("sensors.attic.temperature", {"celsius": 30})
-        state = await _eventually(mb, "t1", lambda s: s["reading"] == 18.5)
+        state = await eventually(
+            lambda: mb.call("t1", "status"),
+            until=lambda status: status["reading"] == 18.5,
+            interval=0.02,
+            message="t1 did not take the reading",
+        )
         assert state["heating"] is True
         assert await mb.call("t1", "set_target", {"value": 18}) == {
             "target": 18.0,
@@ -30,12 +36,3 @@ async def test_thermostat_follows_readings_and_reports(config: Config) -> None:
         report = await asyncio.wait_for(anext(aiter(reports)), 3)
         assert report.source == "/agents/t1" and report.data["room"] == "lab"
         assert mb.agents.find(capability="climate")[0].id == "t1"
-
-
-async def _eventually(mb: Client, agent_id: str, check: object) -> dict[str, object]:
-    for _ in range(100):
-        state = await mb.call(agent_id, "status")
-        if check(state):  # type: ignore[operator]
-            return state  # type: ignore[no-any-return]
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met")

@@ -4,7 +4,6 @@ a slow event consumer. Each is bounded in time and runs on loopback."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from mabeam.core.errors import (
     UnavailableError,
 )
 from mabeam.core.server import EmbeddedServer
+from mabeam.testing import eventually
 from mabeam.testing.processes import RunnerProcess
 from tests.agents_support.types import Listener, Sleeper
 
@@ -68,11 +68,15 @@ async def _restart_under_load(own_server: EmbeddedServer) -> list[Any]:
         await asyncio.to_thread(own_server.stop)  # in-flight calls fail now, not at timeout
         await asyncio.sleep(0.5)
         await asyncio.to_thread(own_server.start)
-        await _until(lambda: client.connection.is_connected, 10)
+        await eventually(lambda: client.connection.is_connected, timeout=10, message="no reconnect")
         for n in range(50, 100):
             await _publish_when_possible(client, f"load.{n}", {"n": n})
 
-        await _until(lambda: sorted(set(received)) == list(range(100)), 15)
+        await eventually(
+            lambda: sorted(set(received)) == list(range(100)),
+            timeout=15,
+            message="the durable subscriber did not get all 100 events",
+        )
         assert await _eventually_answers(client, "d1") >= 1
         stop.set()
         await load
@@ -103,28 +107,26 @@ async def _call_in_a_loop(
 
 
 async def _publish_when_possible(client: Client, topic: str, data: Any) -> None:
-    for _ in range(100):
-        with contextlib.suppress(MabeamError):
-            await client.publish(topic, data)
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"could not publish {topic}")
+    async def published() -> bool:
+        await client.publish(topic, data)
+        return True
+
+    await eventually(
+        published, interval=0.05, ignoring=(MabeamError,), message=f"could not publish {topic}"
+    )
 
 
 async def _eventually_answers(client: Client, agent_id: str) -> int:
-    for _ in range(100):
-        with contextlib.suppress(MabeamError):
-            return int((await client.call(agent_id, "increment", timeout=1))["counter"])
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{agent_id} never answered after the restart")
+    async def counter() -> int:
+        return int((await client.call(agent_id, "increment", timeout=1))["counter"])
 
-
-async def _until(check: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
+    return await eventually(
+        counter,
+        timeout=10,
+        interval=0.05,
+        ignoring=(MabeamError,),
+        message=f"{agent_id} never answered after the restart",
+    )
 
 
 @pytest.fixture
@@ -153,7 +155,9 @@ async def test_kill_9_under_load_callers_never_hang(
         await asyncio.sleep(0.3)
         two_runners[0].kill()
         killed = time.monotonic()
-        await _until(lambda: _all_back(client, ids), 10)
+        await eventually(
+            lambda: _all_back(client, ids), timeout=10, message="the agents did not move to r2"
+        )
         recovered = time.monotonic() - killed
     finally:
         stop.set()
@@ -198,10 +202,14 @@ async def test_slow_event_consumers_drop_and_count_with_bounded_memory(config: C
         for n in range(2000):
             await client.publish("orders.eu.created", {"n": n})
         await client.connection.nc.flush()
-        await _until(lambda: never_read.stats.dropped + never_read.stats.delivered >= 2000, 10)
+        await eventually(
+            lambda: never_read.stats.dropped + never_read.stats.delivered >= 2000,
+            timeout=10,
+            message="the subscription did not account for 2000 events",
+        )
         assert never_read.stats.delivered == 100
         assert never_read.stats.dropped == 1900
-        await _until(lambda: host.events_dropped > 0, 10)
+        await eventually(lambda: host.events_dropped > 0, timeout=10, message="no event dropped")
         assert len(host.mailbox) <= 10
         seen = (await client.call("l1", "seen_events"))["events"]
         assert len(seen) + host.events_dropped == 2000

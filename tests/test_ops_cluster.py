@@ -30,6 +30,7 @@ from mabeam.core.config import Config
 from mabeam.core.errors import MabeamError
 from mabeam.core.server import EmbeddedServer
 from mabeam.registry.buckets import Bucket
+from mabeam.testing import eventually
 from mabeam.testing.processes import RunnerProcess
 
 NATS_CONF = Path(__file__).resolve().parents[1] / "ops" / "nats" / "cluster.conf"
@@ -51,19 +52,12 @@ def fetch_json(url: str) -> Any:
         return None
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], what: str, timeout: float) -> T:
-    """Poll `check` until it returns a value: other processes' state offers nothing to await."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            found = await check()
-        except MabeamError:
-            found = None  # e.g. a call while the client reconnects
-        if found is not None and found is not False:
-            return found
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{what} within {timeout}s")
-        await asyncio.sleep(0.1)
+async def settled(check: Callable[[], Awaitable[T]], what: str, timeout: float) -> T:
+    """Poll `check` until it returns a value: other processes' state offers nothing to await
+    (a call while the client reconnects counts as not yet)."""
+    return await eventually(
+        check, timeout=timeout, interval=0.1, ignoring=(MabeamError,), message=what
+    )
 
 
 @asynccontextmanager
@@ -93,7 +87,7 @@ async def nats_cluster(size: int = 3) -> AsyncIterator[list[EmbeddedServer]]:
                 for state in states
             )
 
-        await eventually(meta_leader_known, "no JetStream meta leader", 30)
+        await settled(meta_leader_known, "no JetStream meta leader", 30)
         yield nodes
     finally:
         await asyncio.gather(*(asyncio.to_thread(node.cleanup) for node in nodes))
@@ -148,22 +142,20 @@ async def survive(
     for bucket in ("agents", "runners", "state"):
         info = await client.connection.js.stream_info(f"KV_cluster_{bucket}")
         assert info.config.num_replicas == 3, bucket
-    await eventually(
-        lambda: _equal(snapshot_counter(client, "survivor"), 5), "no snapshot of 5", 10
-    )
+    await settled(lambda: _equal(snapshot_counter(client, "survivor"), 5), "no snapshot of 5", 10)
 
     # Lose the NATS node that r1, the agent's runner, is connected to.
     victim = await asyncio.to_thread(connected_to, nodes, "mabeam-runner-r1")
     assert victim is not None, "r1's connection is on no node"
     await asyncio.to_thread(victim.kill)
-    counter = await eventually(
+    counter = await settled(
         lambda: _counter(client.call("survivor", "increment", timeout=1)),
         "the agent did not answer after its node died",
         30,
     )
     # Calls are at most once: one whose reply was lost with the node may still have run.
     assert counter >= 6
-    moved_to = await eventually(
+    moved_to = await settled(
         lambda: asyncio.to_thread(connected_to, nodes, "mabeam-runner-r1"),
         "r1 did not reconnect to another node",
         15,
@@ -172,9 +164,9 @@ async def survive(
     r1 = client.registry.runners.get("r1")
     assert r1 is not None and r1.metrics
     readyz = r1.metrics.replace("/metrics", "/readyz")
-    await eventually(lambda: _ready(readyz), "r1 was not ready again on the surviving nodes", 30)
+    await settled(lambda: _ready(readyz), "r1 was not ready again on the surviving nodes", 30)
     # Its state keeps reaching KV (once the buckets have leaders on the surviving nodes).
-    latest = await eventually(
+    latest = await settled(
         lambda: _written(client, "survivor"), "the state was not written after the node died", 30
     )
     record = client.agents.get("survivor")
@@ -182,7 +174,7 @@ async def survive(
 
     # Lose r1: r2 takes the agent over with its state.
     await asyncio.to_thread(runners["r1"].kill)
-    await eventually(
+    await settled(
         lambda: _hosted_by(client, "survivor", "r2"),
         "the agent was not taken over by r2",
         4 * HEARTBEAT + 10,
@@ -207,11 +199,16 @@ async def _ready(url: str) -> bool:
 async def _written(client: Client, agent_id: str) -> int | None:
     """Make the agent change its state once more; its counter once KV holds it."""
     counter = int((await client.call(agent_id, "increment", timeout=1))["counter"])
-    for _ in range(20):
-        if await snapshot_counter(client, agent_id) == counter:
-            return counter
-        await asyncio.sleep(0.05)
-    return None
+    try:
+        await eventually(
+            lambda: snapshot_counter(client, agent_id),
+            until=lambda stored: stored == counter,
+            timeout=1,
+            interval=0.05,
+        )
+    except AssertionError:
+        return None  # not stored: the caller increments again
+    return counter
 
 
 async def _hosted_by(client: Client, agent_id: str, runner_id: str) -> bool:

@@ -18,6 +18,7 @@ from mabeam.core.config import Config
 from mabeam.core.errors import OverloadedError
 from mabeam.ops.scrape import fetch_metrics
 from mabeam.ops.service import ObservedRunner
+from mabeam.testing import eventually
 
 MB = 1024 * 1024
 MARGIN_MB = 64
@@ -38,18 +39,20 @@ async def spawn_until(
     client: Client, runner: str, succeeds: bool, make_id: Callable[[], str]
 ) -> None:
     """Spawn on `runner` until a spawn succeeds (or is refused, when not `succeeds`)."""
-    deadline = asyncio.get_running_loop().time() + 10
-    while asyncio.get_running_loop().time() < deadline:
+
+    async def as_wanted() -> bool:
         try:
             await client.spawn("demo", id=make_id(), runner=runner)
         except OverloadedError:
-            if not succeeds:
-                return
-        else:
-            if succeeds:
-                return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no spawn on {runner} was {'accepted' if succeeds else 'refused'}")
+            return not succeeds
+        return succeeds
+
+    await eventually(
+        as_wanted,
+        timeout=10,
+        interval=0.05,
+        message=f"no spawn on {runner} was {'accepted' if succeeds else 'refused'}",
+    )
 
 
 async def test_capacity_is_429_counted_and_recovers_when_an_agent_stops(config: Config) -> None:

@@ -15,6 +15,7 @@ from mabeam.core.config import Config
 from mabeam.core.server import EmbeddedServer
 from mabeam.ops.health import runner_routes
 from mabeam.ops.service import ObservedRunner
+from mabeam.testing import eventually
 
 
 def get(url: str) -> tuple[int, Any]:
@@ -30,20 +31,20 @@ async def probe(observed: ObservedRunner, path: str) -> tuple[int, Any]:
 
 
 async def until_status(observed: ObservedRunner, path: str, status: int) -> Any:
-    deadline = asyncio.get_running_loop().time() + 15
-    while True:
-        code, body = await probe(observed, path)
-        if code == status:
-            return body
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{path} stayed {code}: {body}")
-        await asyncio.sleep(0.05)
+    _, body = await eventually(
+        lambda: probe(observed, path),
+        until=lambda reply: reply[0] == status,
+        timeout=15,
+        interval=0.05,
+        message=f"{path} did not answer {status}",
+    )
+    return body
 
 
 async def test_not_ready_until_the_runner_has_registered(config: Config) -> None:
     observed = ObservedRunner(config, RunnerSettings(runner_id="h1", heartbeat_interval=0.3))
     # What ObservedRunner.start does, in two steps: HTTP first, then the runner.
-    await observed.http.start(runner_routes(observed.runner, observed.metrics))
+    await observed.http.serve(runner_routes(observed.runner, observed.metrics))
     try:
         code, body = await probe(observed, "/readyz")
         assert code == 503

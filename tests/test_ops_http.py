@@ -22,7 +22,7 @@ async def broken() -> Response:
 @pytest.fixture
 async def server() -> AsyncIterator[OpsServer]:
     async with OpsServer(read_timeout=0.3) as ops:
-        await ops.start({"/hello": hello, "/broken": broken})
+        await ops.serve({"/hello": hello, "/broken": broken})
         yield ops
 
 

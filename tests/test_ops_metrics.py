@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mabeam.agents.builtin.coordinator import CoordinatorAgent
 from mabeam.agents.builtin.demo import DemoAgent
+from mabeam.agents.limits import rss_bytes
 from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.client import Client
 from mabeam.core.config import Config
@@ -24,6 +25,7 @@ from mabeam.ops.scrape import fetch_metrics
 from mabeam.ops.service import ObservedRunner
 from mabeam.registry.records import RunnerRecord
 from mabeam.registry.runners import DEAD_AFTER_INTERVALS
+from mabeam.testing import eventually
 from mabeam.testing.processes import RunnerProcess
 from tests.agents_support.types import Fragile, Sleeper
 
@@ -47,14 +49,13 @@ def value(samples: Scrape, name: str, **labels: str) -> float:
 
 async def until(predicate: Any, observed: ObservedRunner, timeout: float = 10.0) -> Scrape:
     """Scrape until `predicate(samples)` holds (counters another task moves)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        samples = await scrape(observed)
-        if predicate(samples):
-            return samples
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("the metrics did not reach the expected values")
-        await asyncio.sleep(0.05)
+    return await eventually(
+        lambda: scrape(observed),
+        until=predicate,
+        timeout=timeout,
+        interval=0.05,
+        message="the metrics did not reach the expected values",
+    )
 
 
 @pytest.fixture
@@ -103,8 +104,24 @@ async def test_counters_move_when_agents_are_spawned_and_called(
     assert value(after, "mabeam_registry_replica_stale", replica="agents") == 0
     assert value(after, "mabeam_registry_replica_records", replica="agents") >= 3
     assert value(after, "mabeam_process_resident_memory_bytes") > 0
-    assert value(after, "mabeam_agent_memory_estimate_bytes") >= 0
     assert value(after, "mabeam_agents_capacity") == 20_000
+
+
+async def test_the_memory_estimate_is_the_rss_growth_since_the_first_agent_per_agent(
+    observed: ObservedRunner, client: Client
+) -> None:
+    await client.spawn("demo", id="m1")
+    baseline = observed.metrics.baseline_rss
+    assert baseline is not None and 0 < baseline <= rss_bytes()  # fixed by the first agent
+    await client.spawn("demo", id="m2")
+    assert observed.metrics.baseline_rss == baseline  # and only by the first
+    growth = 64 * 1024 * 1024
+    observed.metrics.baseline_rss = rss_bytes() - growth  # as if the agents had taken 64 MiB
+    samples = await scrape(observed)
+    hosted = len(observed.runner.runtime.hosts)
+    assert hosted >= 2
+    estimate = value(samples, "mabeam_agent_memory_estimate_bytes")
+    assert estimate * hosted == pytest.approx(growth, abs=8 * 1024 * 1024)
 
 
 async def test_replica_lag_is_measured_at_scrape_time(

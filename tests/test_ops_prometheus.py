@@ -26,6 +26,7 @@ from mabeam.agents.runner import RunnerSettings
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.ops.service import ObservedRunner
+from mabeam.testing import eventually
 
 PROMETHEUS = shutil.which("prometheus")
 SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "ops" / "prometheus.yml"
@@ -95,13 +96,12 @@ def prometheus_for(tmp_path: Path) -> Iterator[Any]:
 
 
 async def poll(check: Any, what: str, timeout: float = 30.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        found = await asyncio.to_thread(check)
-        if found:
-            return found
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"Prometheus: {what} within {timeout}s")
+    return await eventually(
+        lambda: asyncio.to_thread(check),
+        timeout=timeout,
+        interval=0.2,
+        message=f"Prometheus: {what}",
+    )
 
 
 async def test_prometheus_scrapes_a_runner_and_answers_queries(

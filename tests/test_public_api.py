@@ -1,21 +1,98 @@
+"""The public surface `import mabeam` offers: exactly the promised names, each one resolving to
+the object its defining module exports, every error of the tree among them, and all of it loaded
+lazily."""
+
+import importlib
+import inspect
 import subprocess
 import sys
 
+import pytest
+
 import mabeam
+from mabeam.core import errors
+
+PUBLIC = {
+    "__version__",
+    # the client facade (README, "And from Python")
+    "connect",
+    "Client",
+    # writing agents (docs/AGENTS.md)
+    "Agent",
+    "action",
+    "on_event",
+    "Event",
+    # hosting them in a process of one's own, and configuring both
+    "Runner",
+    "RunnerSettings",
+    "Config",
+    "EmbeddedServer",
+    # the error tree (mabeam/core/errors.py), whole
+    "MabeamError",
+    "ConfigError",
+    "BadRequestError",
+    "NotFoundError",
+    "UnknownActionError",
+    "DeadlineError",
+    "ConflictError",
+    "TooLargeError",
+    "OverloadedError",
+    "ActionFailedError",
+    "UnavailableError",
+    "ConnectError",
+    "ServerStartError",
+}
+"""What `mabeam` promises; a change to this set is a change of the public API."""
+EXPORTED = sorted(PUBLIC - {"__version__"})
 
 
-def test_every_exported_name_resolves() -> None:
-    for name in mabeam.__all__:
-        assert getattr(mabeam, name) is not None, name
+def test_all_is_exactly_the_promised_surface_and_dir_shows_it() -> None:
+    assert set(mabeam.__all__) == PUBLIC
+    assert len(mabeam.__all__) == len(PUBLIC)  # no name twice
+    assert dir(mabeam) == mabeam.__all__
+
+
+@pytest.mark.parametrize("name", EXPORTED)
+def test_each_name_is_the_object_its_defining_module_exports(name: str) -> None:
+    value = getattr(mabeam, name)
+    defining = importlib.import_module(value.__module__)
+    assert value.__module__.startswith("mabeam.")
+    assert name in defining.__all__, f"{value.__module__} does not export {name}"
+    assert getattr(defining, name) is value
+    assert inspect.getdoc(value), f"{name} has no docstring"
+
+
+def test_the_error_tree_is_exported_whole_and_every_error_belongs_to_it() -> None:
+    tree = {name for name in errors.__all__ if isinstance(getattr(errors, name), type)}
+    exported_types = {name for name in EXPORTED if isinstance(getattr(mabeam, name), type)}
+    exported_errors = {
+        name for name in exported_types if issubclass(getattr(mabeam, name), BaseException)
+    }
+    assert exported_errors == tree
+    assert {name for name in EXPORTED if name.endswith("Error")} == exported_errors
+    for name in exported_errors:
+        error = getattr(mabeam, name)
+        assert issubclass(error, mabeam.MabeamError), name
+        assert (error.__doc__ or "").startswith("Raised when "), name
+
+
+def test_errors_keep_distinct_wire_slugs() -> None:
+    slugs = [getattr(errors, name).slug for name in errors.__all__ if name.endswith("Error")]
+    assert len(set(slugs)) == len(slugs)
 
 
 def test_unknown_attribute_is_an_attribute_error() -> None:
-    try:
+    with pytest.raises(AttributeError, match="no_such_thing"):
         _ = mabeam.no_such_thing  # type: ignore[attr-defined]
-    except AttributeError as exc:
-        assert "no_such_thing" in str(exc)
-    else:
-        raise AssertionError("expected AttributeError")
+
+
+def test_importing_mabeam_loads_nothing_until_a_name_is_used() -> None:
+    code = (
+        "import sys, mabeam; before = sorted(m for m in sys.modules if m.startswith('mabeam.'))\n"
+        "mabeam.Client; print(before, 'mabeam.client' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[] True"
 
 
 def test_importing_a_floor_does_not_load_the_roof() -> None:
@@ -24,13 +101,6 @@ def test_importing_a_floor_does_not_load_the_roof() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-
-
-def test_the_public_surface_is_what_the_docs_promise() -> None:
-    expected = {"connect", "Client", "Agent", "action", "on_event", "Event", "Runner", "Config"}
-    assert expected <= set(mabeam.__all__)
-    assert "MabeamError" in mabeam.__all__
-    assert all(name.endswith("Error") for name in mabeam.__all__ if "Error" in name)
 
 
 def test_every_subpackage_is_listed_for_regular_installs() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from mabeam.core.config import Config
 from mabeam.core.connection import Connection
 from mabeam.core.server import EmbeddedServer
 from mabeam.registry import AgentRecord, Registry
+from mabeam.testing import eventually
 
 
 def free_port() -> int:
@@ -33,13 +33,18 @@ def healthy(server: EmbeddedServer) -> bool:
         return False
 
 
-def wait_healthy(servers: list[EmbeddedServer], timeout: float = 20.0) -> None:
+async def wait_healthy(servers: list[EmbeddedServer], timeout: float = 20.0) -> None:
     """Poll /healthz: another process's JetStream state offers nothing to await."""
-    deadline = time.monotonic() + timeout
-    while not all(healthy(server) for server in servers):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the cluster was not healthy within {timeout}s")
-        time.sleep(0.05)
+
+    def all_healthy() -> bool:
+        return all(healthy(server) for server in servers)
+
+    await eventually(
+        lambda: asyncio.to_thread(all_healthy),
+        timeout=timeout,
+        interval=0.05,
+        message="the cluster was not healthy",
+    )
 
 
 @asynccontextmanager
@@ -57,7 +62,7 @@ async def cluster(size: int) -> AsyncIterator[list[EmbeddedServer]]:
     ]
     try:
         await asyncio.gather(*(asyncio.to_thread(server.start) for server in servers))
-        await asyncio.to_thread(wait_healthy, servers)
+        await wait_healthy(servers)
         yield servers
     finally:
         await asyncio.gather(*(asyncio.to_thread(server.cleanup) for server in servers))

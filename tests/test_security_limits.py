@@ -137,7 +137,7 @@ FORBIDDEN_MODULES = {"pickle", "cPickle", "marshal", "shelve", "dill", "cloudpic
 DYNAMIC_IMPORTS = {"import_module", "exec_module", "load_module", "spec_from_file_location"}
 # Dynamic imports whose module name never comes from outside the process, each reviewed.
 REVIEWED_IMPORTS = {
-    ("mabeam/cli/agents.py", "load_agent_type"): "the runner's --agents allow-list (CLI only)",
+    ("mabeam/cli/runner.py", "load_agent_type"): "the runner's --agents allow-list (CLI only)",
     ("mabeam/__init__.py", "__getattr__"): "lazy public API: names from its constant _EXPORTS",
     ("perf/worker.py", "resolve"): "perf worker modules from the constant FAMILIES",
     ("mabeam/cli/main.py", "build_parser"): "command modules from the constant COMMANDS table",

@@ -21,7 +21,6 @@ import enum
 import math
 import ssl
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any
 
 import nats.errors
@@ -36,6 +35,7 @@ from mabeam.core.errors import ConnectError
 from mabeam.core.jetstream import JetStream
 from mabeam.core.messages import Message, MessageHandler, Subscription
 from mabeam.core.names import Subjects
+from mabeam.core.resource import AsyncResource
 from mabeam.core.security import security_options, wants_tls
 
 __all__ = [
@@ -64,7 +64,7 @@ class ConnectionState(enum.Enum):
     CLOSED = "closed"
 
 
-class Connection:
+class Connection(AsyncResource):
     """An open NATS connection with JetStream, bound to one `Config`."""
 
     def __init__(self, config: Config) -> None:
@@ -314,14 +314,3 @@ class Connection:
             await self._nc.drain()
         except NATS_FAILURES:
             await self._nc.close()
-
-    async def __aenter__(self) -> Connection:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()

