@@ -1,7 +1,8 @@
 """`RunnerHeartbeat`: one runner's lease, its record in `P_runners`, renewed every heartbeat.
 
 The runner record is the lease on the runner's agents. The first beat creates it (a KV create
-with a per-message TTL of 3 heartbeat intervals, rounded up to whole seconds); each later beat
+with a per-message TTL of 3 heartbeat intervals, rounded up to whole seconds, at least
+`MIN_LEASE_TTL`); each later beat
 rewrites it by compare-and-set on its revision, which restarts the TTL. When the runner stops
 beating (killed, frozen, cut off from NATS) the server removes the record once the TTL runs out,
 and only then may other runners take its agents over.
@@ -34,10 +35,13 @@ from mabeam.registry.records import RunnerRecord
 from mabeam.registry.registry import Registry
 from mabeam.registry.runners import DEAD_AFTER_INTERVALS
 
-__all__ = ["FENCE_MARGIN", "RunnerHeartbeat"]
+__all__ = ["FENCE_MARGIN", "MIN_LEASE_TTL", "RunnerHeartbeat"]
 
 log = structlog.get_logger("mabeam.registry")
 
+MIN_LEASE_TTL: Final = 2
+"""The shortest lease in seconds, whatever the interval: with the server's whole-second TTLs, a
+shorter one would leave a runner with sub-second heartbeats under a second to renew in."""
 FENCE_MARGIN: Final = 0.5
 """Heartbeat intervals before the server may remove a runner's record at which the runner stops
 trusting its lease (it fences itself then, so it has stopped serving before anyone takes over)."""
@@ -60,7 +64,7 @@ class RunnerHeartbeat:
         self.registry = registry
         self.interval = float(interval)
         """Seconds between two writes."""
-        self.ttl = float(max(1, math.ceil(DEAD_AFTER_INTERVALS * self.interval)))
+        self.ttl = float(max(MIN_LEASE_TTL, math.ceil(DEAD_AFTER_INTERVALS * self.interval)))
         """Seconds the server keeps the record after a write: whole seconds, its granularity."""
         self._snapshot = snapshot
         self._on_lost = on_lost
