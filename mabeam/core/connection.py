@@ -31,9 +31,10 @@ from mabeam.core.errors import (
     ConfigError,
     ConflictError,
     ConnectError,
-    DeadlineError,
     MabeamError,
+    NoRespondersError,
     NotFoundError,
+    ReplyTimeoutError,
     TooLargeError,
     UnavailableError,
 )
@@ -82,11 +83,11 @@ def map_nats_error(exc: BaseException) -> MabeamError:
     if isinstance(exc, nats.js.errors.APIError):
         return _map_api_error(exc, message)
     if isinstance(exc, nats.errors.NoRespondersError):
-        return UnavailableError("no responders: nothing is subscribed to that subject")
+        return NoRespondersError("no responders: nothing is subscribed to that subject")
     if isinstance(exc, nats.js.errors.NoStreamResponseError):
         return UnavailableError("no stream answered: no stream stores that subject here (yet)")
     if isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError | TimeoutError):
-        return DeadlineError("request timed out")
+        return ReplyTimeoutError("request timed out")
     if isinstance(exc, nats.errors.MaxPayloadError):
         return TooLargeError(f"message above the server's max_payload: {message}")
     if isinstance(exc, nats.errors.BadSubjectError):
