@@ -14,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -192,15 +191,35 @@ def _map_api_error(exc: nats.js.errors.APIError, message: str) -> MabeamError:
     return MabeamError(f"JetStream error: {exc.description or message}")
 
 
-@contextmanager
-def nats_errors() -> Iterator[None]:
+_NATS_FAILURES = (TimeoutError, nats.errors.Error, OSError)
+
+
+class _NatsErrors:
+    """The block of `nats_errors()`: a plain class, since a generator-based context manager
+    costs a microsecond per use, on every call's path."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if exc is not None and isinstance(exc, _NATS_FAILURES):
+            raise map_nats_error(exc) from exc
+        return False
+
+
+_NATS_ERRORS = _NatsErrors()
+
+
+def nats_errors() -> _NatsErrors:
     """Turn any nats-py exception raised inside the block into our error tree."""
-    try:
-        yield
-    except MabeamError:
-        raise
-    except (TimeoutError, nats.errors.Error, OSError) as exc:
-        raise map_nats_error(exc) from exc
+    return _NATS_ERRORS
 
 
 class Connection:
