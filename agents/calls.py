@@ -34,6 +34,7 @@ from mabeam.core.errors import (
     ConnectError,
     MabeamError,
     NoRespondersError,
+    NotFoundError,
     ReplyTimeoutError,
     TooLargeError,
     UnavailableError,
@@ -254,14 +255,17 @@ class Caller:
 
     async def _worth_retrying(self, error: MabeamError, agent_id: str) -> bool:
         """Whether `error` may pass once the agent has an owner again: a timeout, a 503, a
-        lost connection that is reconnecting, or no responders for an agent that exists."""
+        lost connection that is reconnecting, or no responders for an agent that exists (or
+        may: the registry did not answer)."""
         if isinstance(error, ConnectError):
             return self._connection.state is not ConnectionState.CLOSED
         if isinstance(error, NoRespondersError):
             try:
                 return await self._agents.get(agent_id) is not None
-            except MabeamError:
+            except NotFoundError:  # no agents bucket: no agent of this system exists
                 return False
+            except MabeamError:  # the registry cannot say: the agent may be between owners
+                return True
         return True
 
 
