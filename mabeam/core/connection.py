@@ -208,10 +208,9 @@ class _NatsErrors:
         kind: type[BaseException] | None,
         exc: BaseException | None,
         traceback: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         if exc is not None and isinstance(exc, _NATS_FAILURES):
             raise map_nats_error(exc) from exc
-        return False
 
 
 _NATS_ERRORS = _NatsErrors()
