@@ -1,26 +1,148 @@
 """Calling agents: request-reply over NATS, or the local fast path inside one runner.
 
-`Caller.call` sends `P.agent.<id>.<action>` and returns the result or raises the error class the
-reply announces. When the target lives in this process (`local` lookup), the call goes straight
-into its mailbox with a future instead of crossing the network; arguments and results still make
-the JSON round trip, so ordering, errors, timeouts and value semantics are the same either way.
+`Calls` is the one call signature that the client (`mabeam.connect`), an agent's context and the
+coordination protocols share; `ForwardsCalls` implements it for a class that hands its calls to
+another `Calls`. `Caller` is the implementation: `call` sends `P.agent.<id>.<action>` and returns
+the result or raises the error class the reply announces. When the target lives in this process
+(`local` lookup), the call goes straight into its mailbox with a future instead of crossing the
+network; arguments and results still make the JSON round trip, so ordering, errors, timeouts and
+value semantics are the same either way.
+
+Every call and cast carries a call id in header `Mabeam-Call-Id` (PROTOCOL.md "Safe retries"):
+the agent answers a repeated id with its first reply instead of running the action again. So a
+call whose attempt timed out, or that found its agent between owners (no responders while the
+agent's record exists, or 503), is sent again with the same id after a short, growing pause,
+until `Config.call_retry_for` seconds have passed since it began.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
+import random
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from mabeam.agents.deadlines import deadline
 from mabeam.agents.mailbox import Envelope, EnvelopeKind
 from mabeam.core.codec import decode, encode
-from mabeam.core.connection import Connection, nats_errors
-from mabeam.core.errors import ConnectError, DeadlineError, TooLargeError
-from mabeam.core.names import validate_id
+from mabeam.core.connection import Connection, ConnectionState, nats_errors
+from mabeam.core.errors import (
+    ConnectError,
+    MabeamError,
+    NoRespondersError,
+    NotFoundError,
+    ReplyTimeoutError,
+    TooLargeError,
+    UnavailableError,
+)
+from mabeam.core.names import CALL_ID_HEADER, validate_id
 from mabeam.core.replies import result_of
+from mabeam.registry.buckets import Bucket
 
-__all__ = ["Caller", "LocalTarget"]
+__all__ = ["Caller", "Calls", "ForwardsCalls", "LocalTarget", "new_call_id"]
+
+FIRST_PAUSE = 0.05
+"""Seconds before the first retry of a call; each further pause doubles, up to `LONGEST_PAUSE`."""
+LONGEST_PAUSE = 1.0
+"""The longest pause between two attempts of a call."""
+
+
+class Calls(Protocol):
+    """Anything that calls agents: a client, an agent (from its actions), a `Caller`.
+
+    `timeout` is how long each attempt waits for the reply (default `Config.request_timeout`);
+    an attempt that times out or finds the agent between owners is retried with the same call
+    id as long as `Config.call_retry_for` seconds have not passed since the call began, so a
+    call raises at most about `call_retry_for + timeout` seconds after it began. `call_id`
+    (the id rule) names the call; by default a new unique one. A repeated `call_id` gets the
+    first call's reply.
+    """
+
+    async def call(
+        self,
+        agent_id: str,
+        action: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        call_id: str | None = None,
+    ) -> Any:
+        """Run `action` on `agent_id` and return its result; raise the error of its reply."""
+
+    async def cast(
+        self,
+        agent_id: str,
+        action: str,
+        args: dict[str, Any] | None = None,
+        *,
+        call_id: str | None = None,
+    ) -> None:
+        """Send `action` to `agent_id` without waiting for (or getting) a result."""
+
+
+class ForwardsCalls:
+    """`Calls` for a class whose calls go through another `Calls`, its `_calls_target`."""
+
+    @property
+    def _calls_target(self) -> Calls:
+        raise NotImplementedError
+
+    async def call(
+        self,
+        agent_id: str,
+        action: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        call_id: str | None = None,
+    ) -> Any:
+        """Run `action` on `agent_id` and return its result; raise the error of its reply.
+
+        `timeout`: seconds each attempt waits for the reply; the call is retried with the same
+        `call_id` while its agent is between owners (see `Calls`).
+        """
+        return await self._calls_target.call(
+            agent_id, action, args, timeout=timeout, call_id=call_id
+        )
+
+    async def cast(
+        self,
+        agent_id: str,
+        action: str,
+        args: dict[str, Any] | None = None,
+        *,
+        call_id: str | None = None,
+    ) -> None:
+        """Send `action` to `agent_id` without waiting for (or getting) a result."""
+        await self._calls_target.cast(agent_id, action, args, call_id=call_id)
+
+
+class _CallIds:
+    """Unique call ids, cheaply: a random per-process prefix and a counter (a uuid4 per call
+    costs a system call). A forked child draws a new prefix."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self._prefix = uuid.uuid4().hex[:20]
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):x}"
+
+
+_call_ids = _CallIds()
+
+
+def new_call_id() -> str:
+    """A call id unique across processes and restarts (80 random bits, then a counter)."""
+    return _call_ids.next()
 
 
 class LocalTarget(Protocol):
@@ -31,7 +153,10 @@ class LocalTarget(Protocol):
 
 
 class Caller:
-    """Calls and casts to agents for one connection, with an optional local fast path."""
+    """Calls and casts to agents for one connection, with an optional local fast path.
+
+    Implements `Calls`; `headers` (e.g. a `traceparent`) travel with the call id.
+    """
 
     def __init__(
         self,
@@ -40,6 +165,7 @@ class Caller:
     ) -> None:
         self._connection = connection
         self._local = local
+        self._agents = Bucket(connection, "agents", kind="agent")
 
     async def call(
         self,
@@ -48,22 +174,36 @@ class Caller:
         args: dict[str, Any] | None = None,
         *,
         timeout: float | None = None,
+        call_id: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> Any:
-        """Run `action` on `agent_id` and return its result; raise its error."""
+        """Run `action` on `agent_id` and return its result; raise its error (see `Calls`)."""
         body = self._body(agent_id, action, args)
+        sent = _headers(call_id, headers)
         wait = timeout if timeout is not None else self._connection.config.request_timeout
-        target = self._local(agent_id) if self._local is not None else None
-        if target is not None:
-            return await self._call_local(target, action, body, wait, headers)
-        if not self._connection.is_connected:
-            raise ConnectError("not connected to NATS (reconnecting): the call was not sent")
         subject = self._connection.subjects.agent(agent_id, action)
-        with nats_errors():
-            reply = await self._connection.nc.request(
-                subject, body, timeout=wait, headers=headers or None
-            )
-        return result_of(reply.headers, reply.data)
+        started = time.monotonic()
+        retry: _Retry | None = None
+        while True:
+            target = self._local(agent_id) if self._local is not None else None
+            try:
+                if target is not None:
+                    return await self._call_local(target, action, body, wait, sent)
+                if not self._connection.is_connected:
+                    raise ConnectError(
+                        "not connected to NATS (reconnecting): the call was not sent"
+                    )
+                with nats_errors():
+                    reply = await self._connection.nc.request(
+                        subject, body, timeout=wait, headers=sent
+                    )
+                return result_of(reply.headers, reply.data)
+            except (ReplyTimeoutError, UnavailableError) as error:
+                if retry is None:
+                    retry = _Retry(started + self._connection.config.call_retry_for)
+                if not retry.may_retry() or not await self._worth_retrying(error, agent_id):
+                    raise
+                await retry.pause()
 
     async def cast(
         self,
@@ -71,17 +211,19 @@ class Caller:
         action: str,
         args: dict[str, Any] | None = None,
         *,
+        call_id: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         """Send `action` to `agent_id` without waiting for (or getting) a result."""
         body = self._body(agent_id, action, args)
+        sent = _headers(call_id, headers)
         target = self._local(agent_id) if self._local is not None else None
         if target is not None:
-            target.deliver(Envelope(EnvelopeKind.ACTION, action, decode(body), headers=headers))
+            target.deliver(Envelope(EnvelopeKind.ACTION, action, decode(body), headers=sent))
             return
         subject = self._connection.subjects.agent(agent_id, action)
         with nats_errors():
-            await self._connection.nc.publish(subject, body, headers=headers or None)
+            await self._connection.nc.publish(subject, body, headers=sent)
 
     def _body(self, agent_id: str, action: str, args: dict[str, Any] | None) -> bytes:
         validate_id(agent_id, "agent id")
@@ -98,7 +240,7 @@ class Caller:
         action: str,
         body: bytes,
         timeout: float,
-        headers: dict[str, str] | None,
+        headers: dict[str, str],
     ) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         target.deliver(
@@ -108,5 +250,49 @@ class Caller:
             async with deadline(timeout):
                 result = await future
         except TimeoutError:
-            raise DeadlineError("request timed out") from None
+            raise ReplyTimeoutError("request timed out") from None
         return decode(encode(result))
+
+    async def _worth_retrying(self, error: MabeamError, agent_id: str) -> bool:
+        """Whether `error` may pass once the agent has an owner again: a timeout, a 503, a
+        lost connection that is reconnecting, or no responders for an agent that exists (or
+        may: the registry did not answer)."""
+        if isinstance(error, ConnectError):
+            return self._connection.state is not ConnectionState.CLOSED
+        if isinstance(error, NoRespondersError):
+            try:
+                return await self._agents.get(agent_id) is not None
+            except NotFoundError:  # no agents bucket: no agent of this system exists
+                return False
+            except MabeamError:  # the registry cannot say: the agent may be between owners
+                return True
+        return True
+
+
+class _Retry:
+    """The pauses between the attempts of one call; no attempt starts after `end`
+    (`time.monotonic()` seconds)."""
+
+    __slots__ = ("_end", "_pause")
+
+    def __init__(self, end: float) -> None:
+        self._end = end
+        self._pause = FIRST_PAUSE
+
+    def may_retry(self) -> bool:
+        """Whether another attempt may start."""
+        return time.monotonic() < self._end
+
+    async def pause(self) -> None:
+        """Sleep before the next attempt: a growing pause with jitter, never past the end."""
+        left = max(self._end - time.monotonic(), 0.0)
+        await asyncio.sleep(min(self._pause * random.uniform(0.5, 1.0), left))
+        self._pause = min(self._pause * 2, LONGEST_PAUSE)
+
+
+def _headers(call_id: str | None, headers: dict[str, str] | None) -> dict[str, str]:
+    """The headers of a call: `headers` and the call id (`call_id`, checked, or a new one)."""
+    named = new_call_id() if call_id is None else validate_id(call_id, "call id")
+    if headers:
+        return {**headers, CALL_ID_HEADER: named}
+    return {CALL_ID_HEADER: named}

@@ -14,6 +14,8 @@ import contextvars
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mabeam.agents.calls import Calls, ForwardsCalls
+
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
@@ -49,8 +51,9 @@ current_message: contextvars.ContextVar[MessageContext | None] = contextvars.Con
 """The message the current task is handling, if any."""
 
 
-class AgentServices(Protocol):
-    """The host side of an agent: identity, calls, events, spawning, timers."""
+class AgentServices(Calls, Protocol):
+    """The host side of an agent: identity, calls (passing on the traceparent), events,
+    spawning, timers."""
 
     agent_id: str
 
@@ -65,14 +68,6 @@ class AgentServices(Protocol):
     @property
     def observer(self) -> RunnerObserver:
         """The runner's observer, for built-in agents that report what they do (rounds)."""
-
-    async def call(
-        self, agent_id: str, action: str, args: dict[str, Any] | None, timeout: float | None
-    ) -> Any:
-        """Call another agent."""
-
-    async def cast(self, agent_id: str, action: str, args: dict[str, Any] | None) -> None:
-        """Cast to another agent."""
 
     async def publish(self, topic: str, data: Any) -> None:
         """Publish an event with this agent as its source."""
@@ -89,13 +84,20 @@ class AgentServices(Protocol):
         """Run `callback` through the mailbox after `seconds` (and every `seconds` if repeat)."""
 
 
-class AgentContext:
-    """The runtime context of an agent, available once its host has bound it."""
+class AgentContext(ForwardsCalls):
+    """The runtime context of an agent, available once its host has bound it.
+
+    `self.call` and `self.cast` are those of `Calls` (mabeam.agents.calls), through the host.
+    """
 
     _services: AgentServices
 
     def _bind(self, services: AgentServices) -> None:
         self._services = services
+
+    @property
+    def _calls_target(self) -> Calls:
+        return self._services
 
     @property
     def id(self) -> str:
@@ -111,21 +113,6 @@ class AgentContext:
     def registry(self) -> Any:
         """The registry: `self.registry.agents.find(capability=...)` reads the local replica."""
         return self._services.registry
-
-    async def call(
-        self,
-        agent_id: str,
-        action: str,
-        args: dict[str, Any] | None = None,
-        *,
-        timeout: float | None = None,
-    ) -> Any:
-        """Call `action` on another agent and return its result (raises its error)."""
-        return await self._services.call(agent_id, action, args, timeout)
-
-    async def cast(self, agent_id: str, action: str, args: dict[str, Any] | None = None) -> None:
-        """Send `action` to another agent without waiting for a result."""
-        await self._services.cast(agent_id, action, args)
 
     async def publish(self, topic: str, data: Any = None) -> None:
         """Publish a CloudEvent on `P.events.<topic>` with source `/agents/<id>`."""

@@ -24,7 +24,7 @@ __all__ = ["MAX_REMEMBERED_BYTES", "MAX_REPLY_BYTES", "RecentCalls", "Reply"]
 
 MAX_REPLY_BYTES: Final = 1024
 """The largest reply body remembered whole."""
-MAX_REMEMBERED_BYTES: Final = 16 * 1024
+MAX_REMEMBERED_BYTES: Final = 8 * 1024
 """The reply bodies one agent remembers at most, in bytes."""
 
 

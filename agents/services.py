@@ -40,16 +40,31 @@ class HostServices:
         return self.runtime.observer
 
     async def call(
-        self, agent_id: str, action: str, args: dict[str, Any] | None, timeout: float | None
+        self,
+        agent_id: str,
+        action: str,
+        args: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        call_id: str | None = None,
     ) -> Any:
-        """Call another agent, passing on the current traceparent."""
+        """Call another agent (see `Calls`), passing on the current traceparent."""
         return await self.runtime.caller.call(
-            agent_id, action, args, timeout=timeout, headers=_trace_headers()
+            agent_id, action, args, timeout=timeout, call_id=call_id, headers=_trace_headers()
         )
 
-    async def cast(self, agent_id: str, action: str, args: dict[str, Any] | None) -> None:
+    async def cast(
+        self,
+        agent_id: str,
+        action: str,
+        args: dict[str, Any] | None = None,
+        *,
+        call_id: str | None = None,
+    ) -> None:
         """Cast to another agent, passing on the current traceparent."""
-        await self.runtime.caller.cast(agent_id, action, args, headers=_trace_headers())
+        await self.runtime.caller.cast(
+            agent_id, action, args, call_id=call_id, headers=_trace_headers()
+        )
 
     async def publish(self, topic: str, data: Any) -> None:
         """Publish an event with source `/agents/<id>`."""
@@ -67,7 +82,7 @@ class HostServices:
             if not self.mailbox.offer(Envelope(EnvelopeKind.CONTROL, "_stop")):
                 raise OverloadedError(f"mailbox of agent {self.agent_id} is full")
         else:
-            await self.call(agent_id, "_stop", None, None)
+            await self.call(agent_id, "_stop")
 
 
 def current_traceparent() -> str | None:

@@ -27,6 +27,8 @@ _EXPORTS: dict[str, str] = {
     "NotFoundError": "mabeam.core.errors",
     "UnknownActionError": "mabeam.core.errors",
     "DeadlineError": "mabeam.core.errors",
+    "ReplyTimeoutError": "mabeam.core.errors",
+    "NoRespondersError": "mabeam.core.errors",
     "ConflictError": "mabeam.core.errors",
     "TooLargeError": "mabeam.core.errors",
     "OverloadedError": "mabeam.core.errors",

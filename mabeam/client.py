@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from mabeam.agents.builtin.coordinator import COORDINATOR_ID
-from mabeam.agents.calls import Caller
+from mabeam.agents.calls import Caller, Calls, ForwardsCalls
 from mabeam.agents.control import SpawnRequest, list_runners, request_spawn
 from mabeam.agents.coordination.auction import MAX_ROUNDS, AuctionRequest
 from mabeam.agents.coordination.barrier import BarrierRequest
@@ -50,8 +50,12 @@ def connect(
     return Client(config, with_registry=registry)
 
 
-class Client(AsyncResource):
-    """A connection to one MABEAM system: calls, spawns, events and registry lookups."""
+class Client(AsyncResource, ForwardsCalls):
+    """A connection to one MABEAM system: calls, spawns, events and registry lookups.
+
+    `call` and `cast` are those of `Calls` (mabeam.agents.calls): `timeout` is per attempt, and
+    a call is retried with its call id while its agent is between owners.
+    """
 
     def __init__(self, config: Config, *, with_registry: bool = True) -> None:
         self.config = config
@@ -100,6 +104,12 @@ class Client(AsyncResource):
         return self._connection
 
     @property
+    def _calls_target(self) -> Calls:
+        if self._caller is None:
+            raise UnavailableError("the client is not connected: use `async with connect()`")
+        return self._caller
+
+    @property
     def bus(self) -> EventBus:
         """The event bus."""
         if self._bus is None:
@@ -140,24 +150,6 @@ class Client(AsyncResource):
             restart=restart,
         )
         return await request_spawn(self.connection, request, runner=runner, timeout=timeout)
-
-    async def call(
-        self,
-        agent_id: str,
-        action: str,
-        args: dict[str, Any] | None = None,
-        *,
-        timeout: float | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Any:
-        """Run an action and return its result; raise the error class of its error reply."""
-        assert self._caller is not None, "not connected"
-        return await self._caller.call(agent_id, action, args, timeout=timeout, headers=headers)
-
-    async def cast(self, agent_id: str, action: str, args: dict[str, Any] | None = None) -> None:
-        """Send an action without waiting for a result."""
-        assert self._caller is not None, "not connected"
-        await self._caller.cast(agent_id, action, args)
 
     async def stop(self, agent_id: str, *, timeout: float | None = None) -> dict[str, Any]:
         """Stop an agent (`_stop`)."""

@@ -57,6 +57,23 @@ async def test_kill_9_moves_every_agent_once_with_its_snapshot(
     assert {record.runner for record in records} == {"r2"}
 
 
+async def test_calls_made_during_a_fail_over_wait_for_the_new_owner(
+    client: Client, runners: dict[str, RunnerProcess]
+) -> None:
+    ids = [f"c{i}" for i in range(10)]
+    await asyncio.gather(*(client.spawn("demo", id=agent_id, runner="r1") for agent_id in ids))
+    await asyncio.gather(*(client.call(agent_id, "increment") for agent_id in ids))
+    await _snapshots_written(client, ids)
+
+    runners["r1"].kill()
+    # no responders while r1 is dead but still in the registry: each call is retried, once
+    # per pause, with its call id, until r2 has taken its agent over
+    results = await asyncio.gather(*(client.call(agent_id, "increment") for agent_id in ids))
+    assert results == [{"counter": 2}] * len(ids)
+    records = client.agents.find(type="demo")
+    assert {record.runner for record in records} == {"r2"}
+
+
 async def test_sigterm_drains_without_failing_calls_in_flight(
     client: Client, runners: dict[str, RunnerProcess]
 ) -> None:

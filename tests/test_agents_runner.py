@@ -299,8 +299,14 @@ async def _ticks(client: Client, agent_id: str) -> int:
 
 
 async def test_a_runner_gives_up_an_agent_another_runner_took_over(
-    client: Client, runner: Runner
+    config: Config, runner: Runner
 ) -> None:
+    # without retries: a retried call would wait for this runner to take the agent back
+    async with Client(config.with_(call_retry_for=0)) as client:
+        await _a_runner_gives_up(client, runner)
+
+
+async def _a_runner_gives_up(client: Client, runner: Runner) -> None:
     record = await client.spawn("demo", id="d1")
     registry = client.registry
     await registry.agents.wait_for_revision(registry.agents.last_revision)

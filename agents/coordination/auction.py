@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from mabeam.agents.coordination.scatter import CallsAgents, participants_of, scatter
+from mabeam.agents.calls import Calls
+from mabeam.agents.coordination.scatter import participants_of, scatter
 from mabeam.core.errors import BadRequestError
 
 __all__ = ["AuctionRequest", "run_auction"]
@@ -64,9 +65,7 @@ class _Round:
                 self.bids[agent_id] = float(amount)
 
 
-async def run_auction(
-    caller: CallsAgents, registry: Any, request: AuctionRequest
-) -> dict[str, Any]:
+async def run_auction(caller: Calls, registry: Any, request: AuctionRequest) -> dict[str, Any]:
     """Run the auction and return `{"winner", "price", "bids", "rounds"}`."""
     started = time.perf_counter()
     bidders = participants_of(request.participants, request.capability, registry)
@@ -81,7 +80,7 @@ async def run_auction(
 
 
 async def _ask(
-    caller: CallsAgents,
+    caller: Calls,
     bidders: list[str],
     request: AuctionRequest,
     number: int,
@@ -92,9 +91,7 @@ async def _ask(
     return _Round(gathered.replies)
 
 
-async def _sealed(
-    caller: CallsAgents, bidders: list[str], request: AuctionRequest
-) -> dict[str, Any]:
+async def _sealed(caller: Calls, bidders: list[str], request: AuctionRequest) -> dict[str, Any]:
     bids = (await _ask(caller, bidders, request, 1, None)).bids
     valid = sorted(
         ((amount, agent_id) for agent_id, amount in bids.items() if amount >= request.reserve),
@@ -109,9 +106,7 @@ async def _sealed(
     return _result(winner, max(second, request.reserve), bids, 1)
 
 
-async def _dutch(
-    caller: CallsAgents, bidders: list[str], request: AuctionRequest
-) -> dict[str, Any]:
+async def _dutch(caller: Calls, bidders: list[str], request: AuctionRequest) -> dict[str, Any]:
     price = request.start if request.start is not None else max(100.0, 2 * request.reserve)
     bids: dict[str, float] = {}
     for number in range(1, MAX_ROUNDS + 1):
@@ -126,9 +121,7 @@ async def _dutch(
     return _result(None, None, bids, MAX_ROUNDS)
 
 
-async def _english(
-    caller: CallsAgents, bidders: list[str], request: AuctionRequest
-) -> dict[str, Any]:
+async def _english(caller: Calls, bidders: list[str], request: AuctionRequest) -> dict[str, Any]:
     price = request.reserve
     active = list(bidders)
     leader: str | None = None

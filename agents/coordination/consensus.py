@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from mabeam.agents.coordination.scatter import CallsAgents, participants_of, scatter
+from mabeam.agents.calls import Calls
+from mabeam.agents.coordination.scatter import participants_of, scatter
 from mabeam.core.errors import BadRequestError
 
 __all__ = ["ConsensusRequest", "decide", "run_consensus"]
@@ -56,9 +57,7 @@ class Vote(msgspec.Struct, kw_only=True):
             raise BadRequestError(f"weight must be a finite number ≥ 0, got {self.weight}")
 
 
-async def run_consensus(
-    caller: CallsAgents, registry: Any, request: ConsensusRequest
-) -> dict[str, Any]:
+async def run_consensus(caller: Calls, registry: Any, request: ConsensusRequest) -> dict[str, Any]:
     """Run one voting round and return the decision (PROTOCOL.md's `consensus` reply)."""
     started = time.perf_counter()
     ids = participants_of(request.participants, request.capability, registry)

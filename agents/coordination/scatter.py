@@ -2,7 +2,8 @@
 
 Never one participant after another: every call starts at once and all share one deadline, so a
 round costs the slowest reply (or the timeout), not the sum. A participant that errs or does not
-answer in time is `missing`, with the reason kept for the caller's logs.
+answer in time is `missing`, with the reason kept for the caller's logs. The deadline holds for
+a call's retries too (a participant between owners is retried only until the round ends).
 """
 
 from __future__ import annotations
@@ -10,28 +11,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from mabeam.agents.calls import Calls
+from mabeam.agents.deadlines import deadline
 from mabeam.core.errors import BadRequestError, MabeamError
 from mabeam.core.names import validate_id
 
-__all__ = ["CallsAgents", "Gathered", "participants_of", "scatter"]
+__all__ = ["Gathered", "participants_of", "scatter"]
 
 MAX_PARTICIPANTS = 10_000
-
-
-class CallsAgents(Protocol):
-    """Anything that calls agents: an `Agent` (inside a runner), a `Caller`, a client."""
-
-    async def call(
-        self,
-        agent_id: str,
-        action: str,
-        args: dict[str, Any] | None = None,
-        *,
-        timeout: float | None = None,
-    ) -> Any:
-        """Run `action` on `agent_id` and return its result."""
 
 
 @dataclass(slots=True)
@@ -43,7 +32,7 @@ class Gathered:
 
 
 async def scatter(
-    caller: CallsAgents,
+    caller: Calls,
     participants: Sequence[str],
     action: str,
     args: dict[str, Any],
@@ -54,9 +43,14 @@ async def scatter(
 
     async def ask(agent_id: str) -> None:
         try:
-            gathered.replies[agent_id] = await caller.call(agent_id, action, args, timeout=timeout)
+            async with deadline(timeout):
+                gathered.replies[agent_id] = await caller.call(
+                    agent_id, action, args, timeout=timeout
+                )
         except MabeamError as error:
             gathered.missing[agent_id] = error.message
+        except TimeoutError:
+            gathered.missing[agent_id] = f"no reply within the round's {timeout}s"
 
     await asyncio.gather(*(ask(agent_id) for agent_id in participants))
     return gathered

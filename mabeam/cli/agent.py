@@ -40,7 +40,14 @@ def register(commands: Any) -> None:
         parser.add_argument("agent")
         parser.add_argument("action")
         parser.add_argument("json", nargs="?", help="arguments as a JSON object")
-        parser.add_argument("--timeout", type=float, default=None, help="seconds to wait")
+        parser.add_argument(
+            "--timeout", type=float, default=None, help="seconds each attempt waits for the reply"
+        )
+        parser.add_argument(
+            "--call-id",
+            help="name the call ([A-Za-z0-9_-]{1,128}): the agent runs a repeated id once and "
+            "answers it with the first reply, so a retry by hand is safe",
+        )
         add_connection_options(parser)
         parser.set_defaults(run=run_call, log_level=CLIENT_LOG_LEVEL)
     for name, helptext in (("stop", "stop an agent"), ("info", "an agent's record and counters")):
@@ -77,10 +84,12 @@ async def run_call(args: argparse.Namespace) -> int:
         raise BadRequestError("arguments must be a JSON object")
     async with Client(config_from_args(args), with_registry=False) as client:
         if args.command == "cast":
-            await client.cast(args.agent, args.action, body)
+            await client.cast(args.agent, args.action, body, call_id=args.call_id)
             await client.connection.flush()
             return 0
-        result = await client.call(args.agent, args.action, body, timeout=args.timeout)
+        result = await client.call(
+            args.agent, args.action, body, timeout=args.timeout, call_id=args.call_id
+        )
     print_json(result)
     return 0
 

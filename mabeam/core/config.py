@@ -55,6 +55,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "MABEAM_PREFIX": ("prefix", "str"),
     "MABEAM_CONNECT_TIMEOUT": ("connect_timeout", "float"),
     "MABEAM_REQUEST_TIMEOUT": ("request_timeout", "float"),
+    "MABEAM_CALL_RETRY_FOR": ("call_retry_for", "float"),
     "MABEAM_MAX_PAYLOAD": ("max_payload", "int"),
     "MABEAM_EVENTS_MAX_AGE": ("events_max_age", "float"),
     "MABEAM_EVENTS_MAX_MSGS": ("events_max_msgs", "int"),
@@ -84,7 +85,11 @@ class Config:
     connect_timeout: float = 2.0
     """Seconds to wait for the first connection."""
     request_timeout: float = 5.0
-    """Default seconds a request (call, spawn) waits for its reply."""
+    """Default seconds a request (call, spawn) waits for its reply; for a call, each attempt."""
+    call_retry_for: float = 10.0
+    """Seconds a call keeps retrying (with its call id) while its agent is unreachable, i.e.
+    between owners during a fail-over, which takes about 5 s with 1 s heartbeats; 0 disables
+    retries (PROTOCOL.md "Safe retries")."""
     max_payload: int = 1024 * 1024
     """Largest accepted body in bytes (413 above it)."""
     events_max_age: float = 24 * 3600.0
@@ -122,6 +127,7 @@ class Config:
             raise ConfigError(f"prefix: {exc.message}") from exc
         self._check_positive("connect_timeout", "request_timeout", "events_max_age")
         self._check_positive("max_payload", "events_max_msgs")
+        self._check_not_negative("call_retry_for")
         self._check_auth()
         self._check_files()
         self._check_tls()
@@ -208,6 +214,12 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {value!r}")
+
+    def _check_not_negative(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ConfigError(f"{name} must be a number of 0 or more, got {value!r}")
 
     def _check_auth(self) -> None:
         for name in ("user", "password", "token"):

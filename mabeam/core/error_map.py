@@ -8,8 +8,7 @@ inside, so callers above `mabeam.core` only ever catch `MabeamError`s.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 import nats.errors
 import nats.js.errors
@@ -18,9 +17,10 @@ from mabeam.core.errors import (
     BadRequestError,
     ConflictError,
     ConnectError,
-    DeadlineError,
     MabeamError,
+    NoRespondersError,
     NotFoundError,
+    ReplyTimeoutError,
     TooLargeError,
     UnavailableError,
 )
@@ -51,11 +51,11 @@ def map_nats_error(exc: BaseException) -> MabeamError:
     if isinstance(exc, nats.js.errors.APIError):
         return _map_api_error(exc, message)
     if isinstance(exc, nats.errors.NoRespondersError):
-        return UnavailableError("no responders: nothing is subscribed to that subject")
+        return NoRespondersError("no responders: nothing is subscribed to that subject")
     if isinstance(exc, nats.js.errors.NoStreamResponseError):
         return UnavailableError("no stream answered: no stream stores that subject here (yet)")
     if isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError | TimeoutError):
-        return DeadlineError("request timed out")
+        return ReplyTimeoutError("request timed out")
     if isinstance(exc, nats.errors.MaxPayloadError):
         return TooLargeError(f"message above the server's max_payload: {message}")
     if isinstance(exc, nats.errors.BadSubjectError):
@@ -111,12 +111,28 @@ def _map_api_error(exc: nats.js.errors.APIError, message: str) -> MabeamError:
     return MabeamError(f"JetStream error: {exc.description or message}")
 
 
-@contextmanager
-def nats_errors() -> Iterator[None]:
+class _NatsErrors:
+    """The block of `nats_errors()`: a plain class, since a generator-based context manager
+    costs a microsecond per use, on every call's path."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is not None and isinstance(exc, NATS_FAILURES) and not isinstance(exc, MabeamError):
+            raise map_nats_error(exc) from exc
+
+
+_NATS_ERRORS = _NatsErrors()
+
+
+def nats_errors() -> _NatsErrors:
     """Turn any nats-py exception raised inside the block into our error tree."""
-    try:
-        yield
-    except MabeamError:
-        raise
-    except NATS_FAILURES as exc:
-        raise map_nats_error(exc) from exc
+    return _NATS_ERRORS

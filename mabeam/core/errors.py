@@ -17,8 +17,10 @@ __all__ = [
     "ConnectError",
     "DeadlineError",
     "MabeamError",
+    "NoRespondersError",
     "NotFoundError",
     "OverloadedError",
+    "ReplyTimeoutError",
     "ServerStartError",
     "TooLargeError",
     "UnavailableError",
@@ -72,6 +74,11 @@ class DeadlineError(MabeamError):
     slug = "timeout"
 
 
+class ReplyTimeoutError(DeadlineError):
+    """Raised when a request got no reply in time: whether its action ran is not known (a
+    retry with the same call id is safe; PROTOCOL.md "Safe retries")."""
+
+
 class ConflictError(MabeamError):
     """Raised when a write loses a race: a key that exists, or a revision that moved on."""
 
@@ -105,6 +112,11 @@ class UnavailableError(MabeamError):
 
     code = 503
     slug = "unavailable"
+
+
+class NoRespondersError(UnavailableError):
+    """Raised when nothing is subscribed to a request's subject: no such agent, or one that is
+    between owners (taken over, restarting)."""
 
 
 class ConnectError(UnavailableError):
