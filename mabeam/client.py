@@ -26,6 +26,7 @@ from mabeam.agents.coordination.barrier import BarrierRequest
 from mabeam.agents.coordination.consensus import ConsensusRequest
 from mabeam.agents.coordination.election import Elections, ElectRequest
 from mabeam.agents.coordination.locks import Lock
+from mabeam.agents.placement import Placement
 from mabeam.bus.bus import EventBus
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
@@ -59,6 +60,7 @@ class Client:
         self._bus: EventBus | None = None
         self._registry: Registry | None = None
         self._caller: Caller | None = None
+        self._placement: Placement | None = None
 
     async def open(self) -> Client:
         """Connect and, unless disabled, start the registry replica."""
@@ -75,6 +77,7 @@ class Client:
             except BaseException:
                 await self.close()
                 raise
+            self._placement = Placement(self._registry.runners)
         return self
 
     async def close(self) -> None:
@@ -135,7 +138,9 @@ class Client:
         runner: str | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Spawn an agent on any runner (or on `runner`); return its registry record."""
+        """Spawn an agent on `runner`, or on the least loaded runner that hosts its type (ranked
+        from the registry replica when this client has one); return its registry record.
+        `UnknownTypeError` when no runner hosts the type."""
         request = SpawnRequest(
             type=agent_type,
             id=id,
@@ -144,7 +149,9 @@ class Client:
             meta=meta or {},
             restart=restart,
         )
-        return await request_spawn(self.connection, request, runner=runner, timeout=timeout)
+        return await request_spawn(
+            self.connection, request, runner=runner, timeout=timeout, placement=self._placement
+        )
 
     async def call(
         self,

@@ -25,7 +25,7 @@ from mabeam.cli.common import (
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection, is_auth_error
-from mabeam.core.errors import BadRequestError, ConfigError, ConnectError
+from mabeam.core.errors import BadRequestError, ConfigError, ConnectError, UnknownTypeError
 from mabeam.core.server import EmbeddedServer
 from mabeam.ops.logging import LEVELS, configure_logging
 from mabeam.ops.service import ObservedRunner
@@ -196,17 +196,26 @@ async def run_spawn(args: argparse.Namespace) -> int:
     if not isinstance(spawn_args, dict) or not isinstance(meta, dict):
         raise BadRequestError("--args and --meta must be JSON objects")
     async with Client(config_from_args(args), with_registry=False) as client:
-        record = await client.spawn(
-            args.type,
-            id=args.id,
-            args=spawn_args,
-            capabilities=args.capability,
-            meta=meta,
-            restart=args.restart,
-            runner=args.runner,
-        )
+        try:
+            record = await client.spawn(
+                args.type,
+                id=args.id,
+                args=spawn_args,
+                capabilities=args.capability,
+                meta=meta,
+                restart=args.restart,
+                runner=args.runner,
+            )
+        except UnknownTypeError as error:
+            raise UnknownTypeError(f"{error.message}; {await _hosted_types(client)}") from error
     print_json(record)
     return 0
+
+
+async def _hosted_types(client: Client) -> str:
+    """What the live runners host, for the message of a spawn whose type none hosts."""
+    types = sorted({name for record in await client.runners() for name in record.get("types", [])})
+    return f"the runners host: {', '.join(types)}" if types else "no runner answers"
 
 
 async def run_call(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from mabeam.core.errors import (
     ConnectError,
     DeadlineError,
     MabeamError,
+    NoRespondersError,
     NotFoundError,
     TooLargeError,
     UnavailableError,
@@ -82,7 +83,7 @@ def map_nats_error(exc: BaseException) -> MabeamError:
     if isinstance(exc, nats.js.errors.APIError):
         return _map_api_error(exc, message)
     if isinstance(exc, nats.errors.NoRespondersError):
-        return UnavailableError("no responders: nothing is subscribed to that subject")
+        return NoRespondersError("no responders: nothing is subscribed to that subject")
     if isinstance(exc, nats.js.errors.NoStreamResponseError):
         return UnavailableError("no stream answered: no stream stores that subject here (yet)")
     if isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError | TimeoutError):
