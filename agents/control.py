@@ -134,7 +134,7 @@ async def send_spawn(
         (subjects.runner_control(host, "spawn"), host) for host in hosts
     ]
     attempts += [(subjects.spawn_type(agent_type), None)] * by_type
-    refusal: MabeamError = UnknownTypeError(f"no runner hosts agent type {agent_type!r}")
+    refusal: MabeamError | None = None
     for subject, host in attempts:
         if placement is not None and host is not None:
             placement.sent(host)
@@ -149,7 +149,7 @@ async def send_spawn(
         if not isinstance(refused, TRY_ELSEWHERE):
             return reply
         refusal = refused
-    raise refusal
+    raise refusal or UnknownTypeError(f"no runner hosts agent type {agent_type!r}")
 
 
 async def _request(connection: Connection, subject: str, body: bytes, timeout: float | None) -> Msg:

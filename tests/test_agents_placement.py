@@ -233,22 +233,25 @@ async def test_the_least_loaded_host_gets_the_new_agents(config: Config, raw: An
 async def test_a_spawn_received_by_the_least_loaded_host_stays_there(
     config: Config, raw: Any
 ) -> None:
+    # Heartbeats far apart keep both records at 0 agents: equal loads throughout.
+    slow = {"heartbeat_interval": 60.0, "coordinator_id": None}
     async with (
-        Runner(config, RunnerSettings(runner_id="r1", coordinator_id=None)) as first,
-        Runner(config, RunnerSettings(runner_id="r2", coordinator_id=None)) as second,
-        Client(config) as client,
+        Runner(config, RunnerSettings(runner_id="r1", **slow)) as first,
+        Runner(config, RunnerSettings(runner_id="r2", **slow)) as second,
     ):
-        await eventually(lambda: len(client.registry.runners.live()) == 2)
+        runners = (first, second)
+        await eventually(
+            lambda: all(len(r.runtime.registry.runners.hosts("demo")) == 2 for r in runners)
+        )
         forwarded: list[str] = []
         await raw.subscribe(f"{config.prefix}.ctl.*.spawn", cb=_note(forwarded))
         replies = await asyncio.gather(
             *(raw_spawn(raw, f"{config.prefix}.ctl.spawn", {"type": "demo"}) for _ in range(20))
         )
         assert [code for code, _ in replies] == [None] * 20
+        assert forwarded == []  # a tie stays where the queue group handed it: no hop
         assert len(first.runtime.hosts) + len(second.runtime.hosts) == 20
-        # Equal loads: each runner serves what the queue group hands it, without a hop, except
-        # where one runner's view of the other is behind by a spawn or two.
-        assert len(forwarded) <= 4, forwarded
+        assert len(first.runtime.hosts) > 0 and len(second.runtime.hosts) > 0
 
 
 def _note(into: list[str]) -> Callable[[Any], Awaitable[None]]:
