@@ -1,28 +1,49 @@
 """The runner control protocol from the caller's side: spawn requests and runner discovery.
 
-`SpawnRequest` is the wire body of `P.ctl.spawn` / `P.ctl.<runner>.spawn`; `request_spawn` sends
-one and, when a runner of the queue group answers 429 (full or under memory pressure), tries
-again so another runner can take it. `list_runners` gathers every runner's reply to
+`SpawnRequest` is the wire body of `P.ctl.spawn`, `P.ctl.spawn.<type>` and `P.ctl.<runner>.spawn`.
+`request_spawn` sends one to the hosts of its type, least loaded first when a `Placement` ranks
+them, and then to `P.ctl.spawn.<type>`; a host that answers 429 (full or under memory pressure),
+503 (draining) or is gone makes way for the next (`send_spawn`, which a runner also uses to
+forward a spawn it should not serve). `list_runners` gathers every runner's reply to
 `P.ctl.runners` until a short quiet time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
+from mabeam.agents.placement import Placement
 from mabeam.agents.supervisor import RestartPolicy
 from mabeam.core.codec import decode, encode
 from mabeam.core.connection import Connection
-from mabeam.core.errors import BadRequestError, OverloadedError
+from mabeam.core.errors import (
+    BadRequestError,
+    MabeamError,
+    NoRespondersError,
+    OverloadedError,
+    UnavailableError,
+    UnknownTypeError,
+)
 from mabeam.core.gather import gather_replies
+from mabeam.core.messages import Message
 from mabeam.core.names import validate_id
-from mabeam.core.replies import result_of
+from mabeam.core.replies import error_of, result_of
 
-__all__ = ["SpawnRequest", "list_runners", "parse_spawn_request", "request_spawn"]
+__all__ = [
+    "TRY_ELSEWHERE",
+    "SpawnRequest",
+    "list_runners",
+    "parse_spawn_request",
+    "request_spawn",
+    "send_spawn",
+]
 
 _SPAWN_ATTEMPTS = 4
+TRY_ELSEWHERE = (OverloadedError, UnavailableError, UnknownTypeError)
+"""Spawn refusals after which nothing was spawned and another host may take the request."""
 
 
 class SpawnRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -62,27 +83,79 @@ async def request_spawn(
     *,
     runner: str | None = None,
     timeout: float | None = None,
+    placement: Placement | None = None,
 ) -> dict[str, Any]:
-    """Ask a runner (any, or the named one) to spawn; return the new agent's record."""
+    """Ask a runner (the named one, or a host of the type) to spawn; return the agent's record.
+
+    Without `runner`: the hosts that `placement` ranks first (from this process's replica), then
+    the type's own subject, whose runners are its hosts; a host that is full, draining or gone
+    makes way for the next. A type that no runner hosts is `UnknownTypeError`, at once.
+    """
     request.validated()
     subjects = connection.subjects
+    body = encode(request)
     if runner is not None:
         subject = subjects.runner_control(validate_id(runner, "runner id"), "spawn")
-        return await _spawn_once(connection, subject, request, timeout)
-    for _ in range(_SPAWN_ATTEMPTS - 1):
-        try:
-            return await _spawn_once(connection, subjects.spawn, request, timeout)
-        except OverloadedError:
-            continue  # the queue group may pick a runner with room next time
-    return await _spawn_once(connection, subjects.spawn, request, timeout)
-
-
-async def _spawn_once(
-    connection: Connection, subject: str, request: SpawnRequest, timeout: float | None
-) -> dict[str, Any]:
-    reply = await connection.request(subject, encode(request), timeout=timeout)
+        reply = await _request(connection, subject, body, timeout)
+    else:
+        hosts = placement.ranked(request.type)[: _SPAWN_ATTEMPTS - 1] if placement else []
+        reply = await send_spawn(
+            connection,
+            body,
+            request.type,
+            hosts=hosts,
+            by_type=_SPAWN_ATTEMPTS - len(hosts),
+            placement=placement,
+            timeout=timeout,
+        )
     record: dict[str, Any] = result_of(reply.headers, reply.data)
     return record
+
+
+async def send_spawn(
+    connection: Connection,
+    body: bytes,
+    agent_type: str,
+    *,
+    hosts: Sequence[str],
+    by_type: int,
+    placement: Placement | None = None,
+    timeout: float | None = None,
+) -> Message:
+    """Send an encoded spawn request to each runner of `hosts` in turn, then up to `by_type`
+    times to `P.ctl.spawn.<type>`, until a reply other than a refusal that leaves the spawn to
+    another runner (429, 503, 404 `unknown_type`, no responders); return that reply as it came.
+
+    Raises the last refusal when every attempt was refused, and `UnknownTypeError` when nothing
+    serves the type's subject. A timeout is raised at once: the spawn may have happened.
+    """
+    subjects = connection.subjects
+    attempts: list[tuple[str, str | None]] = [
+        (subjects.runner_control(host, "spawn"), host) for host in hosts
+    ]
+    attempts += [(subjects.spawn_type(agent_type), None)] * by_type
+    refusal: MabeamError | None = None
+    for subject, host in attempts:
+        if placement is not None and host is not None:
+            placement.sent(host)
+        try:
+            reply = await _request(connection, subject, body, timeout)
+        except NoRespondersError as gone:
+            if host is None:  # nothing serves the type's subject: no runner hosts the type
+                raise UnknownTypeError(f"no runner hosts agent type {agent_type!r}") from gone
+            refusal = gone  # the host left since its record was written
+            continue
+        refused = error_of(reply.headers, reply.data)
+        if not isinstance(refused, TRY_ELSEWHERE):
+            return reply
+        refusal = refused
+    raise refusal or UnknownTypeError(f"no runner hosts agent type {agent_type!r}")
+
+
+async def _request(
+    connection: Connection, subject: str, body: bytes, timeout: float | None
+) -> Message:
+    return await connection.request(subject, body, timeout=timeout)
 
 
 async def list_runners(connection: Connection, *, quiet: float = 0.1) -> list[dict[str, Any]]:

@@ -3,7 +3,10 @@
 A `Runner` connects, starts its registry replicas, event bus and snapshot store, writes its
 runner record, and serves:
 
-- `P.ctl.spawn` (queue group `P.runners`: one runner answers) and `P.ctl.<id>.spawn`;
+- `P.ctl.spawn` (queue group `P.runners`: one runner answers) and `P.ctl.spawn.<type>` for each
+  type it hosts (a queue group of that type's hosts): a spawn there is served here when this
+  runner hosts the type and no host is less loaded (`Placement`), and otherwise forwarded to the
+  chosen host's `P.ctl.<id>.spawn`, whose spawns are always served where they land;
 - `P.ctl.runners` (every runner answers with its record) and `P.ctl.<id>.drain`.
 
 Its runner record is its lease (`RunnerHeartbeat`): it serves agents only while the lease is
@@ -14,8 +17,9 @@ handler that blocks the event loop. Once its lease holds again, it takes back wh
 unless another runner took it first.
 
 Every heartbeat it also looks for agents whose runner's lease is gone (its record expired, or it
-drained), and takes over the `permanent` ones (and `transient` ones that had crashed), each
-exactly once: a compare-and-set on the agent record decides which survivor wins.
+drained), and takes over its share (`TakeOverShare`) of the `permanent` ones (and `transient` ones
+that had crashed) of the types it hosts, each exactly once: a compare-and-set on the agent record
+decides which survivor wins.
 
 Everything a runner starts (its tasks, its NATS callbacks, its agents) runs in a context where
 structlog's context variables carry `runner=<id>`, so every line it logs names it.
@@ -43,10 +47,11 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from mabeam.agents.builtin.coordinator import COORDINATOR_ID, CoordinatorAgent
 from mabeam.agents.builtin.demo import DemoAgent
 from mabeam.agents.context import MessageContext
-from mabeam.agents.control import SpawnRequest, parse_spawn_request
+from mabeam.agents.control import TRY_ELSEWHERE, SpawnRequest, parse_spawn_request, send_spawn
 from mabeam.agents.limits import SpawnGuard, rss_bytes
 from mabeam.agents.model import Agent
 from mabeam.agents.observer import ObserverGroup, RunnerObserver
+from mabeam.agents.placement import Placement, TakeOverShare
 from mabeam.agents.runtime import Runtime
 from mabeam.agents.snapshots import SnapshotStore
 from mabeam.agents.supervisor import RestartIntensity
@@ -61,8 +66,9 @@ from mabeam.core.errors import (
     MabeamError,
     OverloadedError,
     UnavailableError,
+    UnknownTypeError,
 )
-from mabeam.core.names import validate_id
+from mabeam.core.names import validate_runner_id
 from mabeam.core.replies import error_reply
 from mabeam.core.resource import AsyncResource
 from mabeam.registry.buckets import Bucket
@@ -76,6 +82,8 @@ log = structlog.get_logger("mabeam.runner")
 
 BUILTIN_TYPES: tuple[type[Agent], ...] = (DemoAgent, CoordinatorAgent)
 """Agent types every runner hosts besides the ones it was started with."""
+_SHARE_PATIENCE = 3
+"""Heartbeat intervals an orphan waits for the survivor it was shared to before any may take it."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,7 @@ class RunnerSettings:
     """The URL of this runner's Prometheus endpoint, announced in its record (empty: none)."""
 
     def __post_init__(self) -> None:
-        validate_id(self.runner_id, "runner id")
+        validate_runner_id(self.runner_id)
         if self.heartbeat_interval <= 0:
             raise ConfigError("heartbeat_interval must be positive")
 
@@ -127,6 +135,10 @@ class Runner(AsyncResource):
         self._spawn_subs: list[NatsSubscription] = []
         self._loops: list[asyncio.Task[None]] = []
         self._spawns_in_flight = 0
+        self._placement: Placement | None = None
+        self._share = TakeOverShare(
+            self.id, patience=_SHARE_PATIENCE * self.settings.heartbeat_interval
+        )
         self._started_at = now_rfc3339()
         self._heartbeat: RunnerHeartbeat | None = None
         self._watchdog: LoopWatchdog | None = None
@@ -172,6 +184,7 @@ class Runner(AsyncResource):
             observer=observer,
             intensity=self.settings.intensity,
         )
+        self._placement = Placement(registry.runners)
         self._heartbeat = RunnerHeartbeat(registry, self.record, on_lost=self._lease_lost)
         await self._heartbeat.start()
         self._runtime.lease_valid = self._heartbeat.valid
@@ -192,10 +205,17 @@ class Runner(AsyncResource):
     async def _serve(self) -> None:
         subjects = self.runtime.subjects
         nc = self.runtime.nc
+        queue = subjects.runners_queue
+        placed = [subjects.spawn, *(subjects.spawn_type(name) for name in sorted(self.types))]
         with nats_errors():
             self._spawn_subs = [
-                await nc.subscribe(subjects.spawn, queue=subjects.runners_queue, cb=self._on_spawn),
-                await nc.subscribe(subjects.runner_control(self.id, "spawn"), cb=self._on_spawn),
+                *[
+                    await nc.subscribe(subject, queue=queue, cb=self._on_spawn)
+                    for subject in placed
+                ],
+                await nc.subscribe(
+                    subjects.runner_control(self.id, "spawn"), cb=self._on_spawn_here
+                ),
             ]
             self._control = [
                 await nc.subscribe(subjects.runners, cb=self._on_runners),
@@ -291,18 +311,33 @@ class Runner(AsyncResource):
     # ----------------------------------------------------------------- control handlers
 
     async def _on_spawn(self, msg: Msg) -> None:
-        if not msg.reply:
-            return
-        self._spawns_in_flight += 1
-        self.runtime.start_task(self._spawn(msg))
+        """`P.ctl.spawn` and `P.ctl.spawn.<type>`: placed here or forwarded to a better host."""
+        if msg.reply:
+            self._spawns_in_flight += 1
+            self.runtime.start_task(self._spawn(msg, place=True))
 
-    async def _spawn(self, msg: Msg) -> None:
+    async def _on_spawn_here(self, msg: Msg) -> None:
+        """`P.ctl.<id>.spawn`: served here, never forwarded (so a forward cannot loop)."""
+        if msg.reply:
+            self._spawns_in_flight += 1
+            self.runtime.start_task(self._spawn(msg, place=False))
+
+    async def _spawn(self, msg: Msg, *, place: bool) -> None:
         try:
             if self.draining:
                 raise UnavailableError(f"runner {self.id} is draining")
             if self._spawns_in_flight > self.settings.max_concurrent_spawns:
                 raise OverloadedError(f"runner {self.id} has too many spawns in flight")
             request = parse_spawn_request(msg.data, max_size=self.config.max_payload)
+            forwarded = await self._forward(request.type, msg.data) if place else None
+            if forwarded is not None:
+                await self.runtime.publish_reply(msg.reply, forwarded.data, forwarded.headers)
+                return
+            if request.type not in self.types:
+                known = ", ".join(sorted(self.types))
+                raise UnknownTypeError(
+                    f"runner {self.id} does not host agent type {request.type!r}; it hosts: {known}"
+                )
             self.guard.check(len(self.runtime.hosts))
             record = await self.runtime.spawn(request)
             await self.runtime.publish_reply(msg.reply, encode(record))
@@ -312,6 +347,40 @@ class Runner(AsyncResource):
             await self.runtime.publish_reply(msg.reply, body, headers)
         finally:
             self._spawns_in_flight -= 1
+
+    async def _forward(self, agent_type: str, body: bytes) -> Msg | None:
+        """The reply of the host that a placed spawn belongs to; None to serve it here.
+
+        A runner that hosts the type serves the spawn unless another host is less loaded, and
+        serves it anyway when the others refuse; one that does not forwards it, and asks the
+        type's own subject when its replica knows no host (`UnknownTypeError` if none answers).
+        """
+        hosted = agent_type in self.types
+        guard = self.guard
+        can_serve = (
+            hosted
+            and len(self.runtime.hosts) < guard.max_agents
+            and not guard.under_memory_pressure()
+        )
+        placement = self._placement
+        if placement is None:
+            raise UnavailableError(f"runner {self.id} is not started")
+        hosts = placement.route(agent_type, self.id, can_serve=can_serve)
+        if hosts is None or (hosted and not hosts):
+            return None
+        try:
+            return await send_spawn(
+                self.runtime.connection,
+                body,
+                agent_type,
+                hosts=hosts,
+                by_type=0 if hosted else 1,
+                placement=placement,
+            )
+        except TRY_ELSEWHERE:
+            if hosted:
+                return None  # every better host refused: this one still can
+            raise
 
     async def _on_runners(self, msg: Msg) -> None:
         if msg.reply:
@@ -381,9 +450,15 @@ class Runner(AsyncResource):
         self.runtime.observer.loop_blocked(handler, seconds)
 
     async def take_over(self) -> int:
-        """Adopt the agents of dead or vanished runners that should survive; how many we got."""
-        candidates = self._orphans()
+        """Adopt this runner's share of the agents of dead or vanished runners that should
+        survive (`TakeOverShare`: least loaded hosts of each type first); how many we got."""
+        hosts = self.runtime.registry.runners.hosts()
+        orphans = self._orphans()
+        dropped = [orphan for orphan in orphans if orphan[0].runner == self.id]
+        others = [orphan for orphan in orphans if orphan[0].runner != self.id]
+        candidates = self._share.mine(others, hosts)
         random.shuffle(candidates)
+        candidates[:0] = dropped  # what a fence dropped here is ours to take back, nobody else's
         adopted = 0
         for record, revision in candidates:
             try:

@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "BadRequestError": "mabeam.core.errors",
     "NotFoundError": "mabeam.core.errors",
     "UnknownActionError": "mabeam.core.errors",
+    "UnknownTypeError": "mabeam.core.errors",
     "DeadlineError": "mabeam.core.errors",
     "ReplyTimeoutError": "mabeam.core.errors",
     "NoRespondersError": "mabeam.core.errors",

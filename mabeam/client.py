@@ -26,6 +26,7 @@ from mabeam.agents.coordination.barrier import BarrierRequest
 from mabeam.agents.coordination.consensus import ConsensusRequest
 from mabeam.agents.coordination.election import Elections, ElectRequest
 from mabeam.agents.coordination.locks import Lock
+from mabeam.agents.placement import Placement
 from mabeam.bus.bus import EventBus
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
@@ -64,6 +65,7 @@ class Client(AsyncResource, ForwardsCalls):
         self._bus: EventBus | None = None
         self._registry: Registry | None = None
         self._caller: Caller | None = None
+        self._placement: Placement | None = None
 
     async def start(self) -> Client:
         """Connect and, unless disabled, start the registry replica."""
@@ -80,6 +82,7 @@ class Client(AsyncResource, ForwardsCalls):
             except BaseException:
                 await self.close()
                 raise
+            self._placement = Placement(self._registry.runners)
         return self
 
     async def close(self) -> None:
@@ -140,7 +143,9 @@ class Client(AsyncResource, ForwardsCalls):
         runner: str | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Spawn an agent on any runner (or on `runner`); return its registry record."""
+        """Spawn an agent on `runner`, or on the least loaded runner that hosts its type (ranked
+        from the registry replica when this client has one); return its registry record.
+        `UnknownTypeError` when no runner hosts the type."""
         request = SpawnRequest(
             type=agent_type,
             id=id,
@@ -149,7 +154,9 @@ class Client(AsyncResource, ForwardsCalls):
             meta=meta or {},
             restart=restart,
         )
-        return await request_spawn(self.connection, request, runner=runner, timeout=timeout)
+        return await request_spawn(
+            self.connection, request, runner=runner, timeout=timeout, placement=self._placement
+        )
 
     async def stop(self, agent_id: str, *, timeout: float | None = None) -> dict[str, Any]:
         """Stop an agent (`_stop`)."""

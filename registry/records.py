@@ -12,6 +12,7 @@ runner, node, status, restart, capabilities) are interned so that 10,000 records
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any, Final, Literal, get_args
 
@@ -125,6 +126,22 @@ class RunnerRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
         _intern_all(self.types)
         structs.force_setattr(self, "started_at", started)
         structs.force_setattr(self, "heartbeat_at", _check_time(self.heartbeat_at, "heartbeat_at"))
+
+    def load(self, extra_agents: int = 0) -> float:
+        """How full the runner is (1.0 is full): the larger of its agents / capacity share and its
+        rss / memory_limit share, counting `extra_agents` sent to it since this record."""
+        agents = (self.agents + extra_agents) / self.capacity if self.capacity else math.inf
+        memory = self.rss / self.memory_limit if self.memory_limit else 0.0
+        return max(agents, memory)
+
+    def takes_spawns(self) -> bool:
+        """True when the record announces room for one more agent: not draining, under both
+        the agent capacity and the memory limit."""
+        return (
+            not self.draining
+            and self.agents < self.capacity
+            and (not self.memory_limit or self.rss < self.memory_limit)
+        )
 
     def with_(self, **changes: Any) -> RunnerRecord:
         """A validated copy with some fields changed."""

@@ -1,4 +1,5 @@
-"""The replica of `P_runners`: which runners are live, which are dead, which is least loaded.
+"""The replica of `P_runners`: which runners are live, which are dead, which host a type, which
+is least loaded.
 
 A runner's record is its lease: the server removes it when its TTL (3 heartbeat intervals) runs
 out, and `holds_lease` is what take-over decides by. For views (`is_live`, `live`,
@@ -86,19 +87,24 @@ class RunnerReplica(Replica[RunnerRecord]):
         """The runners whose record was not refreshed for 3 heartbeat intervals, ordered by id."""
         return [record for record in self.all() if not self.is_live(record.id, now)]
 
+    def hosts(self, agent_type: str | None = None, now: float | None = None) -> list[RunnerRecord]:
+        """The live runners that take spawns (`RunnerRecord.takes_spawns`) and host `agent_type`
+        (any type when None), ordered by id."""
+        return [
+            record
+            for record in self.live(now)
+            if record.takes_spawns() and (agent_type is None or agent_type in record.types)
+        ]
+
     def least_loaded(
         self, agent_type: str | None = None, now: float | None = None
     ) -> RunnerRecord | None:
-        """The live runner with room and the smallest agents/capacity share (hosting `type`)."""
-        candidates = [
-            record
-            for record in self.live(now)
-            if record.agents < record.capacity
-            and (agent_type is None or agent_type in record.types)
-        ]
-        if not candidates:
-            return None
-        return min(candidates, key=lambda r: (r.agents / r.capacity, r.agents, r.id))
+        """The host (see `hosts`) with the smallest `load`, then the fewest agents, then by id."""
+        return min(
+            self.hosts(agent_type, now),
+            key=lambda record: (record.load(), record.agents, record.id),
+            default=None,
+        )
 
     @property
     def _dead_after(self) -> float:

@@ -32,7 +32,7 @@ from mabeam.core.errors import (
 from mabeam.core.names import CALL_ID_HEADER, ID_PATTERN
 from mabeam.core.replies import error_reply
 from mabeam.registry import AgentRecord, Registry
-from tests.test_cli_registry import mabeam
+from tests.test_cli_listing import mabeam
 
 SILENT = "silent"
 """A reply script step: take the message and answer nothing (the attempt times out)."""

@@ -21,6 +21,7 @@ from mabeam.core.errors import (
     OverloadedError,
     UnavailableError,
     UnknownActionError,
+    UnknownTypeError,
 )
 from mabeam.core.replies import ERROR_CODE_HEADER
 from mabeam.testing import eventually
@@ -110,7 +111,7 @@ async def test_errors_come_back_as_our_classes(client: Client) -> None:
         await client.call("d1", "simulate_error", {"message": "boom"})
     with pytest.raises(ConflictError):
         await client.spawn("demo", id="d1")
-    with pytest.raises(BadRequestError, match="unknown agent type"):
+    with pytest.raises(UnknownTypeError, match="no runner hosts agent type 'dragon'"):
         await client.spawn("dragon")
     with pytest.raises(BadRequestError, match="agent id"):
         await client.spawn("demo", id="bad id")

@@ -7,15 +7,20 @@ import pytest
 from mabeam.core import errors
 from mabeam.core.connection import map_nats_error, nats_errors
 from mabeam.core.errors import (
+    BadRequestError,
     ConflictError,
     ConnectError,
     DeadlineError,
     MabeamError,
+    NoRespondersError,
     NotFoundError,
     TooLargeError,
     UnavailableError,
+    UnknownActionError,
+    UnknownTypeError,
     error_for_code,
 )
+from mabeam.core.replies import ERROR_CODE_HEADER, error_of, error_reply, result_of
 
 
 def test_every_error_is_in_one_tree_and_says_when_it_is_raised() -> None:
@@ -47,9 +52,36 @@ def test_wire_codes_map_back_to_classes(code: int, cls: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("code", "slug", "cls"),
+    [
+        (404, "unknown_type", UnknownTypeError),
+        (404, "unknown_action", UnknownActionError),
+        (404, "something_else", UnknownActionError),
+        (400, "unknown_type", BadRequestError),
+    ],
+)
+def test_a_slug_tells_apart_errors_that_share_a_code(
+    code: int, slug: str, cls: type[MabeamError]
+) -> None:
+    assert type(error_for_code(code, "m", slug)) is cls
+
+
+def test_a_reply_decodes_to_the_class_of_its_slug() -> None:
+    headers, body = error_reply(UnknownTypeError("no runner hosts agent type 'x'"))
+    assert headers[ERROR_CODE_HEADER] == "404"
+    error = error_of(headers, body)
+    assert isinstance(error, UnknownTypeError) and error.message.startswith("no runner hosts")
+    with pytest.raises(UnknownTypeError):
+        result_of(headers, body)
+    foreign = {ERROR_CODE_HEADER: "404"}
+    assert type(error_of(foreign, b"not json")) is UnknownActionError
+    assert error_of(None, b"{}") is None
+
+
+@pytest.mark.parametrize(
     ("raised", "expected"),
     [
-        (nats.errors.NoRespondersError(), UnavailableError),
+        (nats.errors.NoRespondersError(), NoRespondersError),
         (nats.errors.TimeoutError(), DeadlineError),
         (TimeoutError(), DeadlineError),
         (nats.errors.MaxPayloadError(), TooLargeError),

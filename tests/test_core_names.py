@@ -6,6 +6,7 @@ from mabeam.core.names import (
     validate_id,
     validate_pattern,
     validate_prefix,
+    validate_runner_id,
     validate_topic,
 )
 
@@ -60,11 +61,20 @@ def test_subjects_follow_the_protocol() -> None:
     assert subjects.event("orders.eu") == "team.prod.events.orders.eu"
     assert subjects.topic_of("team.prod.events.orders.eu") == "orders.eu"
     assert subjects.spawn == "team.prod.ctl.spawn"
+    assert subjects.spawn_type("Thermostat") == "team.prod.ctl.spawn.Thermostat"
     assert subjects.runners_queue == "team.prod.runners"
     assert subjects.runners == "team.prod.ctl.runners"
     assert subjects.runner_control("r1", "drain") == "team.prod.ctl.r1.drain"
     assert subjects.bucket("agents") == "team_prod_agents"
     assert subjects.events_stream == "team_prod_EVENTS"
+
+
+def test_a_runner_may_not_be_named_spawn() -> None:
+    assert validate_runner_id("runner-1") == "runner-1"
+    with pytest.raises(BadRequestError, match="reserved"):  # P.ctl.spawn.drain is a spawn subject
+        validate_runner_id("spawn")
+    with pytest.raises(BadRequestError, match="runner id"):
+        validate_runner_id("bad id")
 
 
 def test_subjects_refuse_a_bad_prefix() -> None:

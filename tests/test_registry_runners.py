@@ -85,6 +85,29 @@ async def test_least_loaded_picks_the_live_runner_with_the_most_room(registry: R
     assert registry.runners.least_loaded("quantum") is None
 
 
+async def test_hosts_leave_out_draining_and_memory_full_runners(registry: Registry) -> None:
+    mb = 1024 * 1024
+    await put_all(
+        registry,
+        runner("draining", agents=0, types=["demo"], draining=True),
+        runner("swollen", agents=0, types=["demo"], rss=200 * mb, memory_limit=100 * mb),
+        runner("heavy", agents=1, types=["demo"], rss=90 * mb, memory_limit=100 * mb),
+        runner("busy", agents=5, types=["demo"]),
+    )
+    assert [record.id for record in registry.runners.hosts("demo")] == ["busy", "heavy"]
+    chosen = registry.runners.least_loaded("demo")
+    assert chosen is not None and chosen.id == "busy"  # 5 of 10 agents beats 90 % of its memory
+
+
+def test_load_is_the_fuller_of_agents_and_memory() -> None:
+    record = runner("r", agents=2, capacity=10, rss=50, memory_limit=100)
+    assert record.load() == 0.5
+    assert record.load(extra_agents=4) == 0.6
+    assert runner("r", agents=3, capacity=10).load() == 0.3
+    assert runner("r", agents=0, capacity=0).load() == float("inf")
+    assert not runner("r", agents=0, capacity=0).takes_spawns()
+
+
 async def test_least_loaded_breaks_ties_by_fewest_agents_then_id(registry: Registry) -> None:
     await put_all(
         registry,

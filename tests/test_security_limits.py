@@ -4,7 +4,8 @@
   10 MB message is refused before it leaves the client (nats-py knows the server's limit) and by
   the server itself when a client sends it anyway; the runner keeps serving throughout.
 - Agent types: a runner hosts only the built-ins and the types it was started with; a spawn of
-  anything else is 400, and `--agents` takes only importable `Agent` subclasses.
+  a type it does not host is 404 `unknown_type`, a name that is not an id 400, and `--agents`
+  takes only importable `Agent` subclasses.
 - A static check over the source tree: no eval/exec/compile, no pickle-like deserialisers, and
   no dynamic import except at the reviewed places listed below.
 """
@@ -24,7 +25,7 @@ from mabeam.agents.examples.thermostat import Thermostat
 from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.client import Client
 from mabeam.core.config import Config
-from mabeam.core.errors import BadRequestError, TooLargeError
+from mabeam.core.errors import BadRequestError, MabeamError, TooLargeError, UnknownTypeError
 
 ROOT = Path(__file__).resolve().parents[1]
 MABEAM = str(Path(sys.executable).parent / "mabeam")
@@ -84,13 +85,20 @@ async def test_the_server_refuses_ten_megabytes_from_a_client_that_sends_them_an
     assert await client.call("d1", "add_message", {"message": "unharmed"}) == {"count": 1}
 
 
-@pytest.mark.parametrize("agent_type", ["Thermostat", "os:system", "mabeam.agents.model:Agent"])
+@pytest.mark.parametrize(
+    ("agent_type", "refusal"),
+    [
+        ("Thermostat", UnknownTypeError),
+        ("os:system", BadRequestError),
+        ("mabeam.agents.model:Agent", BadRequestError),
+    ],
+)
 async def test_a_runner_spawns_only_the_types_it_was_started_with(
-    client: Client, agent_type: str
+    client: Client, agent_type: str, refusal: type[MabeamError]
 ) -> None:
-    with pytest.raises(BadRequestError) as refused:
+    with pytest.raises(refusal) as refused:
         await client.spawn(agent_type, runner="r-lim")
-    assert refused.value.code == 400
+    assert refused.value.code == refusal.code
     assert await client.call("d1", "ping") == {"pong": True}
 
 
@@ -99,7 +107,7 @@ async def test_the_same_type_is_spawned_where_it_is_allowed(config: Config, clie
     async with Runner(config, settings):
         record = await client.spawn("Thermostat", id="t1", runner="r-thermo")
         assert record["runner"] == "r-thermo"
-        with pytest.raises(BadRequestError, match="unknown agent type 'Thermostat'"):
+        with pytest.raises(UnknownTypeError, match="does not host agent type 'Thermostat'"):
             await client.spawn("Thermostat", id="t2", runner="r-lim")
 
 

@@ -267,6 +267,7 @@ async def test_a_client_may_not_publish_outside_its_role(
     [
         ("{p}.agent.d1.*", "answer (or steal) the calls of an agent"),
         ("{p}.ctl.spawn", "take spawn requests"),
+        ("{p}.ctl.spawn.demo", "take the spawn requests of a type"),
         ("{p}.ctl.r1.drain", "see control requests"),
         ("$KV.{b}_agents.>", "read registry writes"),
         ("other.events.>", "watch another system"),

@@ -13,7 +13,7 @@ from mabeam.cli.common import (
     print_json,
 )
 from mabeam.client import Client
-from mabeam.core.errors import BadRequestError
+from mabeam.core.errors import BadRequestError, UnknownTypeError
 
 __all__ = ["register", "run_call", "run_reserved", "run_spawn"]
 
@@ -64,17 +64,26 @@ async def run_spawn(args: argparse.Namespace) -> int:
     if not isinstance(spawn_args, dict) or not isinstance(meta, dict):
         raise BadRequestError("--args and --meta must be JSON objects")
     async with Client(config_from_args(args), with_registry=False) as client:
-        record = await client.spawn(
-            args.type,
-            id=args.id,
-            args=spawn_args,
-            capabilities=args.capability,
-            meta=meta,
-            restart=args.restart,
-            runner=args.runner,
-        )
+        try:
+            record = await client.spawn(
+                args.type,
+                id=args.id,
+                args=spawn_args,
+                capabilities=args.capability,
+                meta=meta,
+                restart=args.restart,
+                runner=args.runner,
+            )
+        except UnknownTypeError as error:
+            raise UnknownTypeError(f"{error.message}; {await _hosted_types(client)}") from error
     print_json(record)
     return 0
+
+
+async def _hosted_types(client: Client) -> str:
+    """What the live runners host, for the message of a spawn whose type none hosts."""
+    types = sorted({name for record in await client.runners() for name in record.get("types", [])})
+    return f"the runners host: {', '.join(types)}" if types else "no runner answers"
 
 
 async def run_call(args: argparse.Namespace) -> int:

@@ -1,8 +1,8 @@
 """The `mabeam` entry point: builds the parser from the command modules and runs one.
 
 Exit codes: 0 success, 1 a runtime failure (server unreachable, remote error), 2 a usage error
-(argparse, or a bad value caught by our validation). Errors of our tree print one line, never a
-traceback; anything else is a bug and keeps its traceback.
+(argparse, a bad value caught by our validation, an agent type that no runner hosts). Errors of
+our tree print one line, never a traceback; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Final
 
 import uvloop
 
-from mabeam.core.errors import BadRequestError, ConfigError, MabeamError
+from mabeam.core.errors import BadRequestError, ConfigError, MabeamError, UnknownTypeError
 from mabeam.ops.logging import configure_logging
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcome = args.run(args)
         if inspect.iscoroutine(outcome):
             outcome = uvloop.run(outcome)
-    except (ConfigError, BadRequestError) as exc:
+    except (ConfigError, BadRequestError, UnknownTypeError) as exc:
         print(f"mabeam {args.command}: error: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
     except MabeamError as exc:

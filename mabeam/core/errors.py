@@ -25,6 +25,7 @@ __all__ = [
     "TooLargeError",
     "UnavailableError",
     "UnknownActionError",
+    "UnknownTypeError",
     "error_for_code",
 ]
 
@@ -65,6 +66,12 @@ class UnknownActionError(NotFoundError):
     """Raised when an agent has no action of the requested name."""
 
     slug = "unknown_action"
+
+
+class UnknownTypeError(NotFoundError):
+    """Raised when no runner (or not the runner asked) hosts the agent type of a spawn."""
+
+    slug = "unknown_type"
 
 
 class DeadlineError(MabeamError):
@@ -143,6 +150,15 @@ _WIRE_ERRORS: dict[int, type[MabeamError]] = {
 }
 
 
-def error_for_code(code: int, message: str) -> MabeamError:
-    """Build the error of our tree that a wire error `code` stands for."""
+_WIRE_SLUGS: dict[str, type[MabeamError]] = {
+    UnknownTypeError.slug: UnknownTypeError,
+}
+"""Wire errors that share a code with another and are told apart by their slug."""
+
+
+def error_for_code(code: int, message: str, slug: str | None = None) -> MabeamError:
+    """Build the error of our tree that a wire error `code` (and its `slug`) stands for."""
+    named = _WIRE_SLUGS.get(slug) if slug is not None else None
+    if named is not None and named.code == code:
+        return named(message)
     return _WIRE_ERRORS.get(code, MabeamError)(message)

@@ -19,10 +19,12 @@ __all__ = [
     "validate_id",
     "validate_pattern",
     "validate_prefix",
+    "validate_runner_id",
     "validate_topic",
 ]
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_RESERVED_RUNNER_IDS = frozenset({"spawn"})  # `P.ctl.spawn.<verb>` is a per-type spawn subject
 CALL_ID_HEADER = "Mabeam-Call-Id"
 """The request header naming a call, so that a retry of it runs at most once (PROTOCOL.md,
 "Safe retries"); its value follows the id rule."""
@@ -38,6 +40,15 @@ def validate_id(value: object, kind: str = "id") -> str:
     if not ID_PATTERN.match(value):
         raise BadRequestError(f"{kind} {value!r} must match {ID_PATTERN.pattern}")
     return value
+
+
+def validate_runner_id(value: object) -> str:
+    """Return `value` if it is a valid id for a runner of its own: the id rule, and not `spawn`
+    (whose control subjects would be the per-type spawn subjects `P.ctl.spawn.<type>`)."""
+    runner_id = validate_id(value, "runner id")
+    if runner_id in _RESERVED_RUNNER_IDS:
+        raise BadRequestError(f"runner id {runner_id!r} is reserved")
+    return runner_id
 
 
 def validate_prefix(value: object) -> str:
@@ -126,9 +137,13 @@ class Subjects:
         """The queue-group spawn subject: `P.ctl.spawn`."""
         return f"{self.prefix}.ctl.spawn"
 
+    def spawn_type(self, agent_type: str) -> str:
+        """The spawn subject of one agent type, served by its hosts only: `P.ctl.spawn.<type>`."""
+        return f"{self.spawn}.{agent_type}"
+
     @property
     def runners_queue(self) -> str:
-        """The queue group runners share for `P.ctl.spawn`: `P.runners`."""
+        """The queue group runners share for `P.ctl.spawn` and each `P.ctl.spawn.<type>`."""
         return f"{self.prefix}.runners"
 
     @property

@@ -1,0 +1,165 @@
+"""Placement: which runner a new or an orphaned agent goes to (PROTOCOL.md "Runners and spawning").
+
+An agent goes only to a runner that hosts its type, and to the least loaded of them: the live
+runners that take spawns (`RunnerReplica.hosts`), ranked by `RunnerRecord.load` (the larger of
+agents / capacity and rss / memory limit), as this process's runner replica shows them.
+
+- `Placement` ranks the hosts of a type for a spawn. The replica is up to one heartbeat old, so it
+  counts the spawns this process sent to each runner since that runner last wrote its record and
+  ranks by the load counting them: a burst of spawns from one process spreads over the hosts
+  instead of piling onto the one that looked emptiest. The runner that received a request wins a
+  tie (`route`), so a balanced fleet serves spawns where they land, without a hop.
+- `share_orphans` splits the agents of dead or drained runners among the survivors that host their
+  types. Every survivor computes the same assignment from its replica (orphans in id order, each
+  to the host of its type that is least loaded counting the orphans assigned before it) and adopts
+  its own share; the compare-and-set on each agent record still decides, so a disagreement costs a
+  lost race, never a second owner. `TakeOverShare` adds the way out: an orphan still there after
+  `patience` seconds is adopted by whichever host gets to it, so an assignee that never acts (it
+  died too, or its replica disagrees) cannot strand an agent.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Sequence
+
+from mabeam.registry.records import AgentRecord, RunnerRecord
+from mabeam.registry.runners import RunnerReplica
+
+__all__ = ["MAX_FORWARDS", "Placement", "TakeOverShare", "share_orphans"]
+
+MAX_FORWARDS = 3
+"""Hosts a runner tries, in turn, for a spawn it does not serve itself."""
+
+
+class Placement:
+    """Ranks the hosts of an agent type for spawns sent from this process."""
+
+    def __init__(self, runners: RunnerReplica) -> None:
+        self._runners = runners
+        self._sent: dict[str, tuple[str, int]] = {}
+        """Runner id → (its record's `heartbeat_at`, spawns sent to it since that record)."""
+
+    def ranked(self, agent_type: str, *, prefer: str | None = None) -> list[str]:
+        """The ids of the runners that host `agent_type` and take spawns, least loaded first
+        (counting what was sent to them since their record); `prefer` wins a tie."""
+
+        def key(record: RunnerRecord) -> tuple[float, bool, int, str]:
+            pending = self._pending(record)
+            return (record.load(pending), record.id != prefer, record.agents + pending, record.id)
+
+        return [record.id for record in sorted(self._runners.hosts(agent_type), key=key)]
+
+    def route(self, agent_type: str, here: str, *, can_serve: bool) -> list[str] | None:
+        """Where a spawn that runner `here` received goes: None to serve it here (it can, and no
+        host is less loaded), otherwise the other hosts to try in turn, best first (at most
+        `MAX_FORWARDS`, maybe none)."""
+        ranked = self.ranked(agent_type, prefer=here if can_serve else None)
+        if can_serve and (not ranked or ranked[0] == here):
+            return None
+        return [runner_id for runner_id in ranked if runner_id != here][:MAX_FORWARDS]
+
+    def sent(self, runner_id: str) -> None:
+        """Count one spawn sent to `runner_id`, until its next record shows it."""
+        record = self._runners.get(runner_id)
+        if record is None:
+            self._sent.pop(runner_id, None)
+            return
+        beat, count = self._sent.get(runner_id, ("", 0))
+        self._sent[runner_id] = (
+            record.heartbeat_at,
+            count + 1 if beat == record.heartbeat_at else 1,
+        )
+        if len(self._sent) > len(self._runners):  # forget runners that left the registry
+            self._sent = {key: value for key, value in self._sent.items() if self._runners.get(key)}
+
+    def _pending(self, record: RunnerRecord) -> int:
+        beat, count = self._sent.get(record.id, ("", 0))
+        return count if beat == record.heartbeat_at else 0
+
+
+def share_orphans(orphans: Sequence[AgentRecord], hosts: Sequence[RunnerRecord]) -> dict[str, str]:
+    """Agent id → runner id: each orphan to the host of its type that is least loaded, counting
+    the orphans given to it before. Orphans of the types with the fewest hosts go first (then by
+    id), so the others fill in around them; a host stops at its capacity, and an orphan whose type
+    no host has room for is left out."""
+    hosts_of: dict[str, list[RunnerRecord]] = {}
+    for orphan in orphans:
+        if orphan.type not in hosts_of:
+            hosts_of[orphan.type] = [host for host in hosts if orphan.type in host.types]
+    shares: dict[str, str] = {}
+    given = _Given(hosts)
+    queues: dict[str, list[tuple[float, int, str]]] = {}
+    for orphan in sorted(orphans, key=lambda record: (len(hosts_of[record.type]), record.id)):
+        if orphan.type not in queues:
+            queues[orphan.type] = [given.entry(host.id) for host in hosts_of[orphan.type]]
+            heapq.heapify(queues[orphan.type])
+        runner_id = given.least_loaded(queues[orphan.type])
+        if runner_id is not None:
+            shares[orphan.id] = runner_id
+            given.add(runner_id, queues[orphan.type])
+    return shares
+
+
+class _Given:
+    """How many orphans each host was given so far, and its queue entries by current load."""
+
+    def __init__(self, hosts: Sequence[RunnerRecord]) -> None:
+        self._hosts = {host.id: host for host in hosts}
+        self._count = dict.fromkeys(self._hosts, 0)
+
+    def entry(self, runner_id: str) -> tuple[float, int, str]:
+        host, extra = self._hosts[runner_id], self._count[runner_id]
+        return (host.load(extra), host.agents + extra, runner_id)
+
+    def has_room(self, runner_id: str) -> bool:
+        host = self._hosts[runner_id]
+        return host.agents + self._count[runner_id] < host.capacity
+
+    def least_loaded(self, queue: list[tuple[float, int, str]]) -> str | None:
+        """Pop the least loaded host with room. Orphans of another type may have made an entry
+        stale (loads only grow): it goes back with its current load first."""
+        while queue:
+            entry = heapq.heappop(queue)
+            runner_id = entry[2]
+            if not self.has_room(runner_id):
+                continue
+            current = self.entry(runner_id)
+            if current == entry:
+                return runner_id
+            heapq.heappush(queue, current)
+        return None
+
+    def add(self, runner_id: str, queue: list[tuple[float, int, str]]) -> None:
+        self._count[runner_id] += 1
+        if self.has_room(runner_id):
+            heapq.heappush(queue, self.entry(runner_id))
+
+
+class TakeOverShare:
+    """Which orphans runner `runner_id` adopts now: its share (`share_orphans`), and any orphan it
+    has seen waiting for `patience` seconds or more."""
+
+    def __init__(self, runner_id: str, patience: float) -> None:
+        self.runner_id = runner_id
+        self.patience = patience
+        self._seen: dict[str, float] = {}
+        """Orphan id → when this runner first saw it orphaned (monotonic seconds)."""
+
+    def mine(
+        self,
+        orphans: Sequence[tuple[AgentRecord, int]],
+        hosts: Sequence[RunnerRecord],
+        now: float | None = None,
+    ) -> list[tuple[AgentRecord, int]]:
+        """The `(record, revision)` pairs of `orphans` to adopt now."""
+        now = time.monotonic() if now is None else now
+        self._seen = {record.id: self._seen.get(record.id, now) for record, _ in orphans}
+        shares = share_orphans([record for record, _ in orphans], hosts)
+        return [
+            (record, revision)
+            for record, revision in orphans
+            if shares.get(record.id) == self.runner_id
+            or now - self._seen[record.id] >= self.patience
+        ]
