@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml
 test: bytecode
 	$(BIN)/python -m pytest -q
 
+# The slow tests: the 30-minute soak and each fault scenario 10 times (`SOAK=tests/faults`: only those).
+SOAK ?=
 soak: bytecode
-	$(BIN)/python -m pytest -m slow -q
+	$(BIN)/python -m pytest -m slow -q $(SOAK)
 
 # mypy cannot follow setuptools' editable import hook, so it checks a tree of links that
 # lays bus/ registry/ agents/ ops/ inside mabeam/ as they are installed.
