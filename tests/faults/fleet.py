@@ -159,11 +159,9 @@ class Fleet:
             if index == self._hog_runner:
                 command += ["--agents", HOG_TYPE]
             self.runners.append(Child(command, self._workdir / f"{rid}.log"))
-        await asyncio.gather(*(r.start(f"runner {i} serving") for r, i in self._pairs()))
+        pairs = zip(self.runners, self.runner_ids, strict=True)
+        await asyncio.gather(*(runner.start(f"runner {rid} serving") for runner, rid in pairs))
         return self
-
-    def _pairs(self) -> list[tuple[Child, str]]:
-        return list(zip(self.runners, self.runner_ids, strict=False))
 
     async def restart_server(self, down_for: float) -> None:
         """Stop nats-server (SIGTERM), wait `down_for` seconds, start it on the same store."""

@@ -168,8 +168,8 @@ async def run(scenario: Scenario, workdir: Path) -> History:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             tasks = [
-                loop.create_task(run_client(w, prefix, history, name, AGENTS, stop))
-                for w, name in zip(wires, CLIENTS, strict=False)
+                loop.create_task(run_client(w, prefix, history, name, AGENTS, stop, first=i))
+                for i, (w, name) in enumerate(zip(wires, CLIENTS, strict=False))
             ]
             tasks.append(loop.create_task(run_prober(control, prefix, history, AGENTS, stop)))
             await asyncio.sleep(WARMUP)

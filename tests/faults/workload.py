@@ -47,13 +47,19 @@ async def perform(wire: Wire, prefix: str, op: Operation) -> None:
 
 
 async def run_client(
-    wire: Wire, prefix: str, history: History, client: str, agents: list[str], stop: asyncio.Event
+    wire: Wire,
+    prefix: str,
+    history: History,
+    client: str,
+    agents: list[str],
+    stop: asyncio.Event,
+    *,
+    first: int = 0,
 ) -> None:
-    """Operations from `client` over `agents` in turn until `stop` is set."""
+    """Operations from `client` over `agents` in turn, from `agents[first]`, until `stop`."""
     seq = 0
-    offset = int(client.removeprefix("c") or 0)
     while not stop.is_set():
-        op = Operation(client, seq, agents[(seq + offset) % len(agents)])
+        op = Operation(client, seq, agents[(seq + first) % len(agents)])
         history.operations.append(op)
         await perform(wire, prefix, op)
         seq += 1
@@ -90,16 +96,17 @@ async def _snapshot_messages(kv: Any, agent: str) -> list[Any] | None:
         entry = await kv.get(agent)
     except Exception:  # no key: no snapshot
         return None
-    return _find_messages(json.loads(entry.value)) if entry.value else None
+    return messages_in_snapshot(json.loads(entry.value)) if entry.value else None
 
 
-def _find_messages(value: Any) -> list[Any] | None:
-    """The `messages` list of a snapshot, at its top or one level down (an envelope)."""
+def messages_in_snapshot(value: Any) -> list[Any] | None:
+    """The `messages` list of a `demo` snapshot: at its top, or inside an envelope object (a
+    platform may wrap the agent's state with an epoch or its recent call ids)."""
     if isinstance(value, dict):
         if isinstance(value.get("messages"), list):
             return list(value["messages"])
         for inner in value.values():
-            found = _find_messages(inner) if isinstance(inner, dict) else None
+            found = messages_in_snapshot(inner) if isinstance(inner, dict) else None
             if found is not None:
                 return found
     return None
