@@ -48,6 +48,10 @@ class Stage:
 Fault = Callable[[Stage], Awaitable[None]]
 
 
+async def no_fault(stage: Stage) -> None:
+    """Nothing: the control, which shows the harness and the checker find nothing by themselves."""
+
+
 async def kill_9(stage: Stage) -> None:
     """SIGKILL the victim runner the moment it sends an answer to a client, before the answer
     even reaches NATS (the worst moment for a reply that leaves before its snapshot); no heal:
@@ -132,6 +136,7 @@ class Scenario:
 SCENARIOS = {
     s.name: s
     for s in (
+        Scenario("control", no_fault),
         Scenario("kill_9", kill_9),
         Scenario("sigstop", freeze),
         Scenario("server_restart", restart_server),
@@ -146,51 +151,50 @@ async def run(scenario: Scenario, workdir: Path) -> History:
     prefix = f"f{uuid.uuid4().hex[:8]}"
     inbox = f"_FAULTS.{prefix}"
     history = History()
-    fleet = Fleet(
-        workdir,
-        prefix,
-        history,
-        inbox,
-        heartbeat=HEARTBEAT,
-        hog_runner=VICTIM if scenario.hog else None,
-    )
+    hog_runner = VICTIM if scenario.hog else None
+    fleet = Fleet(workdir, prefix, history, inbox, heartbeat=HEARTBEAT, hog_runner=hog_runner)
     wires: list[Wire] = []
-    tasks: list[asyncio.Task[None]] = []
-    watch: RegistryWatch | None = None
     try:
         async with asyncio.timeout(TIMEOUT):
             await fleet.start()
             wires = [await Wire.open(fleet.url, f"{inbox}.{name}") for name in [*CLIENTS, "p"]]
             control = wires[-1]
             await _spawn_agents(control, fleet, scenario.hog)
-            watch = RegistryWatch(control.nc, prefix, history)
-            watch.start()
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            tasks = [
-                loop.create_task(run_client(w, prefix, history, name, AGENTS, stop, first=i))
-                for i, (w, name) in enumerate(zip(wires, CLIENTS, strict=False))
-            ]
-            tasks.append(loop.create_task(run_prober(control, prefix, history, AGENTS, stop)))
-            await asyncio.sleep(WARMUP)
-            await scenario.fault(Stage(fleet, control, watch, inbox))
-            await asyncio.sleep(AFTER)
-            stop.set()
-            await asyncio.gather(*tasks)
-            await asyncio.sleep(QUIESCE)
-            await read_finals(control, prefix, history, AGENTS)
-            await asyncio.sleep(0.5)  # late second answers to the final reads
+            stage = Stage(fleet, control, RegistryWatch(control.nc, prefix, history), inbox)
+            await _drive(scenario, stage, wires[:-1], history)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if watch is not None:
-            await watch.stop()
         for wire in wires:
             with contextlib.suppress(Exception):
                 await wire.close()
         await fleet.close()
     return history
+
+
+async def _drive(scenario: Scenario, stage: Stage, clients: list[Wire], history: History) -> None:
+    """The workload and the prober around the fault, then the final reads."""
+    prefix = stage.fleet.prefix
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    tasks = [
+        loop.create_task(run_client(wire, prefix, history, name, AGENTS, stop, first=i))
+        for i, (wire, name) in enumerate(zip(clients, CLIENTS, strict=True))
+    ]
+    tasks.append(loop.create_task(run_prober(stage.wire, prefix, history, AGENTS, stop)))
+    stage.watch.start()
+    try:
+        await asyncio.sleep(WARMUP)
+        await scenario.fault(stage)
+        await asyncio.sleep(AFTER)
+        stop.set()
+        await asyncio.gather(*tasks)
+        await asyncio.sleep(QUIESCE)
+        await read_finals(stage.wire, prefix, history, AGENTS)
+        await asyncio.sleep(0.5)  # late second answers to the final reads
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await stage.watch.stop()
 
 
 async def _spawn_agents(wire: Wire, fleet: Fleet, hog: bool) -> None:

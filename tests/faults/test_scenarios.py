@@ -56,6 +56,7 @@ def _victim_stalled(history: History) -> bool:
 
 
 TOOK_EFFECT = {
+    "control": lambda history: True,
     "kill_9": _moved,
     "sigstop": _moved,
     "server_restart": _retried,
