@@ -80,6 +80,7 @@ class Child:
 
     def _spawn(self) -> int:
         with self.log.open("ab") as out:
+            offset = out.tell()  # before the child writes through the same file description
             self.process = subprocess.Popen(
                 self.command,
                 stdout=out,
@@ -88,7 +89,7 @@ class Child:
                 env={**os.environ, "PYTHONPATH": str(REPO)},
                 start_new_session=True,
             )
-            return out.tell()
+        return offset
 
     def signal(self, signum: int) -> None:
         """Send `signum` to the process if it still runs."""
