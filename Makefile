@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml
 test: bytecode
 	$(BIN)/python -m pytest -q
 
+# The slow tests: the 30-minute soak and each fault scenario 10 times (`SOAK=tests/faults`: only those).
+SOAK ?=
 soak: bytecode
-	$(BIN)/python -m pytest -m slow -q
+	$(BIN)/python -m pytest -m slow -q $(SOAK)
 
 # mypy and lint-imports (the layer contracts in pyproject.toml) cannot follow setuptools' editable
 # import hook, so they check a tree of links that lays bus/ registry/ agents/ ops/ perf/ inside

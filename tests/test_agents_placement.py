@@ -31,23 +31,15 @@ from mabeam.core.config import Config
 from mabeam.core.connection import Connection
 from mabeam.core.errors import UnknownTypeError
 from mabeam.core.replies import ERROR_CODE_HEADER
-from mabeam.processes import RunnerProcess
 from mabeam.registry.buckets import Bucket
 from mabeam.registry.records import AgentRecord, RunnerRecord
 from mabeam.registry.registry import Registry
+from mabeam.testing import eventually
+from mabeam.testing.processes import RunnerProcess
 
 MABEAM = str(Path(sys.executable).parent / "mabeam")
 THERMOSTAT = "mabeam.agents.examples.thermostat:Thermostat"
 HEARTBEAT = 0.5
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait until `check()` is true; fail the test after `timeout` seconds."""
-    async with asyncio.timeout(timeout):
-        while True:
-            if check():
-                return
-            await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -174,7 +166,7 @@ async def test_a_mixed_fleet_spawns_every_thermostat_on_the_runner_that_hosts_it
     config: Config, mixed_fleet: dict[str, RunnerProcess], raw: Any, prefix: str
 ) -> None:
     async with Client(config) as client:
-        await eventually(lambda: len(client.registry.runners.live()) == 3)
+        await eventually(lambda: len(client.registry.runners.live()) == 3, timeout=10)
         replies = await asyncio.gather(
             *(
                 raw_spawn(raw, f"{prefix}.ctl.spawn", {"type": "Thermostat", "id": f"raw{i}"})
@@ -219,7 +211,7 @@ async def test_the_least_loaded_host_gets_the_new_agents(config: Config, raw: An
             records = [registry.runners.get("busy") for registry in replicas]
             return all(record is not None and record.agents == agents for record in records)
 
-        await eventually(lambda: everyone_sees_busy_with(40))
+        await eventually(lambda: everyone_sees_busy_with(40), timeout=10)
         prefix = config.prefix
         replies = await asyncio.gather(
             *(raw_spawn(raw, f"{prefix}.ctl.spawn", {"type": "demo"}) for _ in range(15))
@@ -241,7 +233,8 @@ async def test_a_spawn_received_by_the_least_loaded_host_stays_there(
     ):
         runners = (first, second)
         await eventually(
-            lambda: all(len(r.runtime.registry.runners.hosts("demo")) == 2 for r in runners)
+            lambda: all(len(r.runtime.registry.runners.hosts("demo")) == 2 for r in runners),
+            timeout=10,
         )
         forwarded: list[str] = []
         await raw.subscribe(f"{config.prefix}.ctl.*.spawn", cb=_note(forwarded))
@@ -275,7 +268,7 @@ async def test_a_type_no_runner_hosts_is_404_unknown_type_at_once(
         Client(config) as client,
         Client(config, with_registry=False) as bare,
     ):
-        await eventually(lambda: len(client.registry.runners.live()) == 2)
+        await eventually(lambda: len(client.registry.runners.live()) == 2, timeout=10)
         for _ in range(6):  # the queue group hands some to each runner
             started = time.monotonic()
             code, body = await raw_spawn(raw, f"{prefix}.ctl.spawn", {"type": "Dragon"})
@@ -321,7 +314,7 @@ async def test_a_full_host_makes_way_for_another(config: Config, raw: Any) -> No
     ):
         for index in range(3):
             await request_spawn(connection, SpawnRequest("demo", id=f"s{index}"), runner="a-small")
-        await eventually(lambda: len(registry.runners.hosts("demo")) == 2)
+        await eventually(lambda: len(registry.runners.hosts("demo")) == 2, timeout=10)
         record = registry.runners.get("a-small")
         assert record is not None and record.agents == 0
         placement = Placement(registry.runners)
@@ -357,7 +350,7 @@ async def test_take_over_moves_each_agent_to_a_host_of_its_type_least_loaded_fir
     thermostats = [f"t{i}" for i in range(8)]
     demos = [f"d{i}" for i in range(8)]
     async with Client(config) as client:
-        await eventually(lambda: len(client.registry.runners.live()) == 3)
+        await eventually(lambda: len(client.registry.runners.live()) == 3, timeout=10)
         await asyncio.gather(
             *(client.spawn("Thermostat", id=agent_id, runner="r-t1") for agent_id in thermostats),
             *(client.spawn("demo", id=agent_id, runner="r-t1") for agent_id in demos),

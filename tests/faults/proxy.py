@@ -1,0 +1,137 @@
+"""A TCP proxy between one runner and nats-server: it can blackhole the link, and it taps it.
+
+`blackhole()` stops forwarding in both directions without closing either socket, as a network
+partition does (bytes already sent wait, like TCP retransmissions, and flow again on `heal()`).
+The tap parses the NATS protocol the runner sends (`PUB` / `HPUB`) and reports each publish to a
+reply subject of ours as the proxy forwards it to the server: that is how the suite sees which
+runner answered which request, from the wire alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+_CHUNK = 65536
+
+
+class PublishTap:
+    """Incremental parser of a client-to-server NATS stream, keeping subjects under a prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix.encode()
+        self._buffer = bytearray()
+        self._skip = 0
+
+    def feed(self, data: bytes) -> list[str]:
+        """The subjects under the prefix of the publishes that `data` completes."""
+        self._buffer += data
+        subjects: list[str] = []
+        while True:
+            if self._skip:
+                if len(self._buffer) < self._skip:
+                    return subjects
+                del self._buffer[: self._skip]
+                self._skip = 0
+            end = self._buffer.find(b"\r\n")
+            if end < 0:
+                return subjects
+            parts = bytes(self._buffer[:end]).split()
+            del self._buffer[: end + 2]
+            if len(parts) >= 3 and parts[0].upper() in (b"PUB", b"HPUB"):
+                self._skip = int(parts[-1]) + 2
+                if parts[1].startswith(self._prefix):
+                    subjects.append(parts[1].decode())
+
+
+class Proxy:
+    """Listens on a free loopback port and forwards each connection to the upstream port."""
+
+    def __init__(
+        self, upstream_port: int, tap_prefix: str, on_publish: Callable[[float, str], None]
+    ) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self._tap_prefix = tap_prefix
+        self._on_publish = on_publish
+        self._open = asyncio.Event()
+        self._open.set()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self.trigger: Callable[[str], bool] | None = None
+        """Called with each tapped subject before it is forwarded; returns True to be removed."""
+
+    async def start(self) -> Proxy:
+        """Begin listening; `port` is then set."""
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def blackhole(self) -> None:
+        """Stop forwarding both ways; sockets stay open."""
+        self._open.clear()
+
+    def heal(self) -> None:
+        """Forward again, the held bytes first."""
+        self._open.set()
+
+    async def close(self) -> None:
+        """Stop listening and close every connection; safe twice."""
+        self._open.set()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+        if self._handlers:
+            await asyncio.wait(self._handlers, timeout=5)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
+        handler.add_done_callback(self._handlers.discard)
+        tap = PublishTap(self._tap_prefix)
+        try:
+            await asyncio.gather(
+                self._pump(reader, up_writer, tap), self._pump(up_reader, writer, None)
+            )
+        finally:
+            for w in (writer, up_writer):
+                self._writers.discard(w)
+                w.close()
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tap: PublishTap | None
+    ) -> None:
+        try:
+            while True:
+                await self._open.wait()
+                data = await reader.read(_CHUNK)
+                if not data:
+                    break
+                await self._open.wait()
+                if tap is not None:
+                    now = time.monotonic()
+                    for subject in tap.feed(data):
+                        self._on_publish(now, subject)
+                        if self.trigger is not None and self.trigger(subject):
+                            self.trigger = None
+                    await self._open.wait()  # a trigger may have blackholed this very chunk
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
