@@ -7,7 +7,8 @@ What it checks, and from which observation:
 - `unreadable`: the agent did not answer the final read, so nothing of it can be checked.
 - `double_reply`: one attempt (one reply subject) got more than one answer from runners.
 - `non_owner_reply`: a runner published a reply for an agent while the registry named another
-  owner, give or take `grace` seconds (the registry watch and the proxies' taps are two paths).
+  owner, give or take `grace` seconds (the registry watch and the proxies' taps are two paths);
+  a 503 refusal ("not served here, try again") is no reply (the taps leave it out).
 - `stale_snapshot`: after quiescing, the agent's `P_state` snapshot lacks an acknowledged
   operation, or differs from the live ledger.
 """

@@ -17,33 +17,43 @@ from collections.abc import Callable
 _CHUNK = 65536
 
 
+_REFUSAL = b"Nats-Service-Error-Code: 503"
+
+
 class PublishTap:
     """Incremental parser of a client-to-server NATS stream, keeping subjects under a prefix."""
 
     def __init__(self, prefix: str) -> None:
         self._prefix = prefix.encode()
         self._buffer = bytearray()
-        self._skip = 0
+        self._pending: tuple[bytes, int, int] | None = None  # subject, header and total bytes
 
     def feed(self, data: bytes) -> list[str]:
-        """The subjects under the prefix of the publishes that `data` completes."""
+        """The subjects under the prefix of the publishes that `data` completes, leaving out
+        503 refusals (`Nats-Service-Error-Code: 503`): "not served here" answers nothing."""
         self._buffer += data
         subjects: list[str] = []
         while True:
-            if self._skip:
-                if len(self._buffer) < self._skip:
+            if self._pending is not None:
+                subject, header_bytes, total = self._pending
+                if len(self._buffer) < total + 2:
                     return subjects
-                del self._buffer[: self._skip]
-                self._skip = 0
+                headers = bytes(self._buffer[:header_bytes])
+                del self._buffer[: total + 2]
+                self._pending = None
+                if subject.startswith(self._prefix) and _REFUSAL not in headers:
+                    subjects.append(subject.decode())
+                continue
             end = self._buffer.find(b"\r\n")
             if end < 0:
                 return subjects
             parts = bytes(self._buffer[:end]).split()
             del self._buffer[: end + 2]
-            if len(parts) >= 3 and parts[0].upper() in (b"PUB", b"HPUB"):
-                self._skip = int(parts[-1]) + 2
-                if parts[1].startswith(self._prefix):
-                    subjects.append(parts[1].decode())
+            verb = parts[0].upper() if parts else b""
+            if verb == b"PUB" and len(parts) >= 3:
+                self._pending = (parts[1], 0, int(parts[-1]))
+            elif verb == b"HPUB" and len(parts) >= 4:
+                self._pending = (parts[1], int(parts[-2]), int(parts[-1]))
 
 
 class Proxy:

@@ -18,10 +18,12 @@ def test_the_tap_keeps_publishes_under_its_prefix_across_chunk_boundaries() -> N
         b"PUB _R.a 5\r\nPUB x\r\n"  # a payload that looks like a command
         b"PUB other _R.b 2\r\nhi\r\n"
         b"HPUB _R.c 12 14\r\nNATS/1.0\r\n\r\nok\r\n"
+        b"HPUB _R.d 42 44\r\nNATS/1.0\r\nNats-Service-Error-Code: 503\r\n\r\nno\r\n"
+        b"HPUB _R.e 42 44\r\nNATS/1.0\r\nNats-Service-Error-Code: 500\r\n\r\nno\r\n"
     )
     tap = PublishTap("_R.")
     seen = [subject for i in range(0, len(stream), 7) for subject in tap.feed(stream[i : i + 7])]
-    assert seen == ["_R.a", "_R.c"]
+    assert seen == ["_R.a", "_R.c", "_R.e"]  # a 503 refusal serves nothing
 
 
 async def test_a_blackholed_link_stays_open_delivers_nothing_and_flows_again_on_heal(
