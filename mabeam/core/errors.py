@@ -85,6 +85,8 @@ class ReplyTimeoutError(DeadlineError):
     """Raised when a request got no reply in time: whether its action ran is not known (a
     retry with the same call id is safe; PROTOCOL.md "Safe retries")."""
 
+    slug = "reply_timeout"
+
 
 class ConflictError(MabeamError):
     """Raised when a write loses a race: a key that exists, or a revision that moved on."""
@@ -124,6 +126,8 @@ class UnavailableError(MabeamError):
 class NoRespondersError(UnavailableError):
     """Raised when nothing is subscribed to a request's subject: no such agent, or one that is
     between owners (taken over, restarting)."""
+
+    slug = "no_responders"
 
 
 class ConnectError(UnavailableError):
