@@ -170,8 +170,8 @@ async def test_a_handler_that_blocks_the_loop_is_named_and_its_runner_fences_its
             await client.spawn("Hog", id="hog", runner="h1")
             await client.spawn("demo", id="d1", runner="h1")
             spin = client.config.subjects.agent("hog", "spin")
-            reply = await wire.request(spin, encode({"seconds": 2.0}), timeout=10)
-            # the loop was blocked past the lease: the result is never sent as a success
+            reply = await wire.request(spin, encode({"seconds": 3.5}), timeout=10)
+            # the loop was blocked past the lease (2 s): the result is never sent as a success
             assert reply.headers["Nats-Service-Error-Code"] == "503"
             await _moved_to(client, "d1", "h2")
             assert (await client.call("d1", "increment"))["counter"] == 1
