@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from mabeam.agents.deadlines import deadline
 from mabeam.agents.mailbox import Envelope, EnvelopeKind
 from mabeam.core.codec import decode, encode
-from mabeam.core.connection import Connection, ConnectionState, nats_errors
+from mabeam.core.connection import Connection, ConnectionState
 from mabeam.core.errors import (
     ConnectError,
     MabeamError,
@@ -193,10 +193,7 @@ class Caller:
                     raise ConnectError(
                         "not connected to NATS (reconnecting): the call was not sent"
                     )
-                with nats_errors():
-                    reply = await self._connection.nc.request(
-                        subject, body, timeout=wait, headers=sent
-                    )
+                reply = await self._connection.request(subject, body, timeout=wait, headers=sent)
                 return result_of(reply.headers, reply.data)
             except (ReplyTimeoutError, UnavailableError) as error:
                 if retry is None:
@@ -222,8 +219,7 @@ class Caller:
             target.deliver(Envelope(EnvelopeKind.ACTION, action, decode(body), headers=sent))
             return
         subject = self._connection.subjects.agent(agent_id, action)
-        with nats_errors():
-            await self._connection.nc.publish(subject, body, headers=sent)
+        await self._connection.publish(subject, body, headers=sent)
 
     def _body(self, agent_id: str, action: str, args: dict[str, Any] | None) -> bytes:
         validate_id(agent_id, "agent id")

@@ -41,8 +41,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription as NatsSubscription
 
 from mabeam.agents.builtin.coordinator import COORDINATOR_ID, CoordinatorAgent
 from mabeam.agents.builtin.demo import DemoAgent
@@ -59,7 +57,7 @@ from mabeam.agents.watchdog import LoopWatchdog
 from mabeam.bus.bus import EventBus
 from mabeam.core.codec import encode, now_rfc3339, parse_rfc3339
 from mabeam.core.config import Config
-from mabeam.core.connection import Connection, nats_errors
+from mabeam.core.connection import Connection
 from mabeam.core.errors import (
     ConfigError,
     ConflictError,
@@ -68,6 +66,7 @@ from mabeam.core.errors import (
     UnavailableError,
     UnknownTypeError,
 )
+from mabeam.core.messages import Message, Subscription
 from mabeam.core.names import validate_runner_id
 from mabeam.core.replies import error_reply
 from mabeam.core.resource import AsyncResource
@@ -131,8 +130,8 @@ class Runner(AsyncResource):
         self.stopped = asyncio.Event()
         self._connection: Connection | None = None
         self._runtime: Runtime | None = None
-        self._control: list[NatsSubscription] = []
-        self._spawn_subs: list[NatsSubscription] = []
+        self._control: list[Subscription] = []
+        self._spawn_subs: list[Subscription] = []
         self._loops: list[asyncio.Task[None]] = []
         self._spawns_in_flight = 0
         self._placement: Placement | None = None
@@ -204,24 +203,23 @@ class Runner(AsyncResource):
 
     async def _serve(self) -> None:
         subjects = self.runtime.subjects
-        nc = self.runtime.nc
+        connection = self.runtime.connection
         queue = subjects.runners_queue
         placed = [subjects.spawn, *(subjects.spawn_type(name) for name in sorted(self.types))]
-        with nats_errors():
-            self._spawn_subs = [
-                *[
-                    await nc.subscribe(subject, queue=queue, cb=self._on_spawn)
-                    for subject in placed
-                ],
-                await nc.subscribe(
-                    subjects.runner_control(self.id, "spawn"), cb=self._on_spawn_here
-                ),
-            ]
-            self._control = [
-                await nc.subscribe(subjects.runners, cb=self._on_runners),
-                await nc.subscribe(subjects.runner_control(self.id, "drain"), cb=self._on_drain),
-            ]
-            await nc.flush()
+        self._spawn_subs = [
+            *[
+                await connection.subscribe(subject, self._on_spawn, queue=queue)
+                for subject in placed
+            ],
+            await connection.subscribe(
+                subjects.runner_control(self.id, "spawn"), self._on_spawn_here
+            ),
+        ]
+        self._control = [
+            await connection.subscribe(subjects.runners, self._on_runners),
+            await connection.subscribe(subjects.runner_control(self.id, "drain"), self._on_drain),
+        ]
+        await connection.flush()
 
     async def _ensure_coordinator(self) -> None:
         """Host the system's `coordinator` unless another runner does (KV create decides)."""
@@ -278,11 +276,10 @@ class Runner(AsyncResource):
         except MabeamError as error:
             log.warning("runner.leave_failed", error=error.message)
 
-    async def _unsubscribe(self, subscriptions: list[NatsSubscription]) -> None:
+    async def _unsubscribe(self, subscriptions: list[Subscription]) -> None:
         for subscription in subscriptions:
             try:
-                with nats_errors():
-                    await subscription.unsubscribe()
+                await subscription.unsubscribe()
             except MabeamError as error:
                 log.warning("runner.unsubscribe_failed", error=error.message)
         subscriptions.clear()
@@ -310,19 +307,19 @@ class Runner(AsyncResource):
 
     # ----------------------------------------------------------------- control handlers
 
-    async def _on_spawn(self, msg: Msg) -> None:
+    async def _on_spawn(self, msg: Message) -> None:
         """`P.ctl.spawn` and `P.ctl.spawn.<type>`: placed here or forwarded to a better host."""
         if msg.reply:
             self._spawns_in_flight += 1
             self.runtime.start_task(self._spawn(msg, place=True))
 
-    async def _on_spawn_here(self, msg: Msg) -> None:
+    async def _on_spawn_here(self, msg: Message) -> None:
         """`P.ctl.<id>.spawn`: served here, never forwarded (so a forward cannot loop)."""
         if msg.reply:
             self._spawns_in_flight += 1
             self.runtime.start_task(self._spawn(msg, place=False))
 
-    async def _spawn(self, msg: Msg, *, place: bool) -> None:
+    async def _spawn(self, msg: Message, *, place: bool) -> None:
         try:
             if self.draining:
                 raise UnavailableError(f"runner {self.id} is draining")
@@ -348,7 +345,7 @@ class Runner(AsyncResource):
         finally:
             self._spawns_in_flight -= 1
 
-    async def _forward(self, agent_type: str, body: bytes) -> Msg | None:
+    async def _forward(self, agent_type: str, body: bytes) -> Message | None:
         """The reply of the host that a placed spawn belongs to; None to serve it here.
 
         A runner that hosts the type serves the spawn unless another host is less loaded, and
@@ -382,11 +379,11 @@ class Runner(AsyncResource):
                 return None  # every better host refused: this one still can
             raise
 
-    async def _on_runners(self, msg: Msg) -> None:
+    async def _on_runners(self, msg: Message) -> None:
         if msg.reply:
             await self.runtime.publish_reply(msg.reply, encode(self._record_dict()))
 
-    async def _on_drain(self, msg: Msg) -> None:
+    async def _on_drain(self, msg: Message) -> None:
         if msg.reply:
             await self.runtime.publish_reply(msg.reply, encode({"draining": True}))
         self.request_drain()

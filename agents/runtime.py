@@ -85,11 +85,6 @@ class Runtime:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
-    def nc(self) -> Any:
-        """The nats-py client."""
-        return self.connection.nc
-
-    @property
     def config(self) -> Config:
         """The runner's config."""
         return self.connection.config

@@ -212,7 +212,7 @@ async def test_local_calls_do_not_cross_the_network(client: Client, runner: Runn
     await nc.flush()
     state = await client.call("relay", "relay_many", {"target": "d1", "count": 100})
     assert state["counter"] == 101
-    await runner.runtime.nc.flush()
+    await runner.runtime.connection.flush()
     await nc.flush()
     await spying.unsubscribe()
     assert crossed == []  # 100 calls went straight into d1's mailbox, none over NATS

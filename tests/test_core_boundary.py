@@ -15,18 +15,12 @@ CORE = ROOT / "mabeam" / "core"
 MAY_IMPORT_NATS = {
     # nats-py baselines: the raw figures are nats-py's by definition.
     "perf/raw.py",
-    # The perf harness still talks to nats-py directly (to be moved onto the core door).
+    # The perf harness: it deletes finished rows' streams and times a runner's first answer with a
+    # bare nats-py client, outside the platform it measures.
     "perf/bench.py",
     "perf/scenarios/system.py",
-    # Being rewritten by the agent-host split (issue 14 item 3), then migrated.
-    "agents/runner.py",
 }
-MAY_USE_NATS_THROUGH_CONNECTION = {
-    # Being rewritten by the agent-host split (issue 14 item 3), then migrated.
-    "agents/calls.py",
-    "agents/runner.py",
-    "agents/runtime.py",
-}
+MAY_USE_NATS_THROUGH_CONNECTION: set[str] = set()
 _NATS_DOORS = {"nc", "js"}  # Connection properties that hand out nats-py itself
 _NATS_HELPERS = {"nats_errors", "map_nats_error", "NATS_FAILURES"}
 
