@@ -248,7 +248,10 @@ class AgentHost(HostServices):
             self.log.warning("agent.unsubscribe_failed", error=error.message)
 
     async def _refuse_pending(self, why: str) -> None:
-        for envelope in self.mailbox.take_all():
+        """Answer 503 to what waits: the queued messages, and repeats of calls still running."""
+        repeats = [envelope for waiting in self._running_calls.values() for envelope in waiting]
+        self._running_calls.clear()
+        for envelope in [*self.mailbox.take_all(), *repeats]:
             await self.replier.error(envelope, UnavailableError(why))
 
     async def crash(self, error: BaseException) -> None:
@@ -452,14 +455,12 @@ class AgentHost(HostServices):
         )
         if call_id is None:
             await self.replier.send(Outgoing(envelope, result=result, error=error))
-            self._changed()
-            return
-        reply = _reply_of(result, error)
-        self._recent_calls().remember(call_id, reply)
-        repeats = self._running_calls.pop(call_id, [])
-        await self.replier.send(Outgoing(envelope, reply=reply))
-        for repeat in repeats:
-            await self.replier.send(Outgoing(repeat, reply=reply))
+        else:
+            reply = _reply_of(result, error)
+            self._recent_calls().remember(call_id, reply)
+            repeats = self._running_calls.pop(call_id, [])
+            for waiting in (envelope, *repeats):
+                await self.replier.send(Outgoing(waiting, reply=reply))
         self._changed()
 
     def _recent_calls(self) -> RecentCalls:

@@ -168,11 +168,16 @@ class SnapshotStore:
         self._now.pop(agent.agent_id, None)
         self._later.pop(agent.agent_id, None)
         slot = self._slots.setdefault(agent.agent_id, _Slot())
-        while slot.writing:  # a write in flight holds an older state: wait, then write ours
-            if slot.waiter is None:
-                slot.waiter = asyncio.get_running_loop().create_future()
-            await asyncio.shield(slot.waiter)
-        await self._write_many([agent])
+        while True:
+            while slot.writing:  # a write in flight holds an older state: wait, then write ours
+                if slot.waiter is None:
+                    slot.waiter = asyncio.get_running_loop().create_future()
+                await asyncio.shield(slot.waiter)
+            write = await self._send(agent)
+            if write is not None and not await self._settle(write):
+                return  # not stored (NATS down, or fenced): its replies wait, or were refused
+            if not slot.writing and not agent.replier.held:
+                return
 
     async def _write_many(self, agents: list[Snapshotted]) -> None:
         """Send every agent's write first, then wait for the acks: one round trip for all."""
@@ -187,7 +192,12 @@ class SnapshotStore:
             slot.again = True
             return None
         held = agent.replier.take_held()
-        encoded = agent.snapshot_now()
+        try:
+            encoded = agent.snapshot_now()
+        except MabeamError as unencodable:  # a snapshot() that is not JSON: a bug of the type
+            log.error("snapshot.unencodable", agent=agent.agent_id, error=unencodable.message)
+            await agent.replier.refuse(held, unencodable)
+            return None
         if encoded is None:
             await agent.replier.refuse(held, UnavailableError(f"agent {agent.agent_id} stopped"))
             return None
@@ -203,8 +213,10 @@ class SnapshotStore:
             write.error = error
         return write
 
-    async def _settle(self, write: _Write) -> None:
+    async def _settle(self, write: _Write) -> bool:
+        """Wait for a write's ack and settle its held replies; True when it was stored."""
         agent, slot, held = write.agent, write.slot, write.held
+        stored = False
         try:
             if write.error is not None:
                 raise write.error
@@ -215,7 +227,7 @@ class SnapshotStore:
             error = UnavailableError(f"agent {agent.agent_id} moved to another runner")
             await agent.replier.refuse(held, error)
             await agent.ownership_lost()
-            return
+            return False
         except TooLargeError as error:
             log.error("snapshot.too_large", agent=agent.agent_id, error=error.message)
             await agent.replier.refuse(held, error)
@@ -226,6 +238,7 @@ class SnapshotStore:
         else:
             slot.revision, slot.body, slot.calls = revision, write.body, write.calls
             await agent.replier.release(held)
+            stored = True
         finally:
             slot.writing = False
             if slot.waiter is not None:
@@ -234,6 +247,7 @@ class SnapshotStore:
         if slot.again:
             slot.again = False
             self._spawn_writes([agent])
+        return stored
 
     def _retry(self, agent: Snapshotted) -> None:
         if agent.agent_id in self._slots:

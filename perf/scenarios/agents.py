@@ -94,24 +94,10 @@ async def creation_load(params: dict[str, Any]) -> dict[str, Any]:
 async def agent_action(bench: Bench, m: Measurements) -> None:
     """(a) wire calls on 100 agents, 256 in flight; (b) in-runner calls on the fast path."""
     m.notes.extend(bench.quick_notes(("action_calls", "local_calls")))
-    raw = await bench.limit("reqrep")
     prefix = bench.prefix("action")
     await bench.runner(prefix, agents=[PROBE, COUNTER])
+    await _wire_calls(bench, m, prefix, "bench_counter", "wire_")
     sizes = bench.sizes
-    wire = await bench.run_worker(
-        "agents.action_load",
-        timeout=_TIMEOUT,
-        prefix=prefix,
-        agent_type="bench_counter",
-        agents=sizes.action_agents,
-        total=sizes.action_calls,
-        in_flight=256,
-    )
-    m.set("wire_rate", wire["rate"], note=_failures(wire))
-    m.limit("wire_rate", raw["wide"]["rate"], "raw req→rep, 256 in flight")
-    record_latency(m, "wire_latency", wire, "avg")
-    m.limit("wire_latency", raw["wide"]["latency"]["avg"], "raw req→rep, 256 in flight")
-    m.set("wire_success", wire["success"])
     local = await bench.run_worker(
         "agents.local_load",
         timeout=_TIMEOUT,
@@ -133,28 +119,36 @@ async def agent_action(bench: Bench, m: Measurements) -> None:
 async def agent_action_durable(bench: Bench, m: Measurements) -> None:
     """Wire calls to `demo` (snapshots, durable replies) on 100 agents, 256 in flight."""
     m.notes.extend(bench.quick_notes(("action_calls",)))
-    raw = await bench.limit("reqrep")
     prefix = bench.prefix("durable")
     await bench.runner(prefix)
+    await _wire_calls(bench, m, prefix, "demo", "")
+    m.note(
+        "each reply leaves once the snapshot holding its effect is stored in KV P_state"
+        " (group commit per loop turn)"
+    )
+
+
+async def _wire_calls(
+    bench: Bench, m: Measurements, prefix: str, agent_type: str, figure: str
+) -> None:
+    """`increment` on 100 agents of `agent_type`, 256 in flight, from a client process: the
+    figures `<figure>rate`, `<figure>latency` and `<figure>success`, beside raw req→rep."""
+    raw = await bench.limit("reqrep")
     sizes = bench.sizes
     wire = await bench.run_worker(
         "agents.action_load",
         timeout=_TIMEOUT,
         prefix=prefix,
-        agent_type="demo",
+        agent_type=agent_type,
         agents=sizes.action_agents,
         total=sizes.action_calls,
         in_flight=256,
     )
-    m.set("rate", wire["rate"], note=_failures(wire))
-    m.limit("rate", raw["wide"]["rate"], "raw req→rep, 256 in flight")
-    record_latency(m, "latency", wire, "avg")
-    m.limit("latency", raw["wide"]["latency"]["avg"], "raw req→rep, 256 in flight")
-    m.set("success", wire["success"])
-    m.note(
-        "each reply leaves once the snapshot holding its effect is stored in KV P_state"
-        " (group commit per loop turn)"
-    )
+    m.set(f"{figure}rate", wire["rate"], note=_failures(wire))
+    m.limit(f"{figure}rate", raw["wide"]["rate"], "raw req→rep, 256 in flight")
+    record_latency(m, f"{figure}latency", wire, "avg")
+    m.limit(f"{figure}latency", raw["wide"]["latency"]["avg"], "raw req→rep, 256 in flight")
+    m.set(f"{figure}success", wire["success"])
 
 
 async def action_load(params: dict[str, Any]) -> dict[str, Any]:
