@@ -142,6 +142,8 @@ class Runner(AsyncResource):
         self._heartbeat: RunnerHeartbeat | None = None
         self._watchdog: LoopWatchdog | None = None
         self._fence_task: asyncio.Task[None] | None = None
+        self._dropped: set[str] = set()
+        """Agents a fence dropped while their records still name this runner (to take back)."""
         self._drain_task: asyncio.Task[None] | None = None
         self._log_context = contextvars.copy_context()
         self._log_context.run(structlog.contextvars.bind_contextvars, runner=self.id)
@@ -436,6 +438,7 @@ class Runner(AsyncResource):
         log.warning("runner.fenced", reason=reason, agents=len(hosts))
         self.runtime.observer.runner_fenced(reason, len(hosts))
         for host in hosts:
+            self._dropped.add(host.agent_id)
             await self.runtime.drop_agent(host)
 
     def _handling(self) -> MessageContext | None:
@@ -450,6 +453,7 @@ class Runner(AsyncResource):
         """Adopt this runner's share of the agents of dead or vanished runners that should
         survive (`TakeOverShare`: least loaded hosts of each type first); how many we got."""
         hosts = self.runtime.registry.runners.hosts()
+        self._forget_dropped()
         orphans = self._orphans()
         dropped = [orphan for orphan in orphans if orphan[0].runner == self.id]
         others = [orphan for orphan in orphans if orphan[0].runner != self.id]
@@ -467,9 +471,18 @@ class Runner(AsyncResource):
                     adopted += 1
             except MabeamError as error:
                 log.warning("runner.adopt_failed", agent=record.id, error=error.message)
+                self._dropped.add(record.id)  # claimed, maybe, but not running: try again
         if adopted:
             log.info("runner.took_over", agents=adopted)
         return adopted
+
+    def _forget_dropped(self) -> None:
+        """Agents a fence dropped that are back here, or that another runner (or a stop) took."""
+        agents, hosts = self.runtime.registry.agents, self.runtime.hosts
+        for agent_id in list(self._dropped):
+            record = agents.get(agent_id)
+            if agent_id in hosts or record is None or record.runner != self.id:
+                self._dropped.discard(agent_id)
 
     def _orphans(self) -> list[tuple[AgentRecord, int]]:
         registry = self.runtime.registry
@@ -478,8 +491,8 @@ class Runner(AsyncResource):
         found: list[tuple[AgentRecord, int]] = []
         for record in registry.agents.find():
             if record.runner == self.id:
-                if record.id in runtime.hosts or record.id in runtime.spawning:
-                    continue  # ours; not ours but in the registry under us: dropped by a fence
+                if record.id not in self._dropped or record.id in runtime.hosts:
+                    continue  # ours (or being spawned here), unless a fence dropped it
             elif registry.runners.holds_lease(record.runner):
                 continue
             if not _should_survive(record) or record.type not in self.types:

@@ -79,8 +79,6 @@ class Runtime:
         """True while the runner's lease holds by its monotonic clock (set by the runner)."""
         self.on_lease_lapsed: Callable[[], None] = _nothing
         """Called when a message finds the lease lapsed (the runner fences itself)."""
-        self.spawning: set[str] = set()
-        """Ids registered by a spawn here whose host is not started yet."""
         self._elections: Elections | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -179,7 +177,7 @@ class Runtime:
         # The snapshot read (a new id has none, normally) goes beside the KV create, not after
         # it: one round trip less per spawn. An id hosted here is refused by the create; it gets
         # no read, which could race with its own snapshot writes.
-        hosted = record.id in self.hosts or record.id in self.spawning
+        hosted = record.id in self.hosts
         loading = None if hosted else asyncio.ensure_future(self._load_state(agent_type, record.id))
         try:
             revision = await self.registry.register(record)
@@ -188,12 +186,8 @@ class Runtime:
                 loading.cancel()
                 await asyncio.gather(loading, return_exceptions=True)
             raise
-        self.spawning.add(record.id)
-        try:
-            stored = None if loading is None else await loading
-            return await self._run(agent_type, record, revision, started="started", stored=stored)
-        finally:
-            self.spawning.discard(record.id)
+        stored = None if loading is None else await loading
+        return await self._run(agent_type, record, revision, started="started", stored=stored)
 
     async def _load_state(self, agent_type: type[Agent], agent_id: str) -> Stored | None:
         """The last snapshot of `agent_id`, for types that keep snapshots."""
@@ -271,12 +265,8 @@ class Runtime:
             new_revision = await self.registry.update(claimed, revision=revision)
         except MabeamError:
             return False  # another runner's compare-and-set won, or the record moved on
-        self.spawning.add(claimed.id)
-        try:
-            stored = await self._claim_state(agent_type, claimed.id)
-            await self._run(agent_type, claimed, new_revision, started="restarted", stored=stored)
-        finally:
-            self.spawning.discard(claimed.id)
+        stored = await self._claim_state(agent_type, claimed.id)
+        await self._run(agent_type, claimed, new_revision, started="restarted", stored=stored)
         if last_beat is not None:
             self.observer.agent_taken_over(agent_type.type_name, time.time() - last_beat)
         return True

@@ -217,6 +217,7 @@ async def test_the_least_loaded_host_gets_the_new_agents(config: Config, raw: An
             *(raw_spawn(raw, f"{prefix}.ctl.spawn", {"type": "demo"}) for _ in range(15))
         )
         records = await asyncio.gather(*(client.spawn("demo") for _ in range(15)))
+        assert [code for code, _ in replies] == [None] * 15, replies
         placed = Counter([body["runner"] for _, body in replies] + [r["runner"] for r in records])
         assert placed == {"idle": 30}  # idle stays below busy's 40 throughout
         assert len(busy.runtime.hosts) == 40 and len(idle.runtime.hosts) == 30
