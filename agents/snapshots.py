@@ -211,6 +211,10 @@ class SnapshotStore:
             write.ack = await self._put(agent.agent_id, body, calls, slot.revision)
         except MabeamError as error:
             write.error = error
+        except BaseException:  # cancelled while sending: nothing is in flight for this agent
+            agent.replier.hold_again(held)
+            self._release_slot(slot)
+            raise
         return write
 
     async def _settle(self, write: _Write) -> bool:
@@ -240,14 +244,20 @@ class SnapshotStore:
             await agent.replier.release(held)
             stored = True
         finally:
-            slot.writing = False
-            if slot.waiter is not None:
-                slot.waiter.set_result(None)
-                slot.waiter = None
+            self._release_slot(slot)
         if slot.again:
             slot.again = False
             self._spawn_writes([agent])
         return stored
+
+    @staticmethod
+    def _release_slot(slot: _Slot) -> None:
+        """No write of this agent is in flight any more: wake a commit waiting for that."""
+        slot.writing = False
+        if slot.waiter is not None:
+            if not slot.waiter.done():
+                slot.waiter.set_result(None)
+            slot.waiter = None
 
     def _retry(self, agent: Snapshotted) -> None:
         if agent.agent_id in self._slots:
