@@ -19,11 +19,13 @@ from mabeam.core.errors import (
     ConflictError,
     DeadlineError,
     OverloadedError,
+    ReplyTimeoutError,
     UnavailableError,
     UnknownActionError,
     UnknownTypeError,
 )
 from mabeam.core.replies import ERROR_CODE_HEADER
+from mabeam.registry.records import RunnerRecord
 from mabeam.testing import eventually
 from tests.agents_support.types import Fragile, Listener, Relay, Sleeper, Ticker
 
@@ -314,6 +316,9 @@ async def _a_runner_gives_up(client: Client, runner: Runner) -> None:
     current = registry.agents.get("d1")
     revision = registry.agents.revision("d1")
     assert current is not None and revision is not None and record["runner"] == "r1"
+    # "elsewhere" holds a lease, so r1 must not take d1 back as an orphan once it gave it up
+    elsewhere = RunnerRecord(id="elsewhere", host="h", pid=1, capacity=10)
+    await registry.claim_runner(elsewhere, ttl=30)
     await registry.update(current.with_(runner="elsewhere"), revision=revision)
 
     async def given_up() -> bool:
@@ -321,6 +326,8 @@ async def _a_runner_gives_up(client: Client, runner: Runner) -> None:
             await client.call("d1", "_ping", timeout=1)
         except UnavailableError:
             return True
+        except ReplyTimeoutError:
+            return False  # a ping queued as r1 unsubscribed is dropped unanswered: ask again
         return False
 
     # the take-over loop runs every heartbeat (0.2 s here)
