@@ -4,8 +4,9 @@ After an action or handler, the host marks its agent dirty. A *durable* agent's 
 written at the end of the loop turn (group commit: the snapshots of every agent changed in one
 turn go out together, concurrently), and the replies its actions produced are released when the
 write is acknowledged. A *coalesced* agent's snapshot is written at most every `interval`
-seconds, and its replies do not wait. A write is skipped when neither the state nor the
-remembered calls changed.
+seconds, and its replies do not wait. A write is skipped when the state did not change: the
+remembered calls go out with the next change of state, since a call that changed nothing does
+nothing twice if a retry runs it again on another owner.
 
 Every write is a compare-and-set on the revision this runner last read or wrote, so an owner
 that was replaced can never overwrite its successor: the successor `claim`s the snapshot when it
@@ -202,7 +203,7 @@ class SnapshotStore:
             await agent.replier.refuse(held, UnavailableError(f"agent {agent.agent_id} stopped"))
             return None
         body, calls = encoded
-        if body == slot.body and calls == slot.calls:
+        if body == slot.body:  # nothing changed that a retry could do twice: no write needed
             await agent.replier.release(held)
             return None
         slot.writing = True

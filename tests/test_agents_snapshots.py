@@ -21,6 +21,7 @@ class Owner:
     def __init__(self, agent_id: str) -> None:
         self.agent_id = agent_id
         self.state = 0
+        self.acts = 1
         self.lost = False
         self.sent: list[tuple[str, bytes, dict[str, str] | None]] = []
         self.replier = Replier(self._publish, lambda: log, serving=lambda: True, durable=True)
@@ -29,13 +30,14 @@ class Owner:
         self.sent.append((subject, body, headers))
 
     def snapshot_now(self) -> tuple[bytes, bytes]:
-        return encode({"n": self.state}), b'[["c1",null,{"n":1},true]]'
+        return encode({"n": self.state}), encode([[f"c{self.acts}", None, {"n": 1}, True]])
 
     async def ownership_lost(self) -> None:
         self.lost = True
 
     async def act(self, value: int, reply: str) -> None:
         self.state = value
+        self.acts += 1
         await self.replier.result(Envelope(EnvelopeKind.ACTION, "set", reply=reply), value)
 
 
@@ -56,7 +58,7 @@ async def test_a_replaced_owner_cannot_overwrite_its_successor(connection: Conne
 
     claimed = await new_store.claim("a1")  # the successor adopts it: the old owner is fenced
     assert claimed is not None and claimed.state == {"n": 1}
-    assert claimed.calls == b'[["c1",null,{"n":1},true]]'
+    assert claimed.calls == b'[["c2",null,{"n":1},true]]'
 
     await old.act(2, "r.2")
     await old_store.commit(old)
@@ -93,7 +95,7 @@ async def test_an_unchanged_snapshot_is_not_written_again(connection: Connection
     await store.commit(owner)
     bucket = Bucket(connection, "state", kind="snapshot")
     first = await bucket.get("a3")
-    await owner.act(7, "r.again")  # same state, same calls: released without a write
+    await owner.act(7, "r.again")  # same state (a new call id only): released without a write
     await store.commit(owner)
     assert [subject for subject, _, _ in owner.sent] == ["r.7", "r.again"]
     again = await bucket.get("a3")
