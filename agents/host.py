@@ -317,14 +317,14 @@ class AgentHost(HostServices):
 
     async def _on_message(self, msg: Message) -> None:
         try:
-            self.runtime.check_serving()
             envelope = decode_message(
                 msg, len(self._subject_prefix), self.runtime.config.max_payload
             )
             if envelope.name in IMMEDIATE:
+                self.runtime.check_serving()
                 await self.replier.now(envelope, self._immediate_reply(envelope.name))
                 return
-            self.deliver(envelope)
+            self.deliver(envelope)  # checks the lease too
         except MabeamError as error:
             # Refused before it ran (400, 413, 429, 503): counted under one bounded label.
             self.runtime.observer.action_done(self.agent_type.type_name, REFUSED, error.slug, 0.0)
