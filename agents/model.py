@@ -188,7 +188,7 @@ class Agent(AgentContext):
     runner failure; `"coalesced"` replies at once and writes snapshots at most every 50 ms, so a
     runner killed with -9 loses the acknowledged effects of its last 50 ms (faster, for state
     that can be rebuilt). Types that do not snapshot keep nothing either way."""
-    remembered_calls: ClassVar[int] = 64
+    remembered_calls: ClassVar[int] = 32
     """How many recent call ids (header `Mabeam-Call-Id`) and their replies an agent keeps, so
     that a repeated call is answered with its first reply instead of running again; part of
     the snapshot of a type that snapshots. 0 remembers none."""

@@ -4,12 +4,13 @@ A call may carry the header `Mabeam-Call-Id` (PROTOCOL.md "Safe retries"). The h
 replies of the last `Agent.remembered_calls` identified calls, oldest forgotten first, at most
 `MAX_REMEMBERED_BYTES` of reply bodies per agent; a reply body larger than `MAX_REPLY_BYTES` is
 remembered without its body, and a repeat of that call gets 409 instead of running again. For a
-type that snapshots, the memory travels with the snapshot (`encode` / `decode`), so a retry that
-reaches the agent's next owner after a fail-over is answered from it too.
+type that snapshots, the `PERSISTED_CALLS` most recent travel with the snapshot (`encode` /
+`restore`), so a retry that reaches the agent's next owner after a fail-over is answered too.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Final
@@ -20,12 +21,14 @@ from mabeam.core.codec import encode
 from mabeam.core.errors import BadRequestError, ConflictError, MabeamError
 from mabeam.core.replies import error_reply, result_of
 
-__all__ = ["MAX_REMEMBERED_BYTES", "MAX_REPLY_BYTES", "RecentCalls", "Reply"]
+__all__ = ["MAX_REMEMBERED_BYTES", "MAX_REPLY_BYTES", "PERSISTED_CALLS", "RecentCalls", "Reply"]
 
 MAX_REPLY_BYTES: Final = 1024
 """The largest reply body remembered whole."""
-MAX_REMEMBERED_BYTES: Final = 8 * 1024
+MAX_REMEMBERED_BYTES: Final = 4 * 1024
 """The reply bodies one agent remembers at most, in bytes."""
+PERSISTED_CALLS: Final = 16
+"""How many of the most recent remembered calls travel with a snapshot."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,14 +108,19 @@ class RecentCalls:
             self._bytes -= len(oldest.body) if oldest is not None else 0
 
     def encode(self) -> bytes:
-        """The memory as JSON, oldest first: `[[id, headers or null, body, kept], ...]`
-        (a reply too large to keep has body null and kept false)."""
+        """The `PERSISTED_CALLS` most recent calls as JSON, oldest first: `[[id, headers or
+        null, body, kept], ...]` (a reply too large to keep has body null and kept false).
+
+        A snapshot carries only these: the calls whose replies may not have reached their
+        callers when a runner dies are those of its last commits; older replies were sent.
+        """
+        recent = itertools.islice(reversed(self._replies.items()), PERSISTED_CALLS)
         return encode(
             [
                 _Remembered(call_id, None, _NULL, kept=False)
                 if reply is None
                 else _Remembered(call_id, reply.headers, msgspec.Raw(reply.body))
-                for call_id, reply in self._replies.items()
+                for call_id, reply in reversed(list(recent))
             ]
         )
 

@@ -59,16 +59,13 @@ class Snapshotted(Protocol):
 class _Write:
     """One snapshot write in flight: what it holds, and the awaitable of its revision."""
 
-    __slots__ = ("ack", "agent", "body", "calls", "error", "held", "slot")
+    __slots__ = ("ack", "agent", "body", "error", "held", "slot")
 
-    def __init__(
-        self, agent: Snapshotted, slot: _Slot, held: list[Outgoing], body: bytes, calls: bytes
-    ) -> None:
+    def __init__(self, agent: Snapshotted, slot: _Slot, held: list[Outgoing], body: bytes) -> None:
         self.agent = agent
         self.slot = slot
         self.held = held
         self.body = body
-        self.calls = calls
         self.ack: Awaitable[int] | None = None
         self.error: MabeamError | None = None
 
@@ -89,12 +86,11 @@ class Stored:
 class _Slot:
     """This runner's knowledge of one agent's snapshot key."""
 
-    __slots__ = ("again", "body", "calls", "revision", "waiter", "writing")
+    __slots__ = ("again", "body", "revision", "waiter", "writing")
 
-    def __init__(self, revision: int = 0, body: bytes | None = None, calls: bytes | None = None):
+    def __init__(self, revision: int = 0, body: bytes | None = None) -> None:
         self.revision = revision
         self.body = body
-        self.calls = calls
         self.writing = False
         self.again = False
         self.waiter: asyncio.Future[None] | None = None
@@ -207,7 +203,7 @@ class SnapshotStore:
             await agent.replier.release(held)
             return None
         slot.writing = True
-        write = _Write(agent, slot, held, body, calls)
+        write = _Write(agent, slot, held, body)
         try:
             write.ack = await self._put(agent.agent_id, body, calls, slot.revision)
         except MabeamError as error:
@@ -241,7 +237,7 @@ class SnapshotStore:
             log.warning("snapshot.write_failed", agent=agent.agent_id, error=error.message)
             asyncio.get_running_loop().call_later(RETRY_AFTER, self._retry, agent)
         else:
-            slot.revision, slot.body, slot.calls = revision, write.body, write.calls
+            slot.revision, slot.body = revision, write.body
             await agent.replier.release(held)
             stored = True
         finally:
@@ -290,7 +286,7 @@ class SnapshotStore:
             try:
                 if entry is None:
                     revision = await self._bucket.create(agent_id, b"")
-                    self._slots[agent_id] = _Slot(revision, b"", b"")
+                    self._slots[agent_id] = _Slot(revision, b"")
                     return None
                 headers = {CALLS_HEADER: (entry.headers or {}).get(CALLS_HEADER, "[]")}
                 revision = await self._bucket.update(
@@ -305,7 +301,7 @@ class SnapshotStore:
     def _take(self, entry: Entry) -> Stored:
         calls_text = entry.headers.get(CALLS_HEADER) if entry.headers else None
         calls = calls_text.encode() if calls_text is not None else None
-        self._slots[entry.key] = _Slot(entry.revision, entry.value, calls)
+        self._slots[entry.key] = _Slot(entry.revision, entry.value)
         state = decode(entry.value) if entry.value else None
         return Stored(state, calls, entry.revision)
 

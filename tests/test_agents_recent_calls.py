@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mabeam.agents.recent_calls import MAX_REPLY_BYTES, RecentCalls, Reply
+from mabeam.agents.recent_calls import MAX_REPLY_BYTES, PERSISTED_CALLS, RecentCalls, Reply
 from mabeam.core.errors import BadRequestError, ConflictError, UnknownActionError
 
 
@@ -59,3 +59,14 @@ def test_the_memory_travels_with_a_snapshot() -> None:
     assert len(smaller) == 1 and "big" in smaller
     with pytest.raises(BadRequestError, match="remembered calls"):
         restored.restore(b'{"not": "a list"}')
+
+
+def test_a_snapshot_carries_only_the_most_recent_calls() -> None:
+    calls = RecentCalls(limit=64)
+    for index in range(PERSISTED_CALLS + 5):
+        calls.remember(f"c{index}", Reply.of_result(index))
+    restored = RecentCalls(limit=64)
+    restored.restore(calls.encode())
+    assert len(restored) == PERSISTED_CALLS
+    assert "c4" not in restored and f"c{PERSISTED_CALLS + 4}" in restored
+    assert restored.get("c5").value() == 5
