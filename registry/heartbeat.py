@@ -24,13 +24,13 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from types import TracebackType
-from typing import Final
+from typing import Final, Self
 
 import structlog
 
 from mabeam.core.codec import now_rfc3339
 from mabeam.core.errors import BadRequestError, ConflictError, MabeamError
+from mabeam.core.resource import AsyncResource
 from mabeam.registry.records import RunnerRecord
 from mabeam.registry.registry import Registry
 from mabeam.registry.runners import DEAD_AFTER_INTERVALS
@@ -47,7 +47,7 @@ FENCE_MARGIN: Final = 0.5
 trusting its lease (it fences itself then, so it has stopped serving before anyone takes over)."""
 
 
-class RunnerHeartbeat:
+class RunnerHeartbeat(AsyncResource):
     """Claims and renews one runner's lease every `interval` seconds (the registry's default)."""
 
     def __init__(
@@ -119,13 +119,13 @@ class RunnerHeartbeat:
         if self._on_lost is not None:
             self._on_lost()
 
-    async def start(self) -> None:
+    async def start(self) -> Self:
         """Claim the lease, waiting out a previous holder of the same id (a restarted runner)
         for at most one TTL; then keep renewing it in the background."""
-        if self.running:
-            return
-        await self._claim(deadline=time.monotonic() + self.ttl + self.interval)
-        self._task = asyncio.create_task(self._run(), name="runner-heartbeat")
+        if not self.running:
+            await self._claim(deadline=time.monotonic() + self.ttl + self.interval)
+            self._task = asyncio.create_task(self._run(), name="runner-heartbeat")
+        return self
 
     async def _claim(self, deadline: float) -> None:
         while True:
@@ -163,14 +163,6 @@ class RunnerHeartbeat:
             except MabeamError as exc:
                 log.warning("registry.heartbeat_failed", error=exc.message)
 
-    async def __aenter__(self) -> RunnerHeartbeat:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
+        """Stop renewing and delete the record (`stop()`); safe to call twice."""
         await self.stop()
