@@ -121,27 +121,39 @@ class Proxy:
                 self._writers.discard(w)
                 w.close()
 
-    async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tap: PublishTap | None
+    async def _read(
+        self, reader: asyncio.StreamReader, tap: PublishTap | None, chunks: asyncio.Queue[bytes]
     ) -> None:
         try:
-            while True:
-                await self._open.wait()
-                data = await reader.read(_CHUNK)
-                if not data:
-                    break
-                await self._open.wait()
+            while data := await reader.read(_CHUNK):
                 if tap is not None:
                     now = time.monotonic()
                     for subject in tap.feed(data):
                         self._on_publish(now, subject)
                         if self.trigger is not None and self.trigger(subject):
-                            self.trigger = None
-                    await self._open.wait()  # a trigger may have blackholed this very chunk
+                            self.trigger = None  # it may blackhole this very chunk: it waits
+                chunks.put_nowait(data)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            chunks.put_nowait(b"")
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tap: PublishTap | None
+    ) -> None:
+        """Forward one direction. Reading goes on while blackholed (the bytes are held, as a
+        link that drops them would leave them unsent), so the tap timestamps each publish when
+        the runner sent it, not when the link healed."""
+        chunks: asyncio.Queue[bytes] = asyncio.Queue()
+        reading = asyncio.get_running_loop().create_task(self._read(reader, tap, chunks))
+        try:
+            while data := await chunks.get():
+                await self._open.wait()
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
+            reading.cancel()
             with contextlib.suppress(Exception):
                 writer.close()
