@@ -97,12 +97,13 @@ class AgentHost(HostServices):
         self.failed = 0
         self.restarts = 0
         self.events_dropped = 0
+        self._incarnation = runtime.lease_incarnation()
         self._snapshots = type(self).uses_snapshots(agent_type)
         self._durable = self._snapshots and agent_type.durability == "durable"
         self.replier = Replier(
             runtime.publish_reply,
             lambda: self.log,
-            serving=runtime.serving,
+            serving=self._serving,
             durable=self._durable,
             on_held=self._changed,
         )
@@ -308,6 +309,10 @@ class AgentHost(HostServices):
         """Another runner wrote this agent's snapshot: it owns the agent now; stop here."""
         self.runtime.start_task(self.runtime.yield_agent(self))
 
+    def _serving(self) -> bool:
+        """True while this copy may answer: the runner holds the lease it was started under."""
+        return self.runtime.serving(self._incarnation)
+
     def _changed(self) -> None:
         """The agent may have changed its state, or holds replies: get its snapshot written."""
         if self._snapshots:
@@ -321,7 +326,7 @@ class AgentHost(HostServices):
                 msg, len(self._subject_prefix), self.runtime.config.max_payload
             )
             if envelope.name in IMMEDIATE:
-                self.runtime.check_serving()
+                self.runtime.check_serving(self._incarnation)
                 await self.replier.now(envelope, self._immediate_reply(envelope.name))
                 return
             self.deliver(envelope)  # checks the lease too
@@ -336,7 +341,7 @@ class AgentHost(HostServices):
         Reserved actions behave as on the wire: `_ping` and `_info` are answered at once (a
         local call's future gets the reply), `_stop`, `_restart`, `_campaign` wait their turn.
         """
-        self.runtime.check_serving()
+        self.runtime.check_serving(self._incarnation)
         if envelope.name in IMMEDIATE and envelope.future is not None:
             envelope.future.set_result(self._immediate_reply(envelope.name))
             return
@@ -370,7 +375,7 @@ class AgentHost(HostServices):
     # ----------------------------------------------------------------- processing
 
     async def _process(self, envelope: Envelope) -> None:
-        if self.state is not HostState.RUNNING or not self.runtime.serving():
+        if self.state is not HostState.RUNNING or not self._serving():
             status = self.state.value if self.state is not HostState.RUNNING else "fenced"
             await self.replier.error(
                 envelope, UnavailableError(f"agent {self.agent_id} is {status}")

@@ -189,6 +189,7 @@ class Runner(AsyncResource):
         self._heartbeat = RunnerHeartbeat(registry, self.record, on_lost=self._lease_lost)
         await self._heartbeat.start()
         self._runtime.lease_valid = self._heartbeat.valid
+        self._runtime.lease_incarnation = self._heartbeat.current_incarnation
         self._runtime.on_lease_lapsed = self._lease_lapsed
         self._watchdog = LoopWatchdog(
             self.settings.heartbeat_interval, self._handling, self._loop_blocked
@@ -397,7 +398,7 @@ class Runner(AsyncResource):
             await asyncio.sleep(self.settings.heartbeat_interval)
             for host in self.runtime.taken_over():
                 await self.runtime.yield_agent(host)  # exactly one runner serves an agent
-            if not self.draining and self.runtime.serving():
+            if not self.draining and self.runtime.lease_valid():
                 await self.take_over()
 
     # ----------------------------------------------------------------- the lease

@@ -77,6 +77,8 @@ class Runtime:
         """The message an agent is handling right now (read by the loop watchdog's thread)."""
         self.lease_valid: Callable[[], bool] = _always
         """True while the runner's lease holds by its monotonic clock (set by the runner)."""
+        self.lease_incarnation: Callable[[], int] = _first
+        """The number of the lease held now: a host started under another one serves no more."""
         self.on_lease_lapsed: Callable[[], None] = _nothing
         """Called when a message finds the lease lapsed (the runner fences itself)."""
         self._elections: Elections | None = None
@@ -100,18 +102,21 @@ class Runtime:
 
     # ----------------------------------------------------------------- the lease
 
-    def serving(self) -> bool:
-        """True while this runner may serve its agents (its lease is valid)."""
-        return self.lease_valid()
+    def serving(self, incarnation: int) -> bool:
+        """True while this runner may serve an agent started under lease `incarnation`: that
+        lease is the one held now, and valid."""
+        return self.lease_valid() and incarnation == self.lease_incarnation()
 
-    def check_serving(self) -> None:
-        """Raise 503 (and start the fence) when the runner's lease is not valid."""
+    def check_serving(self, incarnation: int) -> None:
+        """Raise 503 unless `serving(incarnation)`; a lapsed lease starts the fence."""
         if not self.lease_valid():
             self.on_lease_lapsed()
             raise UnavailableError(
                 f"runner {self.runner_id} does not hold its lease: it serves no agent until it"
                 " has renewed it"
             )
+        if incarnation != self.lease_incarnation():
+            raise UnavailableError(f"runner {self.runner_id} lost the lease this agent ran under")
 
     # ----------------------------------------------------------------- plumbing
 
@@ -384,6 +389,10 @@ def _always() -> bool:
 
 def _nothing() -> None:
     return None
+
+
+def _first() -> int:
+    return 1
 
 
 def _survives_runner(host: AgentHost) -> bool:

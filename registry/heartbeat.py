@@ -71,6 +71,9 @@ class RunnerHeartbeat(AsyncResource):
         self._task: asyncio.Task[None] | None = None
         self._revision: int | None = None
         self._valid_until = 0.0
+        self.incarnation = 0
+        """How many leases this runner has claimed: one more after every loss. What was started
+        under an earlier one serves no more, even once a new lease holds."""
         self.beats = 0
         """How many heartbeats were written."""
 
@@ -88,6 +91,10 @@ class RunnerHeartbeat(AsyncResource):
         """True while the lease holds by this process's monotonic clock."""
         return time.monotonic() < self._valid_until
 
+    def current_incarnation(self) -> int:
+        """The number of the lease held now (see `incarnation`)."""
+        return self.incarnation
+
     async def beat(self) -> int:
         """Renew the lease now (claim it when none is held); returns the record's revision.
 
@@ -95,6 +102,7 @@ class RunnerHeartbeat(AsyncResource):
         """
         record = self._snapshot().with_(heartbeat_at=now_rfc3339())
         sent = time.monotonic()
+        fresh = self._revision is None
         if not self.registry.runner_leases_expire:
             revision = await self.registry.put_runner(record)  # liveness by heartbeat age
         elif self._revision is None:
@@ -109,6 +117,8 @@ class RunnerHeartbeat(AsyncResource):
                 raise
         self._revision = revision
         self._valid_until = sent + self.ttl - FENCE_MARGIN * self.interval
+        if fresh:
+            self.incarnation += 1
         self.beats += 1
         return revision
 
