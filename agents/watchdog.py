@@ -1,6 +1,6 @@
 """A thread that notices when a handler blocks the runner's event loop, and names the handler.
 
-While the loop runs, a callback stamps the time every `tick` seconds. The watchdog thread looks
+While the loop runs, a callback stamps the time every tick (a quarter of the threshold, at most 0.1 s). The watchdog thread looks
 at the stamp; when it is older than `threshold` (one heartbeat interval), the loop is blocked:
 it logs `runner.loop_blocked` once, naming the agent and action being handled (the runtime's
 `handling`), while the blockage lasts. When the loop runs again, the blockage is reported to the
@@ -32,12 +32,10 @@ class LoopWatchdog:
         threshold: float,
         handling: Callable[[], MessageContext | None],
         on_blocked: Callable[[MessageContext | None, float], None],
-        *,
-        tick: float | None = None,
     ) -> None:
         self.threshold = threshold
         """Seconds without a tick after which the loop counts as blocked."""
-        self._tick = tick if tick is not None else min(0.1, threshold / 4)
+        self._tick = min(0.1, threshold / 4)
         self._handling = handling
         self._on_blocked = on_blocked
         self._stamp = time.monotonic()
