@@ -1,7 +1,8 @@
 """A thread that notices when a handler blocks the runner's event loop, and names the handler.
 
-While the loop runs, a callback stamps the time every tick (a quarter of the threshold, at most 0.1 s). The watchdog thread looks
-at the stamp; when it is older than `threshold` (one heartbeat interval), the loop is blocked:
+While the loop runs, a callback stamps the time every tick (a quarter of the threshold, at most
+0.1 s). The watchdog thread looks at the stamp; when it is older than `threshold` (one heartbeat
+interval), the loop is blocked:
 it logs `runner.loop_blocked` once, naming the agent and action being handled (the runtime's
 `handling`), while the blockage lasts. When the loop runs again, the blockage is reported to the
 observer from the loop's own thread. A loop blocked past the runner's lease makes the runner fence
