@@ -25,7 +25,7 @@ import time
 from collections.abc import Sequence
 
 from mabeam.registry.records import AgentRecord, RunnerRecord
-from mabeam.registry.runners import RunnerReplica
+from mabeam.registry.runner_replica import RunnerReplica
 
 __all__ = ["MAX_FORWARDS", "Placement", "TakeOverShare", "share_orphans"]
 

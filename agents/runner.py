@@ -46,12 +46,12 @@ from mabeam.agents.builtin.coordinator import COORDINATOR_ID, CoordinatorAgent
 from mabeam.agents.builtin.demo import DemoAgent
 from mabeam.agents.context import MessageContext
 from mabeam.agents.control import TRY_ELSEWHERE, SpawnRequest, parse_spawn_request, send_spawn
-from mabeam.agents.limits import SpawnGuard, rss_bytes
 from mabeam.agents.model import Agent
 from mabeam.agents.observer import ObserverGroup, RunnerObserver
 from mabeam.agents.placement import Placement, TakeOverShare
 from mabeam.agents.runtime import Runtime
 from mabeam.agents.snapshots import SnapshotStore
+from mabeam.agents.spawn_guard import SpawnGuard, rss_bytes
 from mabeam.agents.supervisor import RestartIntensity
 from mabeam.agents.watchdog import LoopWatchdog
 from mabeam.bus.bus import EventBus

@@ -13,9 +13,9 @@ from typing import Any
 
 from mabeam.bus.durable import DEFAULT_MAX_DELIVER, open_durable
 from mabeam.bus.event import Event, event_headers, new_event, validate_source, validate_traceparent
+from mabeam.bus.event_counters import BusStats
 from mabeam.bus.fanout import Fanout
 from mabeam.bus.history import read_last
-from mabeam.bus.stats import BusStats
 from mabeam.bus.stream import ensure_stream
 from mabeam.bus.subscription import Handler, Subscription
 from mabeam.core.codec import encode

@@ -22,7 +22,7 @@ import inspect
 import structlog
 
 from mabeam.bus.event import Event, decode_event
-from mabeam.bus.stats import BusStats
+from mabeam.bus.event_counters import BusStats
 from mabeam.bus.subscription import Detach, Handler, Subscription
 from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError, MabeamError, NotFoundError, TooLargeError

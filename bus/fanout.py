@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Callable
 
 from mabeam.bus.event import Event, decode_event
-from mabeam.bus.stats import BusStats
+from mabeam.bus.event_counters import BusStats
 from mabeam.bus.subscription import Handler, LocalSubscription, Subscription, local_subscription
 from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError, MabeamError, TooLargeError

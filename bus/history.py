@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mabeam.bus.event import Event, decode_event
-from mabeam.bus.stats import BusStats
+from mabeam.bus.event_counters import BusStats
 from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError, MabeamError, TooLargeError
 from mabeam.core.jetstream import DirectAnswer

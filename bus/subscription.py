@@ -24,7 +24,7 @@ from typing import cast
 import structlog
 
 from mabeam.bus.event import Event
-from mabeam.bus.stats import BusStats, SubscriptionStats
+from mabeam.bus.event_counters import BusStats, SubscriptionStats
 
 __all__ = [
     "AsyncHandler",

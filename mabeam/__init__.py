@@ -37,7 +37,7 @@ _EXPORTS: dict[str, str] = {
     "UnavailableError": "mabeam.core.errors",
     "ConnectError": "mabeam.core.errors",
     "ServerStartError": "mabeam.core.errors",
-    "EmbeddedServer": "mabeam.core.server",
+    "EmbeddedServer": "mabeam.core.embedded_server",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from mabeam.agents.limits import SpawnGuard, rss_bytes
+from mabeam.agents.spawn_guard import SpawnGuard, rss_bytes
 from mabeam.core.errors import MabeamError, UnavailableError
 
 if TYPE_CHECKING:
@@ -31,11 +31,11 @@ if TYPE_CHECKING:
 
     from mabeam.agents.runner import Runner
     from mabeam.agents.runtime import Runtime
-    from mabeam.bus.stats import BusStats
+    from mabeam.bus.event_counters import BusStats
     from mabeam.core.connection import Connection
     from mabeam.registry.registry import Registry
     from mabeam.registry.replica import Replica
-    from mabeam.registry.runners import RunnerReplica
+    from mabeam.registry.runner_replica import RunnerReplica
 
 __all__ = ["LAG_TIMEOUT", "RunnerCollector"]
 

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Final
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
-from mabeam.agents.limits import rss_bytes
 from mabeam.agents.observer import RunnerObserver
+from mabeam.agents.spawn_guard import rss_bytes
 from mabeam.ops.actions import ActionMetrics
 from mabeam.ops.collector import RunnerCollector
 

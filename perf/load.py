@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mabeam.core.codec import parse_rfc3339
-from mabeam.perf.stats import Dist, summarize
+from mabeam.perf.distributions import Dist, summarize
 
 __all__ = ["LoadResult", "Paced", "closed_loop", "paced", "wall_from_rfc3339"]
 

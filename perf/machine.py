@@ -10,8 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from mabeam.core.embedded_server import find_nats_server
 from mabeam.core.errors import ServerStartError
-from mabeam.core.server import find_nats_server
 
 __all__ = ["machine_info", "now_utc", "read_rss_kb"]
 

@@ -28,9 +28,9 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import api
 
+from mabeam.perf.distributions import summarize
 from mabeam.perf.load import closed_loop, paced
 from mabeam.perf.machine import read_rss_kb
-from mabeam.perf.stats import summarize
 from mabeam.perf.worker import WorkerFunction, ready, until_stdin_closes
 
 __all__ = ["WORKERS"]

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from mabeam.perf.stats import Dist
+from mabeam.perf.distributions import Dist
 
 __all__ = [
     "Better",

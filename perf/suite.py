@@ -18,11 +18,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from mabeam.core.server import EmbeddedServer
+from mabeam.core.embedded_server import EmbeddedServer
 from mabeam.perf.bench import Bench
 from mabeam.perf.machine import machine_info, now_utc
 from mabeam.perf.results import Measurements, Report, Row, build_row
-from mabeam.perf.scenarios import agents, events, limits, registry, system
+from mabeam.perf.scenarios import (
+    agent_rows,
+    event_rows,
+    limit_rows,
+    registry_rows,
+    system_rows,
+)
 from mabeam.perf.targets import ROW_NAMES, ROWS
 
 __all__ = ["SCENARIOS", "Scenario", "run_suite"]
@@ -39,20 +45,20 @@ _PACKAGES = (
 Scenario = Callable[[Bench, Measurements], Awaitable[None]]
 
 SCENARIOS: dict[str, Scenario] = {
-    "agent_creation": agents.agent_creation,
-    "agent_action": agents.agent_action,
-    "agent_action_durable": agents.agent_action_durable,
-    "agent_lifecycle": agents.agent_lifecycle,
-    "system_startup": system.system_startup,
-    "system_coordination": system.system_coordination,
-    "system_load": system.system_load,
-    "system_memory": system.system_memory,
-    "event_system": events.event_system,
-    "event_propagation": events.event_propagation,
-    "event_stress": events.event_stress,
-    "registry": registry.registry,
-    "registry_scalability": registry.registry_scalability,
-    "resource_limits": limits.resource_limits,
+    "agent_creation": agent_rows.agent_creation,
+    "agent_action": agent_rows.agent_action,
+    "agent_action_durable": agent_rows.agent_action_durable,
+    "agent_lifecycle": agent_rows.agent_lifecycle,
+    "system_startup": system_rows.system_startup,
+    "system_coordination": system_rows.system_coordination,
+    "system_load": system_rows.system_load,
+    "system_memory": system_rows.system_memory,
+    "event_system": event_rows.event_system,
+    "event_propagation": event_rows.event_propagation,
+    "event_stress": event_rows.event_stress,
+    "registry": registry_rows.registry,
+    "registry_scalability": registry_rows.registry_scalability,
+    "resource_limits": limit_rows.resource_limits,
 }
 """The scenario of every row of perf/README.md."""
 

@@ -28,11 +28,11 @@ WorkerFunction = Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
 
 FAMILIES = {
     "raw": "mabeam.perf.raw",
-    "agents": "mabeam.perf.scenarios.agents",
-    "system": "mabeam.perf.scenarios.system",
-    "events": "mabeam.perf.scenarios.events",
-    "registry": "mabeam.perf.scenarios.registry",
-    "limits": "mabeam.perf.scenarios.limits",
+    "agents": "mabeam.perf.scenarios.agent_rows",
+    "system": "mabeam.perf.scenarios.system_rows",
+    "events": "mabeam.perf.scenarios.event_rows",
+    "registry": "mabeam.perf.scenarios.registry_rows",
+    "limits": "mabeam.perf.scenarios.limit_rows",
 }
 """Family name → module that holds its `WORKERS`."""
 

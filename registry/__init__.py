@@ -7,7 +7,7 @@ Import from here or from the defining modules: `Registry` (registry.py), the rec
 """
 
 from mabeam.core.kv import Entry
-from mabeam.registry.agents import AgentReplica
+from mabeam.registry.agent_replica import AgentReplica
 from mabeam.registry.buckets import Bucket
 from mabeam.registry.heartbeat import RunnerHeartbeat
 from mabeam.registry.leases import Lease, Leases
@@ -22,7 +22,11 @@ from mabeam.registry.records import (
 )
 from mabeam.registry.registry import Registry
 from mabeam.registry.replica import Change, ChangeKind, ChangeStream, Replica
-from mabeam.registry.runners import DEAD_AFTER_INTERVALS, DEFAULT_HEARTBEAT_INTERVAL, RunnerReplica
+from mabeam.registry.runner_replica import (
+    DEAD_AFTER_INTERVALS,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    RunnerReplica,
+)
 
 __all__ = [
     "DEAD_AFTER_INTERVALS",

@@ -33,7 +33,7 @@ from mabeam.core.errors import BadRequestError, ConflictError, MabeamError
 from mabeam.core.resource import AsyncResource
 from mabeam.registry.records import RunnerRecord
 from mabeam.registry.registry import Registry
-from mabeam.registry.runners import DEAD_AFTER_INTERVALS
+from mabeam.registry.runner_replica import DEAD_AFTER_INTERVALS
 
 __all__ = ["FENCE_MARGIN", "MIN_LEASE_TTL", "RunnerHeartbeat"]
 

@@ -20,12 +20,12 @@ from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError, ConflictError, MabeamError
 from mabeam.core.names import validate_id
 from mabeam.core.resource import AsyncResource
-from mabeam.registry.agents import AgentReplica
+from mabeam.registry.agent_replica import AgentReplica
 from mabeam.registry.buckets import Bucket
 from mabeam.registry.leases import Leases
 from mabeam.registry.records import AgentRecord, RunnerRecord, encode_record
-from mabeam.registry.runners import DEFAULT_HEARTBEAT_INTERVAL, RunnerReplica
-from mabeam.registry.stats import RegistryStats
+from mabeam.registry.runner_replica import DEFAULT_HEARTBEAT_INTERVAL, RunnerReplica
+from mabeam.registry.write_counters import RegistryStats
 
 __all__ = ["Registry"]
 

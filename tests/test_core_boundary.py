@@ -18,7 +18,7 @@ MAY_IMPORT_NATS = {
     # The perf harness: it deletes finished rows' streams and times a runner's first answer with a
     # bare nats-py client, outside the platform it measures.
     "perf/bench.py",
-    "perf/scenarios/system.py",
+    "perf/scenarios/system_rows.py",
 }
 MAY_USE_NATS_THROUGH_CONNECTION: set[str] = set()
 _NATS_DOORS = {"nc", "js"}  # Connection properties that hand out nats-py itself

@@ -6,8 +6,8 @@ import pytest
 
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection, ConnectionState
+from mabeam.core.embedded_server import EmbeddedServer
 from mabeam.core.errors import ConnectError, ServerStartError
-from mabeam.core.server import EmbeddedServer
 from mabeam.testing import NatsEndpoint
 
 

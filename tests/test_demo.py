@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from mabeam.demo import DemoPlan, run_demo
+from mabeam.market_demo import DemoPlan, run_demo
 from mabeam.testing import unique_prefix
 
 

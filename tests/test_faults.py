@@ -15,11 +15,11 @@ from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.bus.event import Event
 from mabeam.client import Client
 from mabeam.core.config import Config
+from mabeam.core.embedded_server import EmbeddedServer
 from mabeam.core.errors import (
     MabeamError,
     OverloadedError,
 )
-from mabeam.core.server import EmbeddedServer
 from mabeam.testing import eventually
 from mabeam.testing.processes import RunnerProcess
 from tests.agents_support.types import Listener, Sleeper

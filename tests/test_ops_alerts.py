@@ -26,7 +26,7 @@ from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.ops.scrape import fetch_metrics
 from mabeam.ops.service import ObservedRunner
-from mabeam.registry.runners import DEAD_AFTER_INTERVALS
+from mabeam.registry.runner_replica import DEAD_AFTER_INTERVALS
 
 ROOT = Path(__file__).resolve().parents[1]
 ALERTS = ROOT / "ops" / "alerts"
@@ -156,15 +156,15 @@ def test_the_thresholds_are_the_issues() -> None:
 
 
 def test_alerts_fire_above_the_thresholds_mabeam_status_flags() -> None:
-    from mabeam.ops import scrape, status
+    from mabeam.ops import scrape, status_view
 
     flagged_above = {
-        "MabeamRunnerNearAgentCapacity": status.CAPACITY_ALERT_RATIO,
-        "MabeamRunnerNearMemoryLimit": status.CAPACITY_ALERT_RATIO,
-        "MabeamActionErrorsHigh": status.ERROR_ALERT_RATIO,
+        "MabeamRunnerNearAgentCapacity": status_view.CAPACITY_ALERT_RATIO,
+        "MabeamRunnerNearMemoryLimit": status_view.CAPACITY_ALERT_RATIO,
+        "MabeamActionErrorsHigh": status_view.ERROR_ALERT_RATIO,
         "MabeamActionLatencyHigh": scrape.LATENCY_ALERT_SECONDS,
-        "MabeamMailboxNearFull": status.MAILBOX_ALERT_RATIO,
-        "MabeamRegistryReplicaLagging": status.REPLICA_LAG_ALERT_SECONDS,
+        "MabeamMailboxNearFull": status_view.MAILBOX_ALERT_RATIO,
+        "MabeamRegistryReplicaLagging": status_view.REPLICA_LAG_ALERT_SECONDS,
     }
     for name, value in flagged_above.items():
         assert threshold(name)[1:] == (">", value), name  # status flags strictly above, too

@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 from mabeam.client import Client
 from mabeam.core.codec import decode
 from mabeam.core.config import Config
+from mabeam.core.embedded_server import EmbeddedServer
 from mabeam.core.errors import MabeamError
-from mabeam.core.server import EmbeddedServer
 from mabeam.registry.buckets import Bucket
 from mabeam.testing import eventually
 from mabeam.testing.processes import RunnerProcess

@@ -24,7 +24,7 @@ import yaml
 from mabeam.agents.runner import RunnerSettings
 from mabeam.client import Client
 from mabeam.core.config import Config
-from mabeam.core.server import find_nats_server
+from mabeam.core.embedded_server import find_nats_server
 from mabeam.ops.scrape import fetch_metrics
 from mabeam.ops.service import ObservedRunner
 from tests.test_ops_alerts import RAW_METRIC, RECORDED, alerts, recording_rules, threshold

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from mabeam.agents.limits import rss_bytes
 from mabeam.agents.runner import RunnerSettings
+from mabeam.agents.spawn_guard import rss_bytes
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.core.errors import OverloadedError

@@ -12,7 +12,7 @@ from typing import Any
 
 from mabeam.agents.runner import RunnerSettings
 from mabeam.core.config import Config
-from mabeam.core.server import EmbeddedServer
+from mabeam.core.embedded_server import EmbeddedServer
 from mabeam.ops.health import runner_routes
 from mabeam.ops.service import ObservedRunner
 from mabeam.testing import eventually

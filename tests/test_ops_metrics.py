@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mabeam.agents.builtin.coordinator import CoordinatorAgent
 from mabeam.agents.builtin.demo import DemoAgent
-from mabeam.agents.limits import rss_bytes
 from mabeam.agents.runner import Runner, RunnerSettings
+from mabeam.agents.spawn_guard import rss_bytes
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.core.errors import ActionFailedError, NotFoundError, OverloadedError
@@ -24,7 +24,7 @@ from mabeam.ops.metrics import UNKNOWN_ACTION, PrometheusObserver
 from mabeam.ops.scrape import fetch_metrics
 from mabeam.ops.service import ObservedRunner
 from mabeam.registry.records import RunnerRecord
-from mabeam.registry.runners import DEAD_AFTER_INTERVALS
+from mabeam.registry.runner_replica import DEAD_AFTER_INTERVALS
 from mabeam.testing import eventually
 from mabeam.testing.processes import RunnerProcess
 from tests.agents_support.types import Fragile, Sleeper

@@ -20,7 +20,7 @@ from mabeam.core.config import Config
 from mabeam.core.errors import ActionFailedError
 from mabeam.ops.scrape import RunnerMetrics
 from mabeam.ops.service import ObservedRunner
-from mabeam.ops.status import (
+from mabeam.ops.status_view import (
     FLAG_AGENTS,
     FLAG_DRAINING,
     FLAG_ERRORS,

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from mabeam.perf.distributions import summarize
 from mabeam.perf.plots import render_plots
 from mabeam.perf.report import format_value, render_markdown, summary_line, write_json
 from mabeam.perf.results import FigureSpec, Goal, Measurements, Report, RowSpec, build_row, ratio
 from mabeam.perf.sizes import quick_notes
-from mabeam.perf.stats import summarize
 from mabeam.perf.suite import SCENARIOS
 from mabeam.perf.targets import ROW_NAMES, ROWS
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mabeam.perf.stats import HISTOGRAM_BINS, linear_fit, percentile, summarize
+from mabeam.perf.distributions import HISTOGRAM_BINS, linear_fit, percentile, summarize
 
 
 def test_percentiles_are_nearest_rank_values_that_were_observed() -> None:

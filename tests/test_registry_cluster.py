@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
-from mabeam.core.server import EmbeddedServer
+from mabeam.core.embedded_server import EmbeddedServer
 from mabeam.registry import AgentRecord, Registry
 from mabeam.testing import eventually
 

@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from mabeam.core import codec
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
+from mabeam.core.embedded_server import EmbeddedServer
 from mabeam.core.errors import (
     BadRequestError,
     ConflictError,
@@ -22,7 +23,6 @@ from mabeam.core.errors import (
     OverloadedError,
     UnavailableError,
 )
-from mabeam.core.server import EmbeddedServer
 from mabeam.registry import AgentRecord, Change, Registry
 from mabeam.registry.records import encode_record
 from mabeam.testing import NatsEndpoint

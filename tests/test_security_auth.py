@@ -35,8 +35,8 @@ from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection, ConnectionState
+from mabeam.core.embedded_server import EmbeddedServer
 from mabeam.core.errors import ConnectError
-from mabeam.core.server import EmbeddedServer
 from mabeam.testing import unique_prefix
 
 MABEAM = str(Path(sys.executable).parent / "mabeam")

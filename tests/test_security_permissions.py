@@ -28,8 +28,8 @@ from mabeam.client import Client
 from mabeam.core.codec import encode
 from mabeam.core.config import DEFAULT_PREFIX, Config
 from mabeam.core.connection import Connection
+from mabeam.core.embedded_server import EmbeddedServer
 from mabeam.core.errors import ConflictError
-from mabeam.core.server import EmbeddedServer
 from mabeam.registry.buckets import Bucket
 from mabeam.registry.records import AgentRecord
 from mabeam.registry.registry import Registry

@@ -1,4 +1,4 @@
-"""`mabeam demo`: the market scenario end to end (see `mabeam.demo`)."""
+"""`mabeam demo`: the market scenario end to end (see `mabeam.market_demo`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from mabeam.core.errors import ConfigError
-from mabeam.demo import DemoPlan, run_demo
+from mabeam.market_demo import DemoPlan, run_demo
 
 __all__ = ["register"]
 

@@ -22,7 +22,7 @@ from mabeam.core.connection import Connection
 from mabeam.core.names import validate_id
 from mabeam.registry.records import STATUSES, AgentRecord, RunnerRecord
 from mabeam.registry.registry import Registry
-from mabeam.registry.runners import DEFAULT_HEARTBEAT_INTERVAL, RunnerReplica
+from mabeam.registry.runner_replica import DEFAULT_HEARTBEAT_INTERVAL, RunnerReplica
 
 __all__ = ["register", "run_agents", "run_runners"]
 

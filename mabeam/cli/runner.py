@@ -18,8 +18,8 @@ from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.cli.common import add_connection_options, config_from_args
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection, is_auth_error
+from mabeam.core.embedded_server import EmbeddedServer
 from mabeam.core.errors import ConfigError, ConnectError
-from mabeam.core.server import EmbeddedServer
 from mabeam.ops.logging import LEVELS, configure_logging
 from mabeam.ops.service import ObservedRunner
 

@@ -7,7 +7,7 @@ import asyncio
 import signal
 from typing import Any
 
-from mabeam.core.server import EmbeddedServer
+from mabeam.core.embedded_server import EmbeddedServer
 
 __all__ = ["register"]
 

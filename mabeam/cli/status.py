@@ -2,7 +2,7 @@
 status, event and action rates.
 
 It samples the system twice, `--interval` seconds apart (rates are over that interval), prints
-the view (`mabeam.ops.status`) and exits; with `--watch` it keeps sampling and redraws the
+the view (`mabeam.ops.status_view`) and exits; with `--watch` it keeps sampling and redraws the
 screen in place until interrupted. `--json` prints each view as one JSON object instead.
 """
 
@@ -16,9 +16,9 @@ from typing import Any, Final
 from mabeam.cli.common import CLIENT_LOG_LEVEL, add_connection_options, config_from_args, print_json
 from mabeam.core.connection import Connection
 from mabeam.core.errors import ConfigError
-from mabeam.ops.status import StatusSampler, StatusView, build_view, render
+from mabeam.ops.status_view import StatusSampler, StatusView, build_view, render
 from mabeam.registry.registry import Registry
-from mabeam.registry.runners import DEFAULT_HEARTBEAT_INTERVAL
+from mabeam.registry.runner_replica import DEFAULT_HEARTBEAT_INTERVAL
 
 __all__ = ["register", "run_status"]
 

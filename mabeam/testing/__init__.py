@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from mabeam.core.server import EmbeddedServer
+from mabeam.core.embedded_server import EmbeddedServer
 
 __all__ = ["NatsEndpoint", "docker_available", "eventually", "nats_endpoint", "unique_prefix"]
 

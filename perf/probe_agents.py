@@ -1,4 +1,4 @@
-"""Agent types that measure from inside a runner: `--agents mabeam.perf.agents:BenchProbe ...`.
+"""Agent types that measure from inside a runner (`--agents mabeam.perf.probe_agents:BenchProbe`).
 
 - `BenchSink` subscribes to `bench.>` and records, per topic, how many events arrived and the
   latency from `ce-time` to the entry of its handler; `stats(topic)` reports them.
@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 
 from mabeam.agents.model import Agent, action, on_event
 from mabeam.bus.event import Event
+from mabeam.perf.distributions import summarize
 from mabeam.perf.load import closed_loop, wall_from_rfc3339
-from mabeam.perf.stats import summarize
 from mabeam.registry.records import AgentRecord
 from mabeam.registry.replica import ChangeStream
 

@@ -18,7 +18,7 @@ from mabeam.perf.load import Paced, paced
 from mabeam.perf.machine import read_rss_kb
 from mabeam.perf.procs import PerfError
 from mabeam.perf.results import Measurements, Series
-from mabeam.perf.scenarios.common import (
+from mabeam.perf.scenarios.support import (
     FANOUT,
     LONG_CALL,
     PROBE,

@@ -11,10 +11,10 @@ import msgspec
 
 from mabeam.client import Client
 from mabeam.core.config import Config
+from mabeam.perf.distributions import Dist
 from mabeam.perf.load import LoadResult, closed_loop
 from mabeam.perf.procs import PerfError
 from mabeam.perf.results import Measurements
-from mabeam.perf.stats import Dist
 
 __all__ = [
     "COUNTER",
@@ -29,10 +29,10 @@ __all__ = [
     "spawn_all",
 ]
 
-PROBE = "mabeam.perf.agents:BenchProbe"
-COUNTER = "mabeam.perf.agents:BenchCounter"
-SINK = "mabeam.perf.agents:BenchSink"
-FANOUT = "mabeam.perf.agents:FanoutSink"
+PROBE = "mabeam.perf.probe_agents:BenchProbe"
+COUNTER = "mabeam.perf.probe_agents:BenchCounter"
+SINK = "mabeam.perf.probe_agents:BenchSink"
+FANOUT = "mabeam.perf.probe_agents:FanoutSink"
 LONG_CALL = 600.0
 """Seconds a client waits for a bench agent's measuring action."""
 _STALL_POLLS = 30

@@ -21,7 +21,7 @@ from mabeam.perf.bench import Bench
 from mabeam.perf.load import closed_loop
 from mabeam.perf.procs import PerfError
 from mabeam.perf.results import Measurements
-from mabeam.perf.scenarios.common import PROBE, client_for, spawn_all
+from mabeam.perf.scenarios.support import PROBE, client_for, spawn_all
 from mabeam.perf.worker import WorkerFunction
 
 __all__ = ["WORKERS", "resource_limits"]

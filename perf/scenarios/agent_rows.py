@@ -16,7 +16,7 @@ from mabeam.perf.load import closed_loop
 from mabeam.perf.machine import read_rss_kb
 from mabeam.perf.procs import PerfError
 from mabeam.perf.results import Measurements
-from mabeam.perf.scenarios.common import (
+from mabeam.perf.scenarios.support import (
     COUNTER,
     LONG_CALL,
     PROBE,

@@ -15,14 +15,14 @@ import time
 from typing import Any
 
 from mabeam.client import Client
-from mabeam.perf.agents import LOOKUP_BATCH
 from mabeam.perf.bench import Bench
+from mabeam.perf.distributions import summarize
 from mabeam.perf.load import closed_loop
 from mabeam.perf.machine import read_rss_kb
+from mabeam.perf.probe_agents import LOOKUP_BATCH
 from mabeam.perf.procs import PerfError
 from mabeam.perf.results import Measurements, Series
-from mabeam.perf.scenarios.common import LONG_CALL, PROBE, client_for, dist, record_latency
-from mabeam.perf.stats import summarize
+from mabeam.perf.scenarios.support import LONG_CALL, PROBE, client_for, dist, record_latency
 from mabeam.perf.worker import WorkerFunction
 from mabeam.registry.buckets import Bucket
 from mabeam.registry.records import AgentRecord

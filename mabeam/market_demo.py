@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from mabeam.agents.examples.market import GOODS
 from mabeam.client import Client
 from mabeam.core.config import Config
-from mabeam.core.server import EmbeddedServer
+from mabeam.core.embedded_server import EmbeddedServer
 from mabeam.testing.processes import RunnerProcess
 
 __all__ = ["DemoPlan", "run_demo"]

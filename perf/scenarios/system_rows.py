@@ -21,11 +21,12 @@ import nats.errors
 from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.core.config import Config
 from mabeam.perf.bench import RUNNER_OPTIONS, Bench
+from mabeam.perf.distributions import linear_fit, summarize
 from mabeam.perf.load import closed_loop, paced
 from mabeam.perf.machine import read_rss_kb
 from mabeam.perf.procs import PerfError, child_env
 from mabeam.perf.results import Measurements, Series
-from mabeam.perf.scenarios.common import (
+from mabeam.perf.scenarios.support import (
     SINK,
     client_for,
     dist,
@@ -33,7 +34,6 @@ from mabeam.perf.scenarios.common import (
     sink_delivered,
     spawn_all,
 )
-from mabeam.perf.stats import linear_fit, summarize
 from mabeam.perf.worker import WorkerFunction
 from mabeam.testing.processes import RunnerProcess
 
