@@ -176,12 +176,15 @@ class Caller:
         timeout: float | None = None,
         call_id: str | None = None,
         headers: dict[str, str] | None = None,
+        subject: str | None = None,
     ) -> Any:
-        """Run `action` on `agent_id` and return its result; raise its error (see `Calls`)."""
+        """Run `action` on `agent_id` and return its result; raise its error (see `Calls`).
+
+        `subject` replaces `P.agent.<id>.<action>` on the wire (a virtual agent's subject)."""
         body = self._body(agent_id, action, args)
         sent = _headers(call_id, headers)
         wait = timeout if timeout is not None else self._connection.config.request_timeout
-        subject = self._connection.subjects.agent(agent_id, action)
+        subject = subject or self._connection.subjects.agent(agent_id, action)
         started = time.monotonic()
         retry: _Retry | None = None
         while True:
@@ -210,15 +213,17 @@ class Caller:
         *,
         call_id: str | None = None,
         headers: dict[str, str] | None = None,
+        subject: str | None = None,
     ) -> None:
-        """Send `action` to `agent_id` without waiting for (or getting) a result."""
+        """Send `action` to `agent_id` without waiting for (or getting) a result (on `subject`
+        instead of `P.agent.<id>.<action>` when given)."""
         body = self._body(agent_id, action, args)
         sent = _headers(call_id, headers)
         target = self._local(agent_id) if self._local is not None else None
         if target is not None:
             target.deliver(Envelope(EnvelopeKind.ACTION, action, decode(body), headers=sent))
             return
-        subject = self._connection.subjects.agent(agent_id, action)
+        subject = subject or self._connection.subjects.agent(agent_id, action)
         await self._connection.publish(subject, body, headers=sent)
 
     def _body(self, agent_id: str, action: str, args: dict[str, Any] | None) -> bytes:

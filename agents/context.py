@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from mabeam.agents.observer import RunnerObserver
     from mabeam.agents.timers import Timer
+    from mabeam.agents.virtual_calls import VirtualAgent
 
 __all__ = ["AgentContext", "AgentServices", "MessageContext", "current_message"]
 
@@ -75,6 +76,9 @@ class AgentServices(Calls, Protocol):
     async def spawn(self, agent_type: str, **options: Any) -> dict[str, Any]:
         """Spawn a new agent on any runner."""
 
+    def virtual(self, agent_type: str, key: str) -> VirtualAgent:
+        """The virtual agent `key` of `agent_type` (activated by its first call)."""
+
     async def stop_agent(self, agent_id: str) -> None:
         """Stop an agent (this one or another)."""
 
@@ -121,6 +125,12 @@ class AgentContext(ForwardsCalls):
     async def spawn(self, agent_type: str, **options: Any) -> dict[str, Any]:
         """Spawn an agent (`id=`, `args=`, `capabilities=`, `meta=`, `restart=`, `runner=`)."""
         return await self._services.spawn(agent_type, **options)
+
+    def virtual_agent(self, agent_type: str, key: str) -> VirtualAgent:
+        """The virtual agent `key` of `agent_type`: `await self.virtual_agent("demo", "k")
+        .call(...)` (named apart from the class attribute `virtual`, which says whether this
+        type may itself be called virtually)."""
+        return self._services.virtual(agent_type, key)
 
     async def stop(self, agent_id: str | None = None) -> None:
         """Stop another agent, or this one (after the current message) when no id is given."""

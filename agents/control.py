@@ -29,7 +29,7 @@ from mabeam.core.errors import (
 )
 from mabeam.core.gather import gather_replies
 from mabeam.core.messages import Message
-from mabeam.core.names import validate_id
+from mabeam.core.names import validate_id, virtual_agent_id
 from mabeam.core.replies import error_of, result_of
 
 __all__ = [
@@ -55,10 +55,19 @@ class SpawnRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     capabilities: list[str] = msgspec.field(default_factory=list)
     meta: dict[str, Any] = msgspec.field(default_factory=dict)
     restart: str = RestartPolicy.PERMANENT.value
+    key: str | None = None
+    """Set for the activation of a virtual agent: its key (its id is then the virtual id)."""
 
     def validated(self) -> SpawnRequest:
         """Return self after checking every name; `BadRequestError` names the bad field."""
         validate_id(self.type, "agent type")
+        if self.key is not None:
+            expected = virtual_agent_id(self.type, self.key)
+            if self.id not in (None, expected):
+                raise BadRequestError(f"the virtual agent {self.key!r} has the id {expected!r}")
+            self.id = expected
+            if self.restart != RestartPolicy.PERMANENT.value:
+                raise BadRequestError("a virtual agent is permanent")
         if self.id is not None:
             validate_id(self.id, "agent id")
         for capability in self.capabilities:

@@ -97,6 +97,8 @@ class AgentHost(HostServices):
         self.failed = 0
         self.restarts = 0
         self.events_dropped = 0
+        self.last_active = time.monotonic()
+        """When a message was last delivered (monotonic seconds): idle virtual agents passivate."""
         self._incarnation = runtime.lease_incarnation()
         self._snapshots = type(self).uses_snapshots(agent_type)
         self._durable = self._snapshots and agent_type.durability == "durable"
@@ -228,7 +230,7 @@ class AgentHost(HostServices):
             await self.mailbox.wait_idle()
         self.state = HostState.STOPPING
         await self._refuse_pending(f"agent {self.agent_id} is stopping")
-        if self._snapshots and reason in ("shutdown", "handover"):
+        if self._snapshots and reason in ("shutdown", "handover", "passivate"):
             await self.runtime.snapshots.commit(self)
         await self._teardown_instance(reason)
         await self._leave_subject()
@@ -321,10 +323,13 @@ class AgentHost(HostServices):
     # ----------------------------------------------------------------- messages in
 
     async def _on_message(self, msg: Message) -> None:
+        await self.receive(msg, msg.subject[len(self._subject_prefix) :])
+
+    async def receive(self, msg: Message, action: str) -> None:
+        """Take a wire message for `action` (from `P.agent.<id>.*`, or routed from
+        `P.virtual.<type>.<key>.*`): answer it at once, or queue it, or refuse it."""
         try:
-            envelope = decode_message(
-                msg, len(self._subject_prefix), self.runtime.config.max_payload
-            )
+            envelope = decode_message(msg, action, self.runtime.config.max_payload)
             if envelope.name in IMMEDIATE:
                 self.runtime.check_serving(self._incarnation)
                 await self.replier.now(envelope, self._immediate_reply(envelope.name))
@@ -342,6 +347,7 @@ class AgentHost(HostServices):
         local call's future gets the reply), `_stop`, `_restart`, `_campaign` wait their turn.
         """
         self.runtime.check_serving(self._incarnation)
+        self.last_active = time.monotonic()
         if envelope.name in IMMEDIATE and envelope.future is not None:
             envelope.future.set_result(self._immediate_reply(envelope.name))
             return

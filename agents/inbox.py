@@ -22,9 +22,9 @@ QUEUED_CONTROL: Final = frozenset({"_stop", "_restart", "_campaign"})
 """Reserved actions that wait their turn in the mailbox."""
 
 
-def decode_message(message: Message, prefix_length: int, max_payload: int) -> Envelope:
-    """The envelope of a wire message whose subject starts with the agent's prefix."""
-    action = validate_id(message.subject[prefix_length:], "action name")
+def decode_message(message: Message, action: str, max_payload: int) -> Envelope:
+    """The envelope of a wire message for `action` (the subject's last token)."""
+    validate_id(action, "action name")
     headers = message.headers or None
     if headers is not None and CALL_ID_HEADER in headers:
         validate_id(headers[CALL_ID_HEADER], "call id")

@@ -192,6 +192,12 @@ class Agent(AgentContext):
     """How many recent call ids (header `Mabeam-Call-Id`) and their replies an agent keeps, so
     that a repeated call is answered with its first reply instead of running again; part of
     the snapshot of a type that snapshots. 0 remembers none."""
+    virtual: ClassVar[bool] = True
+    """Whether agents of this type may be called virtually, `P.virtual.<type>.<key>.<action>`
+    (activated by their first call, passivated when idle); False refuses such calls with 400."""
+    passivate_after: ClassVar[float | None] = None
+    """Seconds a virtual agent of this type may stay idle before it is passivated (snapshotted
+    and deactivated); None takes the runner's `--passivate-after`, 0 never passivates."""
     concurrent: ClassVar[bool] = False
     """When True, actions run concurrently (up to `mailbox_size`) instead of one at a time:
     for stateless service agents whose actions mostly wait on other agents."""

@@ -48,11 +48,13 @@ from mabeam.agents.context import MessageContext
 from mabeam.agents.control import TRY_ELSEWHERE, SpawnRequest, parse_spawn_request, send_spawn
 from mabeam.agents.model import Agent
 from mabeam.agents.observer import ObserverGroup, RunnerObserver
+from mabeam.agents.passivation import Passivator, idle_limits
 from mabeam.agents.placement import Placement, TakeOverShare
 from mabeam.agents.runtime import Runtime
 from mabeam.agents.snapshots import SnapshotStore
 from mabeam.agents.spawn_guard import SpawnGuard, rss_bytes
 from mabeam.agents.supervisor import RestartIntensity
+from mabeam.agents.virtual import VirtualRouter
 from mabeam.agents.watchdog import LoopWatchdog
 from mabeam.bus.bus import EventBus
 from mabeam.core.codec import encode, now_rfc3339, parse_rfc3339
@@ -68,19 +70,21 @@ from mabeam.core.errors import (
 )
 from mabeam.core.messages import Message, Subscription
 from mabeam.core.names import validate_runner_id
-from mabeam.core.replies import error_reply
+from mabeam.core.replies import error_reply, result_of
 from mabeam.core.resource import AsyncResource
 from mabeam.registry.buckets import Bucket
 from mabeam.registry.heartbeat import RunnerHeartbeat
 from mabeam.registry.records import AgentRecord, RunnerRecord
 from mabeam.registry.registry import Registry
 
-__all__ = ["BUILTIN_TYPES", "Runner", "RunnerSettings"]
+__all__ = ["BUILTIN_TYPES", "DEFAULT_PASSIVATE_AFTER", "Runner", "RunnerSettings"]
 
 log = structlog.get_logger("mabeam.runner")
 
 BUILTIN_TYPES: tuple[type[Agent], ...] = (DemoAgent, CoordinatorAgent)
 """Agent types every runner hosts besides the ones it was started with."""
+DEFAULT_PASSIVATE_AFTER = 300.0
+"""The default of `--passivate-after`: seconds before an idle virtual agent is passivated."""
 _SHARE_PATIENCE = 3
 """Heartbeat intervals an orphan waits for the survivor it was shared to before any may take it."""
 
@@ -101,11 +105,14 @@ class RunnerSettings:
     """The well-known coordinator agent each runner makes sure exists (None: leave it)."""
     metrics_url: str = ""
     """The URL of this runner's Prometheus endpoint, announced in its record (empty: none)."""
+    passivate_after: float = DEFAULT_PASSIVATE_AFTER
+    """Seconds an idle virtual agent stays active, for types without their own (0: forever)."""
 
     def __post_init__(self) -> None:
         validate_runner_id(self.runner_id)
         if self.heartbeat_interval <= 0:
             raise ConfigError("heartbeat_interval must be positive")
+        idle_limits(self.types(), self.passivate_after)  # checks them
 
     def types(self) -> dict[str, type[Agent]]:
         """Every hosted type by name: the built-ins and the configured ones."""
@@ -135,6 +142,8 @@ class Runner(AsyncResource):
         self._loops: list[asyncio.Task[None]] = []
         self._spawns_in_flight = 0
         self._placement: Placement | None = None
+        self._passivator: Passivator | None = None
+        self._virtual: VirtualRouter | None = None
         self._share = TakeOverShare(
             self.id, patience=_SHARE_PATIENCE * self.settings.heartbeat_interval
         )
@@ -196,6 +205,7 @@ class Runner(AsyncResource):
         )
         self._watchdog.start()
         await self._serve()
+        await self._serve_virtual()
         await self._ensure_coordinator()
         loop = asyncio.get_running_loop()
         self._loops.append(loop.create_task(self._take_over_loop()))
@@ -224,6 +234,23 @@ class Runner(AsyncResource):
         ]
         await connection.flush()
 
+    async def _serve_virtual(self) -> None:
+        """Passivate idle virtual agents, and serve `P.virtual.<type>.*.*` for hosted types."""
+        runtime = self.runtime
+        self._passivator = Passivator(
+            runtime, idle_limits(self.types, self.settings.passivate_after)
+        )
+        self._passivator.start()
+        self._virtual = VirtualRouter(runtime, self._passivator, self.place)
+        await self._virtual.start(self.types)
+        await runtime.connection.flush()
+
+    async def _stop_virtual(self) -> None:
+        if self._virtual is not None:
+            await self._virtual.close()
+        if self._passivator is not None:
+            await self._passivator.close()
+
     async def _ensure_coordinator(self) -> None:
         """Host the system's `coordinator` unless another runner does (KV create decides)."""
         agent_id = self.settings.coordinator_id
@@ -239,6 +266,7 @@ class Runner(AsyncResource):
         self.draining = True
         log.info("runner.draining", runner=self.id, agents=len(self.runtime.hosts))
         await self._unsubscribe(self._spawn_subs)
+        await self._stop_virtual()
         await self.runtime.stop_all(handover=True)
         await self.close()
 
@@ -259,6 +287,7 @@ class Runner(AsyncResource):
         if self._watchdog is not None:
             self._watchdog.stop()
         runtime = self.runtime
+        await self._stop_virtual()
         await runtime.stop_all(handover=False)
         await self._unsubscribe([*self._spawn_subs, *self._control])
         await self._leave_registry()
@@ -333,13 +362,7 @@ class Runner(AsyncResource):
             if forwarded is not None:
                 await self.runtime.publish_reply(msg.reply, forwarded.data, forwarded.headers)
                 return
-            if request.type not in self.types:
-                known = ", ".join(sorted(self.types))
-                raise UnknownTypeError(
-                    f"runner {self.id} does not host agent type {request.type!r}; it hosts: {known}"
-                )
-            self.guard.check(len(self.runtime.hosts))
-            record = await self.runtime.spawn(request)
+            record = await self._serve_spawn(request)
             await self.runtime.publish_reply(msg.reply, encode(record))
         except MabeamError as error:
             self.runtime.observer.spawn_refused(error.slug)
@@ -347,6 +370,27 @@ class Runner(AsyncResource):
             await self.runtime.publish_reply(msg.reply, body, headers)
         finally:
             self._spawns_in_flight -= 1
+
+    async def place(self, request: SpawnRequest) -> dict[str, Any]:
+        """Spawn `request` on the host it belongs to (`Placement`: here unless another host is
+        less loaded) and return its record; the refusal of that host when it refused."""
+        if self.draining:
+            raise UnavailableError(f"runner {self.id} is draining")
+        request.validated()
+        forwarded = await self._forward(request.type, encode(request))
+        if forwarded is not None:
+            record: dict[str, Any] = result_of(forwarded.headers, forwarded.data)
+            return record
+        return await self._serve_spawn(request)
+
+    async def _serve_spawn(self, request: SpawnRequest) -> dict[str, Any]:
+        if request.type not in self.types:
+            known = ", ".join(sorted(self.types))
+            raise UnknownTypeError(
+                f"runner {self.id} does not host agent type {request.type!r}; it hosts: {known}"
+            )
+        self.guard.check(len(self.runtime.hosts))
+        return await self.runtime.spawn(request)
 
     async def _forward(self, agent_type: str, body: bytes) -> Message | None:
         """The reply of the host that a placed spawn belongs to; None to serve it here.

@@ -34,6 +34,7 @@ from mabeam.core.connection import Connection
 from mabeam.core.errors import (
     ActionFailedError,
     BadRequestError,
+    ConflictError,
     MabeamError,
     NotFoundError,
     UnavailableError,
@@ -83,6 +84,8 @@ class Runtime:
         """Called when a message finds the lease lapsed (the runner fences itself)."""
         self._elections: Elections | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._spawning: set[str] = set()
+        """Ids being spawned here: a second spawn of one is refused before it reads anything."""
 
     @property
     def config(self) -> Config:
@@ -177,8 +180,19 @@ class Runtime:
     async def spawn(self, request: SpawnRequest) -> dict[str, Any]:
         """Spawn an agent here: register it (409 if the id exists), start it, announce it."""
         agent_type = self.agent_type(request.type)
+        if request.key is not None and not agent_type.virtual:
+            raise BadRequestError(f"agent type {request.type!r} cannot be called virtually")
         agent_type.parse_start_arguments(dict(request.args))
         record = self._new_record(agent_type, request)
+        if record.id in self._spawning:
+            raise ConflictError(f"agent {record.id} is being spawned on runner {self.runner_id}")
+        self._spawning.add(record.id)
+        try:
+            return await self._spawn(agent_type, record)
+        finally:
+            self._spawning.discard(record.id)
+
+    async def _spawn(self, agent_type: type[Agent], record: AgentRecord) -> dict[str, Any]:
         # The snapshot read (a new id has none, normally) goes beside the KV create, not after
         # it: one round trip less per spawn. An id hosted here is refused by the create; it gets
         # no read, which could race with its own snapshot writes.
@@ -214,6 +228,7 @@ class Runtime:
             started_at=now,
             updated_at=now,
             epoch=1,
+            **({} if request.key is None else {"key": request.key}),
         )
 
     async def _run(
@@ -312,6 +327,20 @@ class Runtime:
         self.snapshots.forget(host.agent_id)
         self.observer.agent_stopped(host.agent_type.type_name, "handover")
 
+    async def passivate(self, host: AgentHost) -> None:
+        """Deactivate an idle virtual agent: queue finished, snapshot stored, record removed
+        (its state stays in `P_state` for the next activation, here or anywhere)."""
+        await host.stop("passivate", finish_queue=True)
+        if self.hosts.get(host.agent_id) is not host:
+            return  # dropped meanwhile: another runner owns it now
+        self.hosts.pop(host.agent_id, None)
+        self.snapshots.forget(host.agent_id)
+        try:
+            await self.registry.unregister(host.agent_id, revision=host.revision)
+        except MabeamError as error:  # taken over meanwhile, or NATS down: the owner decides
+            log.warning("runtime.passivate_unregister_failed", agent=host.agent_id, error=error)
+        self.observer.agent_stopped(host.agent_type.type_name, "passivate")
+
     async def yield_agent(self, host: AgentHost) -> None:
         """Stop a local copy whose record or snapshot another runner has taken.
 
@@ -371,7 +400,9 @@ class Runtime:
         """Stop every hosted agent: hand permanent ones over (drain), stop the rest for good."""
         for host in list(self.hosts.values()):
             try:
-                if handover and _survives_runner(host):
+                if host.record.virtual:
+                    await self.passivate(host)  # its state waits in P_state for its next call
+                elif handover and _survives_runner(host):
                     await self.release_agent(host)
                 else:
                     await self.stop_agent(host.agent_id, "shutdown")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from mabeam.agents.context import current_message
 from mabeam.agents.mailbox import Envelope, EnvelopeKind, Mailbox
+from mabeam.agents.virtual_calls import VirtualAgent
 from mabeam.core.errors import OverloadedError
 
 if TYPE_CHECKING:
@@ -64,6 +65,18 @@ class HostServices:
         """Cast to another agent, passing on the current traceparent."""
         await self.runtime.caller.cast(
             agent_id, action, args, call_id=call_id, headers=_trace_headers()
+        )
+
+    def virtual(self, agent_type: str, key: str) -> VirtualAgent:
+        """A virtual agent, called through this runner (local fast path when hosted here)."""
+        runtime = self.runtime
+        return VirtualAgent(
+            runtime.caller,
+            runtime.subjects,
+            agent_type,
+            key,
+            registry=runtime.registry,
+            headers=_trace_headers,
         )
 
     async def publish(self, topic: str, data: Any) -> None:

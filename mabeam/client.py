@@ -27,6 +27,7 @@ from mabeam.agents.coordination.consensus import ConsensusRequest
 from mabeam.agents.coordination.election import Elections, ElectRequest
 from mabeam.agents.coordination.locks import Lock
 from mabeam.agents.placement import Placement
+from mabeam.agents.virtual_calls import VirtualAgent
 from mabeam.bus.bus import EventBus
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
@@ -156,6 +157,15 @@ class Client(AsyncResource, ForwardsCalls):
         )
         return await request_spawn(
             self.connection, request, runner=runner, timeout=timeout, placement=self._placement
+        )
+
+    def virtual(self, agent_type: str, key: str) -> VirtualAgent:
+        """The virtual agent `key` of `agent_type`: `await mb.virtual("demo", "k1").call(...)`
+        activates it on its first call, wherever a runner hosts the type."""
+        if self._caller is None:
+            raise UnavailableError("the client is not connected: use `async with connect()`")
+        return VirtualAgent(
+            self._caller, self.connection.subjects, agent_type, key, registry=self._registry
         )
 
     async def stop(self, agent_id: str, *, timeout: float | None = None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import sys
 from typing import Any, Final, Literal, get_args
 
 import msgspec
-from msgspec import structs
+from msgspec import UNSET, UnsetType, structs
 
 from mabeam.core import codec
 from mabeam.core.errors import BadRequestError, MabeamError, TooLargeError
@@ -68,10 +68,15 @@ class AgentRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     updated_at: str = ""
     epoch: int = 0
     """The ownership epoch: 1 at the spawn, one more at every take-over by another runner."""
+    key: str | UnsetType = UNSET
+    """A virtual agent's key (PROTOCOL.md "Virtual agents"); absent from a spawned agent's
+    record."""
 
     def __post_init__(self) -> None:
         validate_id(self.id, "agent id")
         _check_count(self.epoch, "epoch")
+        if self.key is not UNSET:
+            validate_id(self.key, "virtual agent key")
         validate_id(self.type, "agent type")
         validate_id(self.runner, "runner id")
         _check_host(self.node, "node")
@@ -86,6 +91,11 @@ class AgentRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
         structs.force_setattr(self, "started_at", started)
         updated = _check_time(self.updated_at, "updated_at", started)
         structs.force_setattr(self, "updated_at", started if updated == started else updated)
+
+    @property
+    def virtual(self) -> bool:
+        """True for a virtual agent (activated by a call, passivated when idle)."""
+        return self.key is not UNSET
 
     def with_(self, **changes: Any) -> AgentRecord:
         """A validated copy with some fields changed and `updated_at` set to now."""

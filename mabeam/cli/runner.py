@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from mabeam.agents.model import Agent
-from mabeam.agents.runner import Runner, RunnerSettings
+from mabeam.agents.runner import DEFAULT_PASSIVATE_AFTER, Runner, RunnerSettings
 from mabeam.cli.common import add_connection_options, config_from_args
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection, is_auth_error
@@ -39,6 +39,13 @@ def register(commands: Any) -> None:
     runner.add_argument("--max-agents", type=int, default=20_000)
     runner.add_argument("--max-memory", type=float, default=None, metavar="MB")
     runner.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS")
+    runner.add_argument(
+        "--passivate-after",
+        type=float,
+        default=DEFAULT_PASSIVATE_AFTER,
+        metavar="SECONDS",
+        help="passivate virtual agents idle this long, for types without their own (0: never)",
+    )
     runner.add_argument(
         "--embedded", action="store_true", help="start a nats-server when none answers"
     )
@@ -101,6 +108,7 @@ async def run_runner(args: argparse.Namespace) -> int:
         max_agents=args.max_agents,
         max_memory_mb=args.max_memory,
         heartbeat_interval=args.heartbeat,
+        passivate_after=args.passivate_after,
     )
     server = await _embedded_server(config) if args.embedded else None
     try:

@@ -7,6 +7,7 @@ says which rule failed.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -21,9 +22,11 @@ __all__ = [
     "validate_prefix",
     "validate_runner_id",
     "validate_topic",
+    "virtual_agent_id",
 ]
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_MAX_ID_CHARS = 128
 _RESERVED_RUNNER_IDS = frozenset({"spawn"})  # `P.ctl.spawn.<verb>` is a per-type spawn subject
 CALL_ID_HEADER = "Mabeam-Call-Id"
 """The request header naming a call, so that a retry of it runs at most once (PROTOCOL.md,
@@ -40,6 +43,19 @@ def validate_id(value: object, kind: str = "id") -> str:
     if not ID_PATTERN.match(value):
         raise BadRequestError(f"{kind} {value!r} must match {ID_PATTERN.pattern}")
     return value
+
+
+def virtual_agent_id(agent_type: str, key: str) -> str:
+    """The agent id of the virtual agent `key` of `agent_type` (PROTOCOL.md "Virtual agents"):
+    `v_<length of type>_<type>_<key>`, or `v_h_<40 hex digits of SHA-256("<type>.<key>")>` when
+    that is longer than an id may be. The length makes the first form unambiguous, and the
+    second never starts like the first."""
+    validate_id(agent_type, "agent type")
+    validate_id(key, "virtual agent key")
+    plain = f"v_{len(agent_type)}_{agent_type}_{key}"
+    if len(plain) <= _MAX_ID_CHARS:
+        return plain
+    return "v_h_" + hashlib.sha256(f"{agent_type}.{key}".encode()).hexdigest()[:40]
 
 
 def validate_runner_id(value: object) -> str:
@@ -131,6 +147,14 @@ class Subjects:
     def agent_all(self, agent_id: str) -> str:
         """The subscription subject that takes every action of one agent."""
         return f"{self.prefix}.agent.{agent_id}.*"
+
+    def virtual(self, agent_type: str, key: str, action: str) -> str:
+        """The subject of an action of a virtual agent: `P.virtual.<type>.<key>.<action>`."""
+        return f"{self.prefix}.virtual.{agent_type}.{key}.{action}"
+
+    def virtual_type(self, agent_type: str) -> str:
+        """The subscription subject of every virtual call to one type's agents."""
+        return f"{self.prefix}.virtual.{agent_type}.*.*"
 
     @property
     def spawn(self) -> str:

@@ -115,3 +115,13 @@ class Hog(Agent):
     async def spin(self, seconds: float) -> dict[str, Any]:
         time.sleep(seconds)  # noqa: ASYNC251 (blocking on purpose: the loop cannot run)
         return {"spun": seconds}
+
+
+class Pinned(Agent):
+    """Refuses virtual calls (`virtual = False`) and calls virtual agents from its actions."""
+
+    virtual = False
+
+    @action
+    async def increment_virtual(self, agent_type: str, key: str, by: int = 1) -> Any:
+        return await self.virtual_agent(agent_type, key).call("increment", {"by": by})

@@ -1,0 +1,123 @@
+"""Virtual agents over the wire: activated once by racing first calls, passivated when idle and
+back with their state, reactivated on the survivor after kill -9; refused by a type that says so."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from mabeam.client import Client
+from mabeam.core.codec import decode, encode
+from mabeam.core.config import Config
+from mabeam.core.errors import BadRequestError
+from mabeam.core.names import virtual_agent_id
+from mabeam.testing import eventually
+from mabeam.testing.processes import RunnerProcess
+
+KEYS = [f"k{index}" for index in range(50)]
+PASSIVATE_AFTER = 2
+
+
+@pytest.fixture
+def runners(config: Config) -> Iterator[dict[str, RunnerProcess]]:
+    started = {
+        name: RunnerProcess(
+            config,
+            name,
+            agents=["tests.agents_support.types:Pinned"],
+            extra_args=["--passivate-after", str(PASSIVATE_AFTER)],
+            log_path=Path(f"/tmp/virtual-{name}.log"),
+        ).wait_ready()
+        for name in ("r1", "r2")
+    }
+    yield started
+    for runner in started.values():
+        runner.kill()
+
+
+@pytest.fixture
+async def client(config: Config, runners: dict[str, RunnerProcess]) -> AsyncIterator[Client]:
+    async with Client(config) as connected:
+        yield connected
+
+
+@pytest.fixture
+async def wires(config: Config) -> AsyncIterator[list[Any]]:
+    """Four plain nats-py connections: what any language would use."""
+    connections = [await nats.connect(config.nats_url) for _ in range(4)]
+    yield connections
+    for connection in connections:
+        await connection.close()
+
+
+async def _call(wire: Any, config: Config, key: str, action: str, args: Any = None) -> Any:
+    subject = config.subjects.virtual("demo", key, action)
+    reply = await wire.request(subject, encode(args or {}), timeout=10)
+    assert not reply.headers, reply.headers
+    return decode(reply.data)
+
+
+def _virtual_records(client: Client) -> list[Any]:
+    return [record for record in client.agents.find(type="demo") if record.virtual]
+
+
+async def test_racing_first_calls_activate_each_key_once_and_idle_ones_passivate(
+    client: Client, wires: list[Any], config: Config
+) -> None:
+    replies = await asyncio.gather(
+        *(_call(wire, config, key, "increment") for key in KEYS for wire in wires)
+    )
+    for index, key in enumerate(KEYS):
+        counters = sorted(reply["counter"] for reply in replies[index * 4 : index * 4 + 4])
+        assert counters == [1, 2, 3, 4], key  # one instance took all four calls
+    records = _virtual_records(client)
+    assert {record.key for record in records} == set(KEYS)
+    assert {record.id for record in records} == {virtual_agent_id("demo", key) for key in KEYS}
+    assert {record.runner for record in records} == {"r1", "r2"}  # placed on both hosts
+
+    def idle() -> bool:  # only the coordinator is left
+        return (
+            not _virtual_records(client)
+            and sum(record.agents for record in client.registry.runners.all()) == 1
+        )
+
+    await eventually(idle, timeout=PASSIVATE_AFTER + 6, message="idle agents stayed")
+    states = await asyncio.gather(*(client.virtual("demo", key).call("get_state") for key in KEYS))
+    assert [state["counter"] for state in states] == [4] * len(KEYS)
+    assert await client.virtual("demo", "k0").call("increment", {"by": 2}) == {"counter": 6}
+
+
+async def test_kill_9_of_the_owner_reactivates_its_agents_on_the_survivor_with_their_state(
+    client: Client, wires: list[Any], config: Config, runners: dict[str, RunnerProcess]
+) -> None:
+    keys = KEYS[:20]
+    for key in keys:
+        await _call(wires[0], config, key, "increment", {"by": 3})
+    owners = {record.key: record.runner for record in _virtual_records(client)}
+    victim = owners["k0"]
+    survivor = "r2" if victim == "r1" else "r1"
+    runners[victim].kill()
+    states = await asyncio.gather(*(_call(wires[1], config, key, "get_state") for key in keys))
+    assert [state["counter"] for state in states] == [3] * len(keys)
+    moved = await eventually(lambda: {r.runner for r in _virtual_records(client)} == {survivor})
+    assert moved
+    assert await client.virtual("demo", "k0").call("increment") == {"counter": 4}
+
+
+async def test_an_agent_calls_a_virtual_agent_and_a_type_may_refuse_virtual_calls(
+    client: Client, wires: list[Any], config: Config
+) -> None:
+    await client.spawn("Pinned", id="p1")
+    assert await client.call(
+        "p1", "increment_virtual", {"agent_type": "demo", "key": "from-agent", "by": 5}
+    ) == {"counter": 5}
+    assert (await client.virtual("demo", "from-agent").call("get_state"))["counter"] == 5
+    with pytest.raises(BadRequestError, match="cannot be called virtually"):
+        await client.virtual("Pinned", "x").call("increment_virtual")
+    reply = await wires[0].request(config.subjects.virtual("Pinned", "x", "a"), b"{}", timeout=5)
+    assert reply.headers["Nats-Service-Error-Code"] == "400"
