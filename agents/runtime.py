@@ -85,7 +85,8 @@ class Runtime:
         self._elections: Elections | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._spawning: set[str] = set()
-        """Ids being spawned here: a second spawn of one is refused before it reads anything."""
+        """Ids being spawned or adopted here: a second spawn of one is refused before it reads
+        anything, a second adoption is lost at once."""
 
     @property
     def config(self) -> Config:
@@ -221,7 +222,7 @@ class Runtime:
             runner=self.runner_id,
             node=self.node,
             capabilities=capabilities,
-            status="starting",
+            status="running" if request.key is not None else "starting",
             meta=dict(request.meta),
             restart=RestartPolicy.parse(request.restart).value,
             args=dict(request.args),
@@ -246,7 +247,7 @@ class Runtime:
         except Exception as exc:
             await self._abandon(host)
             raise ActionFailedError(f"agent {record.id} failed to start: {exc}") from exc
-        running = await self._set_status(host, "running")
+        running = record if record.status == "running" else await self._set_status(host, "running")
         self.observer.agent_started(agent_type.type_name)
         await self._lifecycle_event(started, running, None if started == "started" else started)
         return self.record_dict(running)
@@ -275,8 +276,19 @@ class Runtime:
         nothing failed).
         """
         agent_type = self.types.get(record.type)
-        if agent_type is None:
+        if agent_type is None or record.id in self._spawning:
             return False
+        self._spawning.add(record.id)
+        try:
+            return await self._adopt(agent_type, record, revision)
+        finally:
+            self._spawning.discard(record.id)
+
+    def starting(self, agent_id: str) -> bool:
+        """True while `agent_id` is being spawned or adopted here (not in `hosts` yet)."""
+        return agent_id in self._spawning
+
+    async def _adopt(self, agent_type: type[Agent], record: AgentRecord, revision: int) -> bool:
         last_beat = self.registry.runners.last_heartbeat(record.runner)
         claimed = record.with_(
             runner=self.runner_id, node=self.node, status="starting", epoch=record.epoch + 1

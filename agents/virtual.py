@@ -21,7 +21,6 @@ pause until `Config.request_timeout` has passed, then the caller gets 503.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -147,37 +146,46 @@ class VirtualRouter:
                 return False  # starting or stopping here
             await host.receive(msg, action)
             return True
-        found = await self._record(agent_id)
+        found = self._replicated(agent_id)
         if found is None:
-            await self._activate_or_lose(agent_type, key)
-            return again and await self._attempt(
-                msg, agent_type, key, agent_id, action, again=False
-            )
+            if await self._activated(agent_type, key):
+                return again and await self._attempt(
+                    msg, agent_type, key, agent_id, action, again=False
+                )
+            found = await self._stored(agent_id)  # the winner's, not replicated here yet
+            if found is None:
+                return False
         record, revision = found
         if record.type != agent_type or record.key != key:
             raise ConflictError(f"agent id {agent_id} belongs to an agent that is not virtual")
         if record.runner == runtime.runner_id:
-            return False  # being spawned, passivated or taken back here
+            if self._passivator.pending(agent_id) is None and _orphaned_here(runtime, agent_id):
+                await runtime.adopt(record, revision)
+            return False
         if not runtime.registry.runners.holds_lease(record.runner):
             await runtime.adopt(record, revision)
             return False
         return await self._forward(msg, agent_id, action)
 
-    async def _record(self, agent_id: str) -> tuple[AgentRecord, int] | None:
-        """The agent's record and revision: from the replica, else (just written elsewhere,
-        not replicated yet) from KV."""
+    def _replicated(self, agent_id: str) -> tuple[AgentRecord, int] | None:
+        """The agent's record and revision in this runner's replica."""
         agents = self._runtime.registry.agents
         record, revision = agents.get(agent_id), agents.revision(agent_id)
-        if record is not None and revision is not None:
-            return record, revision
-        entry = await self._agents.get(agent_id)
-        if entry is None:
-            return None
-        return decode_agent(agent_id, entry.value), entry.revision
+        return None if record is None or revision is None else (record, revision)
 
-    async def _activate_or_lose(self, agent_type: str, key: str) -> None:
-        with contextlib.suppress(ConflictError):  # another runner (or call here) was first
+    async def _stored(self, agent_id: str) -> tuple[AgentRecord, int] | None:
+        """The agent's record and revision read from KV (written elsewhere a moment ago)."""
+        entry = await self._agents.get(agent_id)
+        return None if entry is None else (decode_agent(agent_id, entry.value), entry.revision)
+
+    async def _activated(self, agent_type: str, key: str) -> bool:
+        """Activate the agent (here or on a less loaded host); False when it existed already
+        (another runner, or another call here, was first)."""
+        try:
             await self._activate(SpawnRequest(type=agent_type, key=key))
+        except ConflictError:
+            return False
+        return True
 
     async def _forward(self, msg: Message, agent_id: str, action: str) -> bool:
         connection = self._runtime.connection
@@ -199,3 +207,11 @@ class VirtualRouter:
         if msg.reply:
             headers, body = error_reply(error)
             await self._runtime.publish_reply(msg.reply, body, headers)
+
+
+def _orphaned_here(runtime: Runtime, agent_id: str) -> bool:
+    """Whether an agent registered under this runner runs nowhere (its passivation failed to
+    remove its record, say): not hosted, not being started, and the lease holds."""
+    return (
+        agent_id not in runtime.hosts and not runtime.starting(agent_id) and runtime.lease_valid()
+    )

@@ -43,6 +43,9 @@ class Sizes:
     registry_concurrent: int = 10_000
     registry_records: int = 10_000
     limits_calls: int = 5000
+    virtual_first: int = 1000
+    passivation_keys: int = 100_000
+    passivate_after: float = 2.0
 
 
 FULL = Sizes()
@@ -75,6 +78,8 @@ QUICK = Sizes(
     registry_concurrent=3000,
     registry_records=10_000,
     limits_calls=2000,
+    virtual_first=300,
+    passivation_keys=20_000,
 )
 """The sizes of `--quick`."""
 

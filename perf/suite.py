@@ -28,6 +28,7 @@ from mabeam.perf.scenarios import (
     limit_rows,
     registry_rows,
     system_rows,
+    virtual_rows,
 )
 from mabeam.perf.targets import ROW_NAMES, ROWS
 
@@ -49,6 +50,8 @@ SCENARIOS: dict[str, Scenario] = {
     "agent_action": agent_rows.agent_action,
     "agent_action_durable": agent_rows.agent_action_durable,
     "agent_lifecycle": agent_rows.agent_lifecycle,
+    "virtual_agents": virtual_rows.virtual_agents,
+    "virtual_passivation": virtual_rows.virtual_passivation,
     "system_startup": system_rows.system_startup,
     "system_coordination": system_rows.system_coordination,
     "system_load": system_rows.system_load,

@@ -121,6 +121,55 @@ _ROWS = (
         ),
     ),
     RowSpec(
+        "virtual_agents",
+        "a client process calls `demo` virtual agents of one runner: first calls (activation) to"
+        " fresh keys; then `increment` on 100 active ones (owner known from the replica) beside"
+        " direct calls to 100 spawned `demo` agents, and through P.virtual, 256 in flight",
+        (
+            FigureSpec(
+                "first_latency",
+                "first call (activation), one at a time",
+                "ms",
+                "—",
+                (_at_most(3, "p50"),),
+                "lower",
+            ),
+            FigureSpec("first_rate", "first calls, 64 in flight", "/s", "—", (), "higher"),
+            FigureSpec("direct_rate", "direct calls, 256 in flight", "/s", "—", (), "higher"),
+            FigureSpec(
+                "active_rate",
+                "active virtual calls, 256 in flight",
+                "/s",
+                "—",
+                (_OF_RAW,),
+                "higher",
+            ),
+            FigureSpec(
+                "routed_rate", "calls through P.virtual, 256 in flight", "/s", "—", (), "higher"
+            ),
+        ),
+    ),
+    RowSpec(
+        "virtual_passivation",
+        "a client process calls `increment` once on each of 100,000 `demo` virtual agents, 64 in"
+        " flight, through one runner that passivates them after 2 s idle",
+        (
+            FigureSpec("rate", "keys called per second", "/s", "—", (), "higher"),
+            FigureSpec(
+                "resident", "most agents resident at once", "", "—", (_at_most(10_000),), "lower"
+            ),
+            FigureSpec("rss", "runner RSS at its peak", "MB", "—", (), "lower"),
+            FigureSpec(
+                "rss_growth",
+                "RSS after all keys ÷ after a tenth of them",
+                "x",
+                "—",
+                (_at_most(1.25),),
+                "lower",
+            ),
+        ),
+    ),
+    RowSpec(
         "system_startup",
         "`mabeam runner` process start → answering P.ctl.runners; init = Runner.start() "
         "(connect, buckets, replicas, subscriptions); overhead = idle runner RSS - RSS of a "

@@ -33,6 +33,7 @@ FAMILIES = {
     "events": "mabeam.perf.scenarios.event_rows",
     "registry": "mabeam.perf.scenarios.registry_rows",
     "limits": "mabeam.perf.scenarios.limit_rows",
+    "virtual": "mabeam.perf.scenarios.virtual_rows",
 }
 """Family name → module that holds its `WORKERS`."""
 

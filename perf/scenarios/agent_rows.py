@@ -21,6 +21,7 @@ from mabeam.perf.scenarios.support import (
     LONG_CALL,
     PROBE,
     client_for,
+    failures,
     record_latency,
     spawn_all,
 )
@@ -53,9 +54,9 @@ async def agent_creation(bench: Bench, m: Measurements) -> None:
         memory_count=sizes.creation_memory,
     )
     rate = result["rate"]
-    m.set("rate", rate["rate"], note=_failures(rate))
+    m.set("rate", rate["rate"], note=failures(rate))
     m.limit("rate", raw["rate"]["rate"], "raw spawn by hand")
-    record_latency(m, "latency", result["latency"], "avg", note=_failures(result["latency"]))
+    record_latency(m, "latency", result["latency"], "avg", note=failures(result["latency"]))
     m.limit("latency", raw["latency"]["latency"]["avg"], "raw spawn by hand")
     m.set("memory", result["memory_kb_per_agent"], note=f"{result['agents']} agents")
     m.limit("memory", raw["memory_kb_per_agent"], "raw: a subscription + a KV key")
@@ -105,9 +106,9 @@ async def agent_action(bench: Bench, m: Measurements) -> None:
         agents=sizes.action_agents,
         calls=sizes.local_calls,
     )
-    m.set("local_rate", local["many"]["rate"], note=_failures(local["many"]))
+    m.set("local_rate", local["many"]["rate"], note=failures(local["many"]))
     m.limit("local_rate", local["asyncio_many"]["rate"], "plain asyncio queue + future")
-    record_latency(m, "local_latency", local["one"], "avg", note=_failures(local["one"]))
+    record_latency(m, "local_latency", local["one"], "avg", note=failures(local["one"]))
     m.limit("local_latency", local["asyncio_one"]["latency"]["avg"], "plain asyncio")
     m.note(
         "(a) and (b) call `bench_counter` agents, which keep no snapshot: the durable path"
@@ -144,7 +145,7 @@ async def _wire_calls(
         total=sizes.action_calls,
         in_flight=256,
     )
-    m.set(f"{figure}rate", wire["rate"], note=_failures(wire))
+    m.set(f"{figure}rate", wire["rate"], note=failures(wire))
     m.limit(f"{figure}rate", raw["wide"]["rate"], "raw req→rep, 256 in flight")
     record_latency(m, f"{figure}latency", wire, "avg")
     m.limit(f"{figure}latency", raw["wide"]["latency"]["avg"], "raw req→rep, 256 in flight")
@@ -201,9 +202,9 @@ async def agent_lifecycle(bench: Bench, m: Measurements) -> None:
         many=bench.sizes.lifecycle_many,
     )
     one, many = result["one"], result["many"]
-    record_latency(m, "latency", one, "avg", note=_failures(one))
+    record_latency(m, "latency", one, "avg", note=failures(one))
     m.limit("latency", raw["cycle_latency"]["latency"]["avg"], "raw cycle by hand")
-    m.set("rate", many["rate"], note=_failures(many))
+    m.set("rate", many["rate"], note=failures(many))
     m.limit("rate", raw["cycle_rate"]["rate"], "raw cycle by hand")
     done = one["ok"] + many["ok"]
     m.set("success", 100.0 * done / (done + one["failed"] + many["failed"]))
@@ -225,13 +226,6 @@ async def lifecycle_load(params: dict[str, Any]) -> dict[str, Any]:
         one = await closed_loop(cycle, int(params["seq"]), 1)
         many = await closed_loop(lambda i: cycle(i + 1_000_000), int(params["many"]), 32)
     return {"one": one.summary(), "many": many.summary()}
-
-
-def _failures(summary: dict[str, Any]) -> str:
-    failed = int(summary.get("failed", 0))
-    if not failed:
-        return ""
-    return f"{failed} failed: {'; '.join(summary.get('errors', []))}"
 
 
 WORKERS: dict[str, WorkerFunction] = {

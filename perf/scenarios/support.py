@@ -24,6 +24,7 @@ __all__ = [
     "SINK",
     "client_for",
     "dist",
+    "failures",
     "record_latency",
     "sink_delivered",
     "spawn_all",
@@ -68,6 +69,14 @@ def dist(value: Any) -> Dist:
     if value is None:
         raise PerfError("the worker measured no samples")
     return msgspec.convert(value, Dist)
+
+
+def failures(summary: dict[str, Any]) -> str:
+    """A note naming the failed operations of a `LoadResult.summary()` ("" when none failed)."""
+    failed = int(summary.get("failed", 0))
+    if not failed:
+        return ""
+    return f"{failed} failed: {'; '.join(summary.get('errors', []))}"
 
 
 def record_latency(
