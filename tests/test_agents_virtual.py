@@ -11,13 +11,17 @@ from typing import Any
 import nats
 import pytest
 
+from mabeam.agents.builtin.demo import DemoAgent
+from mabeam.agents.control import SpawnRequest
+from mabeam.agents.passivation import idle_limits
 from mabeam.client import Client
 from mabeam.core.codec import decode, encode
 from mabeam.core.config import Config
-from mabeam.core.errors import BadRequestError
+from mabeam.core.errors import BadRequestError, ConfigError
 from mabeam.core.names import virtual_agent_id
 from mabeam.testing import eventually
 from mabeam.testing.processes import RunnerProcess
+from tests.agents_support.types import Pinned
 
 KEYS = [f"k{index}" for index in range(50)]
 PASSIVATE_AFTER = 2
@@ -121,3 +125,27 @@ async def test_an_agent_calls_a_virtual_agent_and_a_type_may_refuse_virtual_call
         await client.virtual("Pinned", "x").call("increment_virtual")
     reply = await wires[0].request(config.subjects.virtual("Pinned", "x", "a"), b"{}", timeout=5)
     assert reply.headers["Nats-Service-Error-Code"] == "400"
+
+
+def test_an_activation_request_names_the_virtual_id_and_is_permanent() -> None:
+    assert SpawnRequest(type="demo", key="k1").validated().id == "v_4_demo_k1"
+    with pytest.raises(BadRequestError, match="has the id"):
+        SpawnRequest(type="demo", key="k1", id="other").validated()
+    with pytest.raises(BadRequestError, match="permanent"):
+        SpawnRequest(type="demo", key="k1", restart="temporary").validated()
+
+
+def test_idle_limits_take_the_type_s_own_then_the_runner_s_and_skip_refusing_types() -> None:
+    class Quick(DemoAgent):
+        type_name = "quick"
+        passivate_after = 0.5
+
+    class Kept(DemoAgent):
+        type_name = "kept"
+        passivate_after = 0
+
+    types = {"demo": DemoAgent, "quick": Quick, "kept": Kept, "Pinned": Pinned}
+    assert idle_limits(types, 30) == {"demo": 30, "quick": 0.5}
+    assert idle_limits(types, 0) == {"quick": 0.5}
+    with pytest.raises(ConfigError):
+        idle_limits(types, -1)

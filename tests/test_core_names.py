@@ -1,4 +1,6 @@
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given
 
 from mabeam.core.errors import BadRequestError
 from mabeam.core.names import (
@@ -8,6 +10,7 @@ from mabeam.core.names import (
     validate_prefix,
     validate_runner_id,
     validate_topic,
+    virtual_agent_id,
 )
 
 
@@ -64,6 +67,8 @@ def test_subjects_follow_the_protocol() -> None:
     assert subjects.spawn_type("Thermostat") == "team.prod.ctl.spawn.Thermostat"
     assert subjects.runners_queue == "team.prod.runners"
     assert subjects.runners == "team.prod.ctl.runners"
+    assert subjects.virtual("demo", "k1", "increment") == "team.prod.virtual.demo.k1.increment"
+    assert subjects.virtual_type("demo") == "team.prod.virtual.demo.*.*"
     assert subjects.runner_control("r1", "drain") == "team.prod.ctl.r1.drain"
     assert subjects.bucket("agents") == "team_prod_agents"
     assert subjects.events_stream == "team_prod_EVENTS"
@@ -85,3 +90,25 @@ def test_subjects_refuse_a_bad_prefix() -> None:
 def test_topic_of_refuses_foreign_subjects() -> None:
     with pytest.raises(BadRequestError):
         Subjects("p").topic_of("q.events.x")
+
+
+def test_virtual_agent_ids_name_type_and_key_without_ambiguity() -> None:
+    assert virtual_agent_id("demo", "k1") == "v_4_demo_k1"
+    assert virtual_agent_id("a_b", "c") != virtual_agent_id("a", "b_c")
+    long = virtual_agent_id("t" * 100, "k" * 100)
+    assert long.startswith("v_h_") and len(long) == 44
+    assert validate_id(long) == long
+    with pytest.raises(BadRequestError, match="virtual agent key"):
+        virtual_agent_id("demo", "a.b")
+
+
+_NAME = st.from_regex(r"^[A-Za-z0-9_-]{1,128}$", fullmatch=True)
+
+
+@given(_NAME, _NAME, _NAME, _NAME)
+def test_two_type_and_key_pairs_share_an_id_only_when_equal(
+    type_a: str, key_a: str, type_b: str, key_b: str
+) -> None:
+    same = virtual_agent_id(type_a, key_a) == virtual_agent_id(type_b, key_b)
+    assert same == ((type_a, key_a) == (type_b, key_b))
+    validate_id(virtual_agent_id(type_a, key_a))

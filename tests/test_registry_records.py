@@ -274,3 +274,13 @@ def test_records_are_msgspec_structs_without_gc_tracking() -> None:
     record = agent()
     assert isinstance(record, msgspec.Struct)
     assert not gc.is_tracked(record)
+
+
+def test_a_virtual_agent_record_carries_its_key_and_a_spawned_one_none() -> None:
+    virtual = AgentRecord(id="v_4_demo_k1", type="demo", runner="r1", key="k1")
+    spawned = AgentRecord(id="d1", type="demo", runner="r1")
+    assert virtual.virtual and not spawned.virtual
+    assert codec.decode(encode_record(virtual))["key"] == "k1"
+    assert "key" not in codec.decode(encode_record(spawned))
+    with pytest.raises(BadRequestError, match="virtual agent key"):
+        AgentRecord(id="v", type="demo", runner="r1", key="a.b")
