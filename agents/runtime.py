@@ -205,6 +205,7 @@ class Runtime:
             if loading is not None:
                 loading.cancel()
                 await asyncio.gather(loading, return_exceptions=True)
+                self.snapshots.forget(record.id)  # another runner owns it: keep nothing of it
             raise
         stored = None if loading is None else await loading
         return await self._run(agent_type, record, revision, started="started", stored=stored)
