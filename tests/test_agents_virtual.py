@@ -113,6 +113,35 @@ async def test_kill_9_of_the_owner_reactivates_its_agents_on_the_survivor_with_t
     assert await client.virtual("demo", "k0").call("increment") == {"counter": 4}
 
 
+async def test_calls_across_passivations_each_take_effect_once(
+    client: Client, wires: list[Any], config: Config
+) -> None:
+    async def caller(index: int) -> list[int]:
+        wire, key = wires[index % len(wires)], f"edge{index}"
+        counters = []
+        for _ in range(3):  # idle for about the passivation time, then two calls
+            for _ in range(2):
+                counters.append((await _call(wire, config, key, "increment"))["counter"])
+            await asyncio.sleep(PASSIVATE_AFTER + 0.1 * (index % 6))
+        return counters
+
+    results = await asyncio.gather(*(caller(index) for index in range(10)))
+    assert all(counters == [1, 2, 3, 4, 5, 6] for counters in results), results
+
+
+async def test_a_drained_runner_passivates_its_virtual_agents_and_they_answer_elsewhere(
+    client: Client, wires: list[Any], config: Config, runners: dict[str, RunnerProcess]
+) -> None:
+    for key in KEYS[:10]:
+        await _call(wires[0], config, key, "increment", {"by": 2})
+    owners = {record.key: record.runner for record in _virtual_records(client)}
+    drained = owners["k0"]
+    await asyncio.to_thread(runners[drained].stop)
+    states = await asyncio.gather(*(_call(wires[1], config, k, "get_state") for k in KEYS[:10]))
+    assert [state["counter"] for state in states] == [2] * 10
+    assert {record.runner for record in _virtual_records(client)} == {"r1", "r2"} - {drained}
+
+
 async def test_an_agent_calls_a_virtual_agent_and_a_type_may_refuse_virtual_calls(
     client: Client, wires: list[Any], config: Config
 ) -> None:
