@@ -134,6 +134,14 @@ _ROWS = (
                 (_at_most(3, "p50"),),
                 "lower",
             ),
+            FigureSpec(
+                "spawned_latency",
+                "spawn, then first call (no virtual agent), one at a time",
+                "ms",
+                "—",
+                (),
+                "lower",
+            ),
             FigureSpec("first_rate", "first calls, 64 in flight", "/s", "—", (), "higher"),
             FigureSpec("direct_rate", "direct calls, 256 in flight", "/s", "—", (), "higher"),
             FigureSpec(

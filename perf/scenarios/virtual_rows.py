@@ -49,6 +49,8 @@ async def virtual_agents(bench: Bench, m: Measurements) -> None:
     )
     record_latency(m, "first_latency", result["first_one"], "p50")
     m.limit("first_latency", raw["single"]["latency"]["p50"], "raw req→rep, one at a time")
+    record_latency(m, "spawned_latency", result["spawned_one"], "p50")
+    m.limit("spawned_latency", raw["single"]["latency"]["p50"], "raw req→rep, one at a time")
     m.set("first_rate", result["first_many"]["rate"], note=failures(result["first_many"]))
     m.set("direct_rate", result["direct"]["rate"], note=failures(result["direct"]))
     m.limit("direct_rate", raw["wide"]["rate"], "raw req→rep, 256 in flight")
@@ -72,7 +74,12 @@ async def calls_load(params: dict[str, Any]) -> dict[str, Any]:
         async def first_call(index: int) -> None:
             await plain.virtual("demo", f"f{index}").call("increment")
 
+        async def spawn_and_call(index: int) -> None:
+            await known.spawn("demo", id=f"s{index}")
+            await known.call(f"s{index}", "increment")
+
         first_one = await closed_loop(first_call, first, 1)
+        spawned_one = await closed_loop(spawn_and_call, first, 1)
         first_many = await closed_loop(lambda i: first_call(i + 1_000_000), first, 64)
         await spawn_all(known, "demo", [f"d{index}" for index in range(agents)])
         keys = [f"a{index}" for index in range(agents)]
@@ -97,6 +104,7 @@ async def calls_load(params: dict[str, Any]) -> dict[str, Any]:
                 _add(results[name], await closed_loop(call, total // _ROUNDS, 256))
     return {
         "first_one": first_one.summary(),
+        "spawned_one": spawned_one.summary(),
         "first_many": first_many.summary(),
         **{name: result.summary() for name, result in results.items()},
     }
