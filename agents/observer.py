@@ -23,7 +23,7 @@ class RunnerObserver:
         """An agent was spawned (or taken over) and runs."""
 
     def agent_stopped(self, agent_type: str, reason: str) -> None:
-        """An agent stopped (normal, shutdown, handover)."""
+        """An agent stopped (normal, shutdown, handover, passivate)."""
 
     def agent_crashed(self, agent_type: str, will_restart: bool) -> None:
         """An agent crashed; its supervisor will restart it or gave up."""

@@ -70,7 +70,7 @@ class PrometheusObserver(RunnerObserver):
         )
         self._stops = Counter(
             "mabeam_agent_stops",
-            "Agents stopped on this runner, by reason (normal, shutdown, handover).",
+            "Agents stopped on this runner, by reason (normal, shutdown, handover, passivate).",
             ["type", "reason"],
             registry=registry,
         )

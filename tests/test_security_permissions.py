@@ -192,6 +192,7 @@ async def test_runners_and_a_client_work_with_their_roles_and_fail_over(
             await client.spawn("demo", id="d1")
         assert (await client.call("p1", "child", {"id": "c1"}))["id"] == "c1"
         assert await client.call("d1", "increment", {"by": 3}) == {"counter": 3}
+        assert await client.virtual("demo", "k1").call("increment") == {"counter": 1}
         assert (await client.stop("c1"))["stopped"] is True
         assert {runner["id"] for runner in await client.runners()} == {"r1", "r2"}
         await client.publish("orders.eu.created", {"x": 1})
@@ -206,6 +207,7 @@ async def test_runners_and_a_client_work_with_their_roles_and_fail_over(
                 pass
         assert event.data["runner"] == "r2"
         assert (await client.call("d1", "get_state"))["counter"] == 3
+        assert (await client.virtual("demo", "k1").call("get_state"))["counter"] == 1
     await second.close()
     await asyncio.to_thread(system.server.stop)
     assert system.violations("runner") == []
