@@ -12,6 +12,7 @@ valid. A crash goes to the supervisor, which restarts the agent from its last sn
 from __future__ import annotations
 
 import asyncio
+import datetime
 import enum
 import functools
 import time
@@ -29,6 +30,7 @@ from mabeam.agents.inbox import IMMEDIATE, QUEUED_CONTROL, call_id_of, decode_me
 from mabeam.agents.mailbox import Envelope, EnvelopeKind, Mailbox
 from mabeam.agents.model import Agent, EventHandlerSpec
 from mabeam.agents.recent_calls import RecentCalls, Reply
+from mabeam.agents.reminders import Reminder
 from mabeam.agents.replier import Outgoing, Replier
 from mabeam.agents.services import TRACEPARENT, HostServices
 from mabeam.agents.supervisor import RestartPolicy, Supervisor
@@ -113,6 +115,8 @@ class AgentHost(HostServices):
         self._subscription: Subscription | None = None
         self._event_subscriptions: list[Any] = []
         self._timers: set[Timer] = set()
+        self.reminders: dict[str, Reminder] = {}
+        """This agent's durable reminders as far as this host knows (listed in `_info`)."""
         self._campaigns = Campaigns(self.agent_id, runtime.elections, self._announce_term)
 
     @functools.cached_property
@@ -135,7 +139,17 @@ class AgentHost(HostServices):
         self._subscription = await self.runtime.connection.subscribe(
             self.runtime.subjects.agent_all(self.agent_id), self._on_message
         )
+        self.runtime.start_task(self._load_reminders())
         await self._start_instance(args, stored)
+
+    async def _load_reminders(self) -> None:
+        """Read back the reminders this agent set on earlier runners (for `_info`)."""
+        try:
+            stored = await self.runtime.reminders.of_agent(self.agent_id)
+        except MabeamError as error:
+            self.log.warning("agent.reminders_unreadable", error=error.message)
+            return
+        self.reminders = {**stored, **self.reminders}
 
     async def _start_instance(self, args: dict[str, Any], stored: Stored | None) -> None:
         agent = self.agent_type()
@@ -363,13 +377,17 @@ class AgentHost(HostServices):
         return {"id": self.agent_id, "status": self.state.value}
 
     def info(self) -> dict[str, Any]:
-        """The `_info` reply: the registry record plus mailbox and counters."""
+        """The `_info` reply: the registry record plus mailbox, counters and reminders."""
+        now = datetime.datetime.now(datetime.UTC)
         return {
             **self.runtime.record_dict(self.record),
             "mailbox": len(self.mailbox),
             "processed": self.processed,
             "failed": self.failed,
             "restarts": self.restarts,
+            "reminders": [
+                reminder.listed() for reminder in self.reminders.values() if reminder.pending(now)
+            ],
         }
 
     # ----------------------------------------------------------------- processing

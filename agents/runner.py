@@ -196,6 +196,7 @@ class Runner(AsyncResource):
         )
         self._watchdog.start()
         await self._serve()
+        await self._runtime.reminders.start()
         await self._ensure_coordinator()
         loop = asyncio.get_running_loop()
         self._loops.append(loop.create_task(self._take_over_loop()))
@@ -259,6 +260,7 @@ class Runner(AsyncResource):
         if self._watchdog is not None:
             self._watchdog.stop()
         runtime = self.runtime
+        await runtime.reminders.close()
         await runtime.stop_all(handover=False)
         await self._unsubscribe([*self._spawn_subs, *self._control])
         await self._leave_registry()

@@ -11,9 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from mabeam.agents.context import current_message
 from mabeam.agents.mailbox import Envelope, EnvelopeKind, Mailbox
+from mabeam.agents.reminders import Reminder, define
 from mabeam.core.errors import OverloadedError
+from mabeam.core.names import validate_id
 
 if TYPE_CHECKING:
+    from mabeam.agents.model import Agent
     from mabeam.agents.observer import RunnerObserver
     from mabeam.agents.runtime import Runtime
 
@@ -27,7 +30,9 @@ class HostServices:
 
     runtime: Runtime
     agent_id: str
+    agent_type: type[Agent]
     mailbox: Mailbox
+    reminders: dict[str, Reminder]
 
     @property
     def registry(self) -> Any:
@@ -83,6 +88,20 @@ class HostServices:
                 raise OverloadedError(f"mailbox of agent {self.agent_id} is full")
         else:
             await self.call(agent_id, "_stop")
+
+    async def remind(
+        self, name: str, schedule: str, action: str, args: dict[str, Any] | None
+    ) -> None:
+        """Check and store a durable reminder of this agent (see `mabeam.agents.reminders`)."""
+        reminder = define(self.agent_type, self.agent_id, name, schedule, action, args)
+        await self.runtime.reminders.set(reminder)
+        self.reminders[name] = reminder
+
+    async def forget(self, name: str) -> None:
+        """Drop this agent's reminder `name`."""
+        validate_id(name, "reminder name")
+        await self.runtime.reminders.forget(self.agent_id, name)
+        self.reminders.pop(name, None)
 
 
 def current_traceparent() -> str | None:
