@@ -30,7 +30,6 @@ from mabeam.agents.inbox import IMMEDIATE, QUEUED_CONTROL, call_id_of, decode_me
 from mabeam.agents.mailbox import Envelope, EnvelopeKind, Mailbox
 from mabeam.agents.model import Agent, EventHandlerSpec
 from mabeam.agents.recent_calls import RecentCalls, Reply
-from mabeam.agents.reminders import Reminder
 from mabeam.agents.replier import Outgoing, Replier
 from mabeam.agents.services import TRACEPARENT, HostServices
 from mabeam.agents.supervisor import RestartPolicy, Supervisor
@@ -115,8 +114,6 @@ class AgentHost(HostServices):
         self._subscription: Subscription | None = None
         self._event_subscriptions: list[Any] = []
         self._timers: set[Timer] = set()
-        self.reminders: dict[str, Reminder] = {}
-        """This agent's durable reminders as far as this host knows (listed in `_info`)."""
         self._campaigns = Campaigns(self.agent_id, runtime.elections, self._announce_term)
 
     @functools.cached_property
@@ -139,17 +136,7 @@ class AgentHost(HostServices):
         self._subscription = await self.runtime.connection.subscribe(
             self.runtime.subjects.agent_all(self.agent_id), self._on_message
         )
-        self.runtime.start_task(self._load_reminders())
         await self._start_instance(args, stored)
-
-    async def _load_reminders(self) -> None:
-        """Read back the reminders this agent set on earlier runners (for `_info`)."""
-        try:
-            stored = await self.runtime.reminders.of_agent(self.agent_id)
-        except MabeamError as error:
-            self.log.warning("agent.reminders_unreadable", error=error.message)
-            return
-        self.reminders = {**stored, **self.reminders}
 
     async def _start_instance(self, args: dict[str, Any], stored: Stored | None) -> None:
         agent = self.agent_type()
@@ -341,7 +328,7 @@ class AgentHost(HostServices):
             )
             if envelope.name in IMMEDIATE:
                 self.runtime.check_serving(self._incarnation)
-                await self.replier.now(envelope, self._immediate_reply(envelope.name))
+                await self.replier.now(envelope, await self._immediate_reply(envelope.name))
                 return
             self.deliver(envelope)  # checks the lease too
         except MabeamError as error:
@@ -357,7 +344,7 @@ class AgentHost(HostServices):
         """
         self.runtime.check_serving(self._incarnation)
         if envelope.name in IMMEDIATE and envelope.future is not None:
-            envelope.future.set_result(self._immediate_reply(envelope.name))
+            self.runtime.start_task(self._answer_locally(envelope.name, envelope.future))
             return
         if envelope.name in QUEUED_CONTROL:
             envelope.kind = EnvelopeKind.CONTROL
@@ -369,25 +356,36 @@ class AgentHost(HostServices):
                 f"mailbox of agent {self.agent_id} is full ({self.mailbox.capacity} messages)"
             )
 
-    def _immediate_reply(self, action: str) -> dict[str, Any]:
-        return self.ping() if action == "_ping" else self.info()
+    async def _immediate_reply(self, action: str) -> dict[str, Any]:
+        if action == "_ping":
+            return self.ping()
+        stored = await self.runtime.reminders.of_agent(self.agent_id)
+        now = datetime.datetime.now(datetime.UTC)
+        listed = [reminder.listed() for reminder in stored.values() if reminder.pending(now)]
+        return {**self.info(), "reminders": listed}
+
+    async def _answer_locally(self, action: str, future: asyncio.Future[Any]) -> None:
+        try:
+            reply = await self._immediate_reply(action)
+        except MabeamError as error:
+            if not future.done():
+                future.set_exception(error)
+            return
+        if not future.done():
+            future.set_result(reply)
 
     def ping(self) -> dict[str, Any]:
         """The `_ping` reply."""
         return {"id": self.agent_id, "status": self.state.value}
 
     def info(self) -> dict[str, Any]:
-        """The `_info` reply: the registry record plus mailbox, counters and reminders."""
-        now = datetime.datetime.now(datetime.UTC)
+        """The `_info` reply but its `reminders`: the registry record, mailbox and counters."""
         return {
             **self.runtime.record_dict(self.record),
             "mailbox": len(self.mailbox),
             "processed": self.processed,
             "failed": self.failed,
             "restarts": self.restarts,
-            "reminders": [
-                reminder.listed() for reminder in self.reminders.values() if reminder.pending(now)
-            ],
         }
 
     # ----------------------------------------------------------------- processing

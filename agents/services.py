@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from mabeam.agents.context import current_message
 from mabeam.agents.mailbox import Envelope, EnvelopeKind, Mailbox
-from mabeam.agents.reminders import Reminder, define
+from mabeam.agents.reminders import define
 from mabeam.core.errors import OverloadedError
 from mabeam.core.names import validate_id
 
@@ -32,7 +32,6 @@ class HostServices:
     agent_id: str
     agent_type: type[Agent]
     mailbox: Mailbox
-    reminders: dict[str, Reminder]
 
     @property
     def registry(self) -> Any:
@@ -95,13 +94,11 @@ class HostServices:
         """Check and store a durable reminder of this agent (see `mabeam.agents.reminders`)."""
         reminder = define(self.agent_type, self.agent_id, name, schedule, action, args)
         await self.runtime.reminders.set(reminder)
-        self.reminders[name] = reminder
 
     async def forget(self, name: str) -> None:
         """Drop this agent's reminder `name`."""
         validate_id(name, "reminder name")
         await self.runtime.reminders.forget(self.agent_id, name)
-        self.reminders.pop(name, None)
 
 
 def current_traceparent() -> str | None:
