@@ -35,9 +35,9 @@ from mabeam.core.connection import Connection
 from mabeam.core.errors import (
     BadRequestError,
     ConflictError,
-    DeadlineError,
     MabeamError,
     NotFoundError,
+    ReplyTimeoutError,
     UnavailableError,
     UnknownActionError,
 )
@@ -76,10 +76,14 @@ TARGET_HEADER: Final = "Nats-Schedule-Target"
 """ADR-51: the subject (of the same stream) the server stores each firing on."""
 CONSUMER: Final = "reminders"
 """The durable consumer (and its deliver group) all runners share for the firings."""
-ACK_WAIT: Final = 30.0
-"""Seconds a firing taken by a runner that died waits before it is delivered again."""
+ACK_WAIT: Final = 6.0
+"""Seconds a firing taken by a runner that died waits before it is delivered again (a runner
+still working on one tells the server so every third of it)."""
 RETRY_DELAY: Final = 1.0
 """Seconds before a firing that reached no agent is delivered again."""
+MAX_DELIVERIES: Final = 100
+"""Deliveries of one firing that reached no agent before it is given up (terminated, logged):
+more than any take-over needs, and a bound for an action that keeps answering 503."""
 MAX_ACK_PENDING: Final = 1000
 """Firings delivered and not yet acknowledged, at most, across all runners."""
 MAX_LISTED: Final = 1000
@@ -118,8 +122,9 @@ class Reminder(msgspec.Struct, kw_only=True):
 
 Route = Callable[[Reminder, str], Awaitable[Any]]
 """Runs a firing's action on its agent, given the reminder and the firing's call id; returns
-once the effect is stored. Raises `UnavailableError` or `DeadlineError` when the agent could not
-be reached (the firing comes again), `NotFoundError` when it is gone for good (dropped)."""
+once the effect is stored. Raises `UnavailableError` or `ReplyTimeoutError` when the agent could
+not be reached (the firing comes again), `NotFoundError` when it is gone for good (dropped),
+and the error of the action's reply when it ran and failed (the firing took effect)."""
 
 
 def _seconds(value: object, what: str) -> float:
@@ -343,16 +348,21 @@ class Reminders:
             await settle(msg.term())
             return
         call_id = f"reminder-{msg.metadata.sequence.stream}"
+        working = asyncio.get_running_loop().create_task(_keep_in_progress(msg))
         try:
             await self.route(reminder, call_id)
-        except (UnavailableError, DeadlineError) as unreachable:
+        except (UnavailableError, ReplyTimeoutError) as unreachable:
             log.info(
-                "reminder.retry",
+                "reminder.unreachable",
                 agent=reminder.agent,
                 name=reminder.name,
                 error=unreachable.message,
             )
-            await settle(msg.nak(delay=RETRY_DELAY))
+            if msg.metadata.num_delivered < MAX_DELIVERIES:
+                await settle(msg.nak(delay=RETRY_DELAY))
+                return
+            log.error("reminder.given_up", agent=reminder.agent, name=reminder.name)
+            await settle(msg.term())
             return
         except NotFoundError as gone:
             log.warning(
@@ -367,4 +377,13 @@ class Reminders:
                 name=reminder.name,
                 error=failed.message,
             )
+        finally:
+            working.cancel()
         await settle(msg.ack())
+
+
+async def _keep_in_progress(msg: Message) -> None:
+    """Tell the server a firing is still being worked on, so it is not delivered again."""
+    while True:
+        await asyncio.sleep(ACK_WAIT / 3)
+        await settle(msg.in_progress())

@@ -107,31 +107,32 @@ async def test_a_new_reminder_of_the_same_name_replaces_the_old(client: Client) 
     assert len(await ticks(client, "n1")) == 3
 
 
-@pytest.mark.parametrize(
-    ("body", "error", "says"),
-    [
-        ({"name": "x"}, BadRequestError, "exactly one of after=, at=, every=, cron="),
-        ({"name": "x", "after": 1, "every": 2}, BadRequestError, "(got ['after', 'every'])"),
-        ({"name": "bad name", "after": 1}, BadRequestError, "reminder name 'bad name'"),
-        ({"name": "x", "after": 1, "action": "nope"}, UnknownActionError, "no action 'nope'"),
-        ({"name": "x", "after": 1, "args": {"by": "two"}}, BadRequestError, "action 'tick'"),
-        ({"name": "x", "after": 1, "args": [1]}, BadRequestError, "args must be an object"),
-        ({"name": "x", "after": -1}, BadRequestError, "after= must be positive"),
-        ({"name": "x", "after": True}, BadRequestError, "after= must be a number"),
-        ({"name": "x", "every": 0.5}, BadRequestError, "every= must be whole seconds >= 1"),
-        ({"name": "x", "at": "tomorrow"}, BadRequestError, "is not an ISO 8601 time"),
-        ({"name": "x", "at": "2030-01-01T00:00:00"}, BadRequestError, "needs a time zone"),
-        ({"name": "x", "cron": "* * *"}, BadRequestError, "must be 6 fields"),
-        ({"name": "x", "cron": "a b c d e f"}, BadRequestError, "refused the schedule"),
-    ],
-)
-async def test_bad_input_gets_a_precise_error(
-    client: Client, r1: RunnerProcess, body: dict[str, Any], error: type[Exception], says: str
-) -> None:
+BAD_INPUT: list[tuple[dict[str, Any], type[Exception], str]] = [
+    ({"name": "x"}, BadRequestError, "exactly one of after=, at=, every=, cron="),
+    ({"name": "x", "after": 1, "every": 2}, BadRequestError, "(got ['after', 'every'])"),
+    ({"name": "bad name", "after": 1}, BadRequestError, "reminder name 'bad name'"),
+    ({"name": "x", "after": 1, "action": "nope"}, UnknownActionError, "no action 'nope'"),
+    ({"name": "x", "after": 1, "args": {"by": "two"}}, BadRequestError, "action 'tick'"),
+    ({"name": "x", "after": 1, "args": [1]}, BadRequestError, "args must be an object"),
+    ({"name": "x", "after": -1}, BadRequestError, "after= must be positive"),
+    ({"name": "x", "after": True}, BadRequestError, "after= must be a number"),
+    ({"name": "x", "every": 0.5}, BadRequestError, "every= must be whole seconds >= 1"),
+    ({"name": "x", "at": "tomorrow"}, BadRequestError, "is not an ISO 8601 time"),
+    ({"name": "x", "at": "2030-01-01T00:00:00"}, BadRequestError, "needs a time zone"),
+    ({"name": "x", "cron": "* * *"}, BadRequestError, "must be 6 fields"),
+    ({"name": "x", "cron": "a b c d e f"}, BadRequestError, "refused the schedule"),
+]
+"""Bad reminders, the error each gets and what its message says."""
+
+
+async def test_bad_input_gets_a_precise_error(client: Client, r1: RunnerProcess) -> None:
     await client.spawn("Reminded", id="b1")
-    with pytest.raises(error) as raised:
-        await client.call("b1", "remind_me", body)
-    assert says in str(raised.value)
+    for body, error, says in BAD_INPUT:
+        with pytest.raises(error) as raised:
+            await client.call("b1", "remind_me", body)
+        assert says in str(raised.value), body
+    with pytest.raises(BadRequestError, match="reminder name"):
+        await client.call("b1", "forget_me", {"name": "a.b"})
     assert await listed(client, "b1") == []
     assert r1.alive
 
@@ -177,6 +178,26 @@ async def test_schedule_increment_survives_the_kill_9_of_its_runner(
         await counter_stays_at(client, "d1", 6, within=15)
         record = client.agents.get("d1")
         assert record is not None and record.runner == "r2"
+    finally:
+        r2.kill()
+
+
+async def test_a_firing_whose_runner_died_mid_action_lands_once(
+    config: Config, r1: RunnerProcess, client: Client
+) -> None:
+    r2 = RunnerProcess(config, "r2", agents=[REMINDED]).wait_ready()
+    try:
+        await client.spawn("Reminded", id="k1", runner="r1")
+        body = {"name": "slow", "after": 1, "action": "slow_tick", "args": {"seconds": 2}}
+        await client.call("k1", "remind_me", body)
+        await asyncio.sleep(2)  # the firing is being handled: the action sleeps on r1
+        r1.kill()
+        found = await eventually(
+            lambda: ticks(client, "k1"), until=bool, timeout=20, ignoring=(Exception,)
+        )
+        assert len(found) == 1
+        await asyncio.sleep(2.5)  # a second delivery would have come by now
+        assert len(await ticks(client, "k1")) == 1
     finally:
         r2.kill()
 

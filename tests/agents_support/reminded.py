@@ -3,6 +3,7 @@ through to `self.remind`, so that tests see the errors bad input gets)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -50,3 +51,8 @@ class Reminded(Agent):
     @action
     async def ticks_now(self) -> dict[str, Any]:
         return {"ticks": self.ticks}
+
+    @action
+    async def slow_tick(self, seconds: float) -> dict[str, Any]:
+        await asyncio.sleep(seconds)
+        return await self.tick()
