@@ -359,18 +359,20 @@ class AgentHost(HostServices):
     async def _immediate_reply(self, action: str) -> dict[str, Any]:
         if action == "_ping":
             return self.ping()
-        stored = await self.runtime.reminders.of_agent(self.agent_id)
+        return {**self.info(), "reminders": await self._reminders_listed()}
+
+    async def _reminders_listed(self) -> list[dict[str, Any]] | None:
+        """This agent's reminders still to come, read from `P_REMINDERS`; None if unreadable."""
+        try:
+            stored = await self.runtime.reminders.of_agent(self.agent_id)
+        except MabeamError as error:
+            self.log.warning("agent.reminders_unreadable", error=error.message)
+            return None
         now = datetime.datetime.now(datetime.UTC)
-        listed = [reminder.listed() for reminder in stored.values() if reminder.pending(now)]
-        return {**self.info(), "reminders": listed}
+        return [reminder.listed() for reminder in stored.values() if reminder.pending(now)]
 
     async def _answer_locally(self, action: str, future: asyncio.Future[Any]) -> None:
-        try:
-            reply = await self._immediate_reply(action)
-        except MabeamError as error:
-            if not future.done():
-                future.set_exception(error)
-            return
+        reply = await self._immediate_reply(action)
         if not future.done():
             future.set_result(reply)
 

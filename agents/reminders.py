@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONSUMER",
     "SCHEDULE_HEADER",
+    "SERVER_NEEDED",
     "TARGET_HEADER",
     "Reminder",
     "Reminders",
@@ -66,6 +67,7 @@ __all__ = [
     "call_owner",
     "define",
     "schedule_of",
+    "server_version_of",
 ]
 
 log = structlog.get_logger("mabeam.reminders")
@@ -88,6 +90,8 @@ MAX_ACK_PENDING: Final = 1000
 """Firings delivered and not yet acknowledged, at most, across all runners."""
 MAX_LISTED: Final = 1000
 """The most reminders of one agent read back (listed in `_info`)."""
+SERVER_NEEDED: Final = (2, 12)
+"""The first nats-server version with message schedules (`@at`; `@every` and cron: 2.14)."""
 CRON_FIELDS: Final = 6
 """A cron schedule's fields: seconds, minutes, hours, day of month, month, day of week."""
 
@@ -229,6 +233,15 @@ def call_owner(caller: Calls, registry: Registry) -> Route:
 _decoder = msgspec.json.Decoder(Reminder)
 
 
+def server_version_of(version: str) -> tuple[int, int]:
+    """(major, minor) of a server version such as `2.12.1-RC.2`; (0, 0) when unreadable."""
+    parts = version.split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
 class Reminders:
     """The reminders of one system as one runner sees them: it defines and forgets them, and
     takes its share of the firings."""
@@ -239,6 +252,8 @@ class Reminders:
         """Where firings go (see `call_owner`)."""
         self._subscription: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.unsupported: str | None = None
+        """Why reminders are off (a server without message schedules), None while they work."""
 
     @property
     def _stream(self) -> str:
@@ -262,7 +277,16 @@ class Reminders:
                 await self._connection.jetstream.add_stream(config)
 
     async def start(self) -> None:
-        """Make sure of the stream and the consumer, and take firings."""
+        """Make sure of the stream and the consumer, and take firings; on a server too old to
+        schedule messages, log it and leave reminders off (`set` answers 503)."""
+        version = str(self._connection.server_info.get("version", ""))
+        if server_version_of(version) < SERVER_NEEDED:
+            self.unsupported = (
+                f"reminders need nats-server {'.'.join(map(str, SERVER_NEEDED))} or later"
+                f" (message schedules); this one is {version or 'of unknown version'}"
+            )
+            log.error("reminders.unsupported", reason=self.unsupported)
+            return
         await self.ensure_stream()
         subjects = self._connection.subjects
         try:
@@ -301,6 +325,8 @@ class Reminders:
 
     async def set(self, reminder: Reminder) -> None:
         """Store the definition (replacing one of the same name); the server schedules it."""
+        if self.unsupported is not None:
+            raise UnavailableError(self.unsupported)
         subjects = self._connection.subjects
         await self._connection.jetstream.publish(
             subjects.reminder_definition(reminder.agent, reminder.name),
@@ -320,6 +346,8 @@ class Reminders:
 
     async def of_agent(self, agent_id: str) -> dict[str, Reminder]:
         """The stored reminders of one agent, by name (one direct get)."""
+        if self.unsupported is not None:
+            return {}
         pattern = self._connection.subjects.reminder_definition(agent_id, "*")
         answer = await self._connection.jetstream.direct_get(
             self._stream, {"multi_last": [pattern], "batch": MAX_LISTED}

@@ -5,6 +5,7 @@ downtime, and bad input gets precise errors."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from mabeam.agents.reminders import SERVER_NEEDED, schedule_of, server_version_of
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
@@ -217,3 +219,19 @@ async def test_a_reminder_survives_a_server_restart(tmp_path: Path) -> None:
     finally:
         runner.kill()
         await asyncio.to_thread(server.cleanup)
+
+
+def test_schedule_values_are_those_of_adr_51() -> None:
+    assert schedule_of(every=5) == "@every 5s"
+    moment = datetime.datetime(2030, 1, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
+    assert schedule_of(at=moment) == "@at 2030-01-01T00:00:00.000Z"
+    assert schedule_of(at="2030-01-01T00:00:00+00:00") == "@at 2030-01-01T00:00:00.000Z"
+    assert schedule_of(cron=" 0  30 * * * * ") == "0 30 * * * *"
+    soon = datetime.datetime.fromisoformat(schedule_of(after=60).removeprefix("@at "))
+    assert 59 < (soon - datetime.datetime.now(datetime.UTC)).total_seconds() <= 60
+
+
+def test_servers_without_message_schedules_are_told_apart() -> None:
+    assert server_version_of("2.11.4") < SERVER_NEEDED <= server_version_of("2.12.0-RC.1")
+    assert server_version_of("2.15.0") >= SERVER_NEEDED
+    assert server_version_of("") == (0, 0)
