@@ -11,10 +11,12 @@ variable, not a structlog binding).
 from __future__ import annotations
 
 import contextvars
+import datetime
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mabeam.agents.calls import Calls, ForwardsCalls
+from mabeam.agents.reminders import schedule_of
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -87,6 +89,14 @@ class AgentServices(Calls, Protocol):
     ) -> Timer:
         """Run `callback` through the mailbox after `seconds` (and every `seconds` if repeat)."""
 
+    async def remind(
+        self, name: str, schedule: str, action: str, args: dict[str, Any] | None
+    ) -> None:
+        """Store the durable reminder `name` (a `Nats-Schedule` value) of this agent."""
+
+    async def forget(self, name: str) -> None:
+        """Drop this agent's durable reminder `name`."""
+
 
 class AgentContext(ForwardsCalls):
     """The runtime context of an agent, available once its host has bound it.
@@ -137,9 +147,35 @@ class AgentContext(ForwardsCalls):
         await self._services.stop_agent(agent_id or self.id)
 
     def every(self, seconds: float, callback: Callable[[], Awaitable[Any]]) -> Timer:
-        """Run `callback` every `seconds`, through the mailbox (never beside an action)."""
+        """Run `callback` every `seconds`, through the mailbox (never beside an action).
+
+        An in-memory timer: it dies with the agent's runner. `remind` outlives it."""
         return self._services.schedule(seconds, callback, True)
 
     def after(self, seconds: float, callback: Callable[[], Awaitable[Any]]) -> Timer:
-        """Run `callback` once after `seconds`, through the mailbox."""
+        """Run `callback` once after `seconds`, through the mailbox (in memory: it dies with
+        the agent's runner)."""
         return self._services.schedule(seconds, callback, False)
+
+    async def remind(
+        self,
+        name: str,
+        *,
+        action: str,
+        args: dict[str, Any] | None = None,
+        after: float | None = None,
+        at: datetime.datetime | str | None = None,
+        every: float | None = None,
+        cron: str | None = None,
+    ) -> None:
+        """Call this agent's `action` with `args` when due, wherever the agent lives then: once
+        `after` seconds, once `at` a time, `every` whole seconds, or on a six-field `cron`
+        (exactly one). Durable: a JetStream message schedule (ADR-51) that survives runners
+        and server restarts; each firing takes effect once. A reminder of the same `name`
+        is replaced. `BadRequestError` / `UnknownActionError` for bad input."""
+        schedule = schedule_of(after=after, at=at, every=every, cron=cron)
+        await self._services.remind(name, schedule, action, args)
+
+    async def forget(self, name: str) -> None:
+        """Cancel the reminder `name` (nothing happens when there is none)."""
+        await self._services.forget(name)

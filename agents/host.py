@@ -12,6 +12,7 @@ valid. A crash goes to the supervisor, which restarts the agent from its last sn
 from __future__ import annotations
 
 import asyncio
+import datetime
 import enum
 import functools
 import time
@@ -332,7 +333,7 @@ class AgentHost(HostServices):
             envelope = decode_message(msg, action, self.runtime.config.max_payload)
             if envelope.name in IMMEDIATE:
                 self.runtime.check_serving(self._incarnation)
-                await self.replier.now(envelope, self._immediate_reply(envelope.name))
+                await self.replier.now(envelope, await self._immediate_reply(envelope.name))
                 return
             self.deliver(envelope)  # checks the lease too
         except MabeamError as error:
@@ -349,7 +350,7 @@ class AgentHost(HostServices):
         self.runtime.check_serving(self._incarnation)
         self.last_active = time.monotonic()
         if envelope.name in IMMEDIATE and envelope.future is not None:
-            envelope.future.set_result(self._immediate_reply(envelope.name))
+            self.runtime.start_task(self._answer_locally(envelope.name, envelope.future))
             return
         if envelope.name in QUEUED_CONTROL:
             envelope.kind = EnvelopeKind.CONTROL
@@ -361,15 +362,32 @@ class AgentHost(HostServices):
                 f"mailbox of agent {self.agent_id} is full ({self.mailbox.capacity} messages)"
             )
 
-    def _immediate_reply(self, action: str) -> dict[str, Any]:
-        return self.ping() if action == "_ping" else self.info()
+    async def _immediate_reply(self, action: str) -> dict[str, Any]:
+        if action == "_ping":
+            return self.ping()
+        return {**self.info(), "reminders": await self._reminders_listed()}
+
+    async def _reminders_listed(self) -> list[dict[str, Any]] | None:
+        """This agent's reminders still to come, read from `P_REMINDERS`; None if unreadable."""
+        try:
+            stored = await self.runtime.reminders.of_agent(self.agent_id)
+        except MabeamError as error:
+            self.log.warning("agent.reminders_unreadable", error=error.message)
+            return None
+        now = datetime.datetime.now(datetime.UTC)
+        return [reminder.listed() for reminder in stored.values() if reminder.pending(now)]
+
+    async def _answer_locally(self, action: str, future: asyncio.Future[Any]) -> None:
+        reply = await self._immediate_reply(action)
+        if not future.done():
+            future.set_result(reply)
 
     def ping(self) -> dict[str, Any]:
         """The `_ping` reply."""
         return {"id": self.agent_id, "status": self.state.value}
 
     def info(self) -> dict[str, Any]:
-        """The `_info` reply: the registry record plus mailbox and counters."""
+        """The `_info` reply but its `reminders`: the registry record, mailbox and counters."""
         return {
             **self.runtime.record_dict(self.record),
             "mailbox": len(self.mailbox),

@@ -206,6 +206,7 @@ class Runner(AsyncResource):
         self._watchdog.start()
         await self._serve()
         await self._serve_virtual()
+        await self._runtime.reminders.start()
         await self._ensure_coordinator()
         loop = asyncio.get_running_loop()
         self._loops.append(loop.create_task(self._take_over_loop()))
@@ -288,6 +289,7 @@ class Runner(AsyncResource):
             self._watchdog.stop()
         runtime = self.runtime
         await self._stop_virtual()
+        await runtime.reminders.close()
         await runtime.stop_all(handover=False)
         await self._unsubscribe([*self._spawn_subs, *self._control])
         await self._leave_registry()

@@ -25,6 +25,7 @@ from mabeam.agents.coordination.election import Elections
 from mabeam.agents.host import AgentHost, HostState
 from mabeam.agents.model import Agent
 from mabeam.agents.observer import RunnerObserver
+from mabeam.agents.reminders import Reminders, call_owner
 from mabeam.agents.snapshots import SnapshotStore, Stored
 from mabeam.agents.supervisor import RestartIntensity, RestartPolicy
 from mabeam.bus.bus import EventBus
@@ -74,6 +75,10 @@ class Runtime:
         self.intensity = intensity
         self.hosts: dict[str, AgentHost] = {}
         self.caller = Caller(connection, local=self.hosts.get)
+        self.reminders = Reminders(
+            connection, call_owner(self.caller, connection.subjects, registry)
+        )
+        """Durable reminders; its `route` says where firings go (the runner starts it)."""
         self.handling: MessageContext | None = None
         """The message an agent is handling right now (read by the loop watchdog's thread)."""
         self.lease_valid: Callable[[], bool] = _always

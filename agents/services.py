@@ -11,12 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 from mabeam.agents.context import current_message
 from mabeam.agents.mailbox import Envelope, EnvelopeKind, Mailbox
+from mabeam.agents.reminders import define
 from mabeam.agents.virtual_calls import VirtualAgent
 from mabeam.core.errors import OverloadedError
+from mabeam.core.names import validate_id
 
 if TYPE_CHECKING:
+    from mabeam.agents.model import Agent
     from mabeam.agents.observer import RunnerObserver
     from mabeam.agents.runtime import Runtime
+    from mabeam.registry.records import AgentRecord
 
 __all__ = ["TRACEPARENT", "HostServices", "current_traceparent"]
 
@@ -28,7 +32,9 @@ class HostServices:
 
     runtime: Runtime
     agent_id: str
+    agent_type: type[Agent]
     mailbox: Mailbox
+    record: AgentRecord
 
     @property
     def registry(self) -> Any:
@@ -96,6 +102,19 @@ class HostServices:
                 raise OverloadedError(f"mailbox of agent {self.agent_id} is full")
         else:
             await self.call(agent_id, "_stop")
+
+    async def remind(
+        self, name: str, schedule: str, action: str, args: dict[str, Any] | None
+    ) -> None:
+        """Check and store a durable reminder of this agent (see `mabeam.agents.reminders`)."""
+        key = self.record.key if isinstance(self.record.key, str) else None
+        reminder = define(self.agent_type, self.agent_id, name, schedule, action, args, key=key)
+        await self.runtime.reminders.set(reminder)
+
+    async def forget(self, name: str) -> None:
+        """Drop this agent's reminder `name`."""
+        validate_id(name, "reminder name")
+        await self.runtime.reminders.forget(self.agent_id, name)
 
 
 def current_traceparent() -> str | None:

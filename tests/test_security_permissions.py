@@ -33,7 +33,7 @@ from mabeam.core.errors import ConflictError
 from mabeam.registry.buckets import Bucket
 from mabeam.registry.records import AgentRecord
 from mabeam.registry.registry import Registry
-from mabeam.testing import unique_prefix
+from mabeam.testing import eventually, unique_prefix
 
 SECURE = Path(__file__).resolve().parents[1] / "ops" / "nats" / "secure"
 PASSWORDS = {"runner": "runner-pw", "client": "client-pw"}
@@ -193,6 +193,8 @@ async def test_runners_and_a_client_work_with_their_roles_and_fail_over(
         assert (await client.call("p1", "child", {"id": "c1"}))["id"] == "c1"
         assert await client.call("d1", "increment", {"by": 3}) == {"counter": 3}
         assert await client.virtual("demo", "k1").call("increment") == {"counter": 1}
+        await client.call("d1", "schedule_increment", {"after": 1, "by": 2})
+        assert len((await client.call("d1", "_info"))["reminders"]) == 1
         assert (await client.stop("c1"))["stopped"] is True
         assert {runner["id"] for runner in await client.runners()} == {"r1", "r2"}
         await client.publish("orders.eu.created", {"x": 1})
@@ -206,7 +208,9 @@ async def test_runners_and_a_client_work_with_their_roles_and_fail_over(
             while (event := await restarted.get()).data["id"] != "d1":
                 pass
         assert event.data["runner"] == "r2"
-        assert (await client.call("d1", "get_state"))["counter"] == 3
+        await eventually(
+            lambda: client.call("d1", "get_state"), until=lambda state: state["counter"] == 5
+        )
         assert (await client.virtual("demo", "k1").call("get_state"))["counter"] == 1
     await second.close()
     await asyncio.to_thread(system.server.stop)

@@ -6,6 +6,7 @@ it snapshots its whole state, so a restarted or failed-over `demo` keeps its cou
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from mabeam.agents.model import Agent, action
@@ -52,6 +53,15 @@ class DemoAgent(Agent):
         """Add `by` to the counter."""
         self.counter += by
         return {"counter": self.counter}
+
+    @action
+    async def schedule_increment(self, after: float, by: int = 1) -> dict[str, Any]:
+        """Add `by` to the counter `after` seconds from now, through a durable reminder: it
+        lands once even if this agent's runner dies meanwhile."""
+        await self.remind(
+            f"increment-{uuid.uuid4().hex}", after=after, action="increment", args={"by": by}
+        )
+        return {"scheduled": True}
 
     @action
     async def get_state(self) -> dict[str, Any]:

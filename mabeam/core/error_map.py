@@ -35,6 +35,8 @@ _JS_WRONG_LAST_SEQUENCE = 10071
 _JS_STREAM_NOT_FOUND = 10059
 _JS_CONSUMER_NOT_FOUND = 10014
 _JS_STREAM_NAME_IN_USE = 10058
+_JS_SCHEDULE_PATTERN_INVALID = 10189
+_JS_SCHEDULE_TARGET_INVALID = 10190
 
 _AUTH_VIOLATION = "authorization violation"
 
@@ -104,6 +106,8 @@ def _map_api_error(exc: nats.js.errors.APIError, message: str) -> MabeamError:
         return ConflictError(f"revision conflict: {exc.description}")
     if exc.err_code == _JS_STREAM_NAME_IN_USE:
         return ConflictError(f"already exists: {exc.description or message}")
+    if exc.err_code in (_JS_SCHEDULE_PATTERN_INVALID, _JS_SCHEDULE_TARGET_INVALID):
+        return BadRequestError(f"JetStream refused the schedule: {exc.description or message}")
     if exc.err_code in (_JS_STREAM_NOT_FOUND, _JS_CONSUMER_NOT_FOUND) or exc.code == 404:
         return NotFoundError(exc.description or message)
     if exc.code == 503:

@@ -147,6 +147,11 @@ class JetStream:
             )
         return Watch(sub)
 
+    async def purge(self, stream: str, subject: str) -> None:
+        """Remove every message of `stream` on `subject` (a pattern may have wildcards)."""
+        with nats_errors():
+            await self._js.purge_stream(stream, subject=subject)
+
     async def create_key_value(self, config: KeyValueConfig, *, replicas: int) -> None:
         """Create a KV bucket (the stream `KV_<bucket>`) with `replicas` replicas."""
         with nats_errors():

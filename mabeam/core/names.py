@@ -187,3 +187,23 @@ class Subjects:
     def events_stream(self) -> str:
         """The JetStream stream that keeps event history: `P_EVENTS`."""
         return self.bucket("EVENTS")
+
+    @property
+    def reminders_stream(self) -> str:
+        """The JetStream stream of reminder definitions and firings: `P_REMINDERS`."""
+        return self.bucket("REMINDERS")
+
+    @property
+    def reminders_root(self) -> str:
+        """The subject prefix of all reminder subjects: `P.reminders`."""
+        return f"{self.prefix}.reminders"
+
+    def reminder_definition(self, agent_id: str, name: str) -> str:
+        """The subject holding one reminder's schedule: `P.reminders.def.<agent>.<name>`
+        (`*` for a name: all of an agent's)."""
+        return f"{self.reminders_root}.def.{agent_id}.{name}"
+
+    def reminder_firing(self, agent_id: str, name: str) -> str:
+        """The subject the server fires one reminder on: `P.reminders.fire.<agent>.<name>`
+        (`*` and `>` as wildcards)."""
+        return f"{self.reminders_root}.fire.{agent_id}.{name}"
