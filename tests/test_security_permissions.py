@@ -87,7 +87,8 @@ class System:
 @pytest.fixture
 def system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[System]:
     prefix = unique_prefix("perm")
-    shutil.copy(SECURE / "server.conf", tmp_path / "server.conf")
+    for name in ("server.conf", "accounts.conf"):
+        shutil.copy(SECURE / name, tmp_path / name)
     (tmp_path / "permissions.conf").write_text(render_permissions(prefix))
     for role, password in PASSWORDS.items():
         monkeypatch.setenv(f"MABEAM_{role.upper()}_PASSWORD", password)
