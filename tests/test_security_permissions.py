@@ -370,6 +370,18 @@ async def test_a_refusal_is_a_permission_error_at_once_and_own_calls_still_work(
         assert (await client.info("d1"))["id"] == "d1"
 
 
+async def test_a_client_without_its_inbox_prefix_is_told_so_at_once(
+    system: System, runners: list[Runner]
+) -> None:
+    config = system.config("client", request_timeout=30).with_(inbox_prefix=None)
+    async with Client(config, with_registry=False) as client:
+        began = asyncio.get_running_loop().time()
+        for _ in range(2):
+            with pytest.raises(PermissionError, match="inbox_prefix"):
+                await client.call("coordinator", "_ping")
+        assert asyncio.get_running_loop().time() - began < 5  # not the 30 s timeout
+
+
 async def test_a_client_reads_the_registry_and_only_an_operator_changes_it(
     system: System, runners: list[Runner]
 ) -> None:

@@ -54,6 +54,9 @@ __all__ = [
 
 log = structlog.get_logger("mabeam.connection")
 
+DEFAULT_INBOX_PREFIX = "_INBOX"
+"""nats-py's reply inbox prefix when the config names none."""
+
 # How often the first connect tries each server before `ConnectError`.
 _FIRST_CONNECT_ATTEMPTS = 2
 
@@ -82,7 +85,7 @@ class Connection(AsyncResource):
         self._refused = False
         self._last_error: BaseException | None = None
         self._jetstream: JetStream | None = None
-        self.refusals = Refusals()
+        self.refusals = Refusals(config.inbox_prefix or DEFAULT_INBOX_PREFIX)
 
     @classmethod
     async def open(cls, config: Config | None = None) -> Connection:

@@ -7,6 +7,8 @@ request would then wait for its timeout. `Refusals.note` reads such an error, an
 
 - fails at once every request to that subject still waiting (`guard`): the waiting task is
   cancelled and the cancellation becomes the `PermissionError` inside `guard`;
+- fails every waiting request when the refused subscription is the connection's own reply
+  inbox (an identity connected without its inbox prefix): no reply can reach it;
 - remembers the refused subject until the next reconnect, so a later publish or request to it
   is refused before it is sent (`check`), and `Connection.confirm` can report a refusal of what
   it sent before.
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from mabeam.core.errors import PermissionError
@@ -35,12 +37,14 @@ _VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "(
 class Refusals:
     """The refusals one connection received, and the requests that wait on a subject."""
 
-    __slots__ = ("_failed", "_refused", "_waiting")
+    __slots__ = ("_deaf", "_failed", "_inbox", "_refused", "_waiting")
 
-    def __init__(self) -> None:
+    def __init__(self, inbox_prefix: str = "_INBOX") -> None:
+        self._inbox = inbox_prefix.lower() + "."
         self._waiting: dict[asyncio.Task[object], str] = {}
         self._failed: dict[asyncio.Task[object], PermissionError] = {}
         self._refused: dict[str, PermissionError] = {}
+        self._deaf: PermissionError | None = None
 
     def note(self, error: BaseException) -> PermissionError | None:
         """Read `error` from the error callback; the `PermissionError` it stands for, if any
@@ -53,11 +57,23 @@ class Refusals:
         refusal = PermissionError(f"permission denied: {what} {{subject}}", subject)
         self._refused[subject] = refusal
         if kind == "publish":
-            for task, waited in list(self._waiting.items()):
-                if waited.lower() == subject and task not in self._failed:
-                    self._failed[task] = refusal
-                    task.cancel()
+            self._fail(refusal, lambda waited: waited.lower() == subject)
+        elif subject.startswith(self._inbox):
+            deaf = PermissionError(
+                f"permission denied: no reply can arrive, as this connection may not subscribe"
+                f" to its reply inbox {subject!r} (set inbox_prefix to its own); request to"
+                " {subject}",
+                subject,
+            )
+            self._deaf = deaf
+            self._fail(deaf, lambda waited: True)
         return refusal
+
+    def _fail(self, refusal: PermissionError, waits_on: Callable[[str], bool]) -> None:
+        for task, waited in list(self._waiting.items()):
+            if waits_on(waited) and task not in self._failed:
+                self._failed[task] = refusal
+                task.cancel()
 
     def check(self, subject: str) -> None:
         """Raise the `PermissionError` of `subject` when the server refused it already."""
@@ -69,12 +85,15 @@ class Refusals:
     def forget(self) -> None:
         """Forget the refused subjects (after a reconnect: another server, maybe other rules)."""
         self._refused.clear()
+        self._deaf = None
 
     async def guard(self, subject: str, pending: Awaitable[T]) -> T:
         """Await `pending`, a request to `subject`; `PermissionError` at once when the server
         refuses it, instead of its timeout."""
         try:
             self.check(subject)
+            if self._deaf is not None:
+                raise _naming(self._deaf, subject)
         except PermissionError:
             _discard(pending)
             raise
