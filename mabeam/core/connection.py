@@ -5,7 +5,8 @@ call twice. Its methods are what the floors above need (`request`, `publish`, `s
 `flush`, `new_inbox`, `server_info`, `reconnects`, and `jetstream` for streams, consumers, KV
 primitives and direct gets); each maps nats-py errors to `MabeamError`s inside, so no nats-py
 exception escapes, and none of them allocates or awaits anything per message beyond nats-py's
-own call. Messages are nats-py's own (`mabeam.core.messages.Message`).
+own call, except that a request is watched for a refusal on the way (one small coroutine and a
+dict entry, `Refusals.guard`). Messages are nats-py's own (`mabeam.core.messages.Message`).
 
 The config's authentication and TLS fields become nats-py's connect options here, and its
 `inbox_prefix` the prefix of every reply subject. A server that refuses the credentials is a
