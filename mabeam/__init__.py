@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "ConflictError": "mabeam.core.errors",
     "TooLargeError": "mabeam.core.errors",
     "OverloadedError": "mabeam.core.errors",
+    "PermissionError": "mabeam.core.errors",
     "ActionFailedError": "mabeam.core.errors",
     "UnavailableError": "mabeam.core.errors",
     "ConnectError": "mabeam.core.errors",

@@ -64,3 +64,25 @@ async def test_the_reconnect_cap_is_an_option_read_at_every_reconnect(
     # changing it after connect takes effect.
     source = inspect.getsource(NatsClient._select_next_server)
     assert 'self.options["max_reconnect_attempts"]' in source
+
+
+async def test_pending_messages_are_written_before_the_ping_of_a_flush(
+    connection: Connection,
+) -> None:
+    source = inspect.getsource(NatsClient._flush_pending)
+    assert "force_flush" in inspect.signature(NatsClient._flush_pending).parameters
+    assert "_pending" in source
+    received: list[Message] = []
+
+    async def keep(msg: Message) -> None:
+        received.append(msg)
+
+    subject = f"{connection.subjects.prefix}.barrier"
+    subscription = await connection.subscribe(subject, keep)
+    await connection.flush()
+    for _ in range(100):
+        await connection.publish(subject, b"x")
+    await connection.confirm(subject)  # pending written, then PING: the server had them all
+    await connection.flush()
+    assert len(received) == 100
+    await subscription.unsubscribe()

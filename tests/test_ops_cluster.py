@@ -7,6 +7,10 @@ runner is connected to: the runner reconnects to another node and the agent keep
 with its state, which keeps being written to KV. Then it kills that runner: the other runner
 takes the agent over with its state.
 
+It runs secured, as compose does: the nodes demand the passwords of the shipped roles
+(ops/nats/secure/accounts.conf), the runners log in as `runner` with their own inbox, and the
+test's client as `operator` (it reads the agents' saved state, which a client may not).
+
 A node's death can leave a bucket without a leader for the length of a JetStream election
 (measured at 7-9 s on nats-server 2.15); the runners use a heartbeat of 5 s (dead after 15 s),
 as docker-compose.yml does, so that an election never makes a live runner look dead.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import urllib.error
 import urllib.request
@@ -23,6 +28,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+
+import pytest
 
 from mabeam.client import Client
 from mabeam.core.codec import decode
@@ -35,6 +42,7 @@ from mabeam.testing.processes import RunnerProcess
 
 NATS_CONF = Path(__file__).resolve().parents[1] / "ops" / "nats" / "cluster.conf"
 HEARTBEAT = 5.0
+PASSWORDS = {role: f"{role}-pw" for role in ("runner", "client", "operator")}
 T = TypeVar("T")
 
 
@@ -110,9 +118,23 @@ async def snapshot_counter(client: Client, agent_id: str) -> int | None:
     return None if entry is None else int(decode(entry.value)["counter"])
 
 
-async def test_an_agent_survives_losing_a_nats_node_and_a_runner(tmp_path: Path) -> None:
+def login(role: str) -> dict[str, str]:
+    """The environment of a process that logs in as `role`, with its own inbox."""
+    return {
+        "MABEAM_USER": role,
+        "MABEAM_PASSWORD": PASSWORDS[role],
+        "MABEAM_INBOX_PREFIX": f"_INBOX_{role}",
+    }
+
+
+async def test_an_agent_survives_losing_a_nats_node_and_a_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for role, password in PASSWORDS.items():
+        monkeypatch.setenv(f"MABEAM_{role.upper()}_PASSWORD", password)  # read by the nodes
     async with nats_cluster() as nodes:
-        config = Config(nats_url=",".join(node.url for node in nodes), prefix="cluster")
+        urls = ",".join(node.url for node in nodes)
+        config = Config.from_env(login("operator"), nats_url=urls)
         runners = {
             runner_id: RunnerProcess(
                 config,
@@ -120,6 +142,7 @@ async def test_an_agent_survives_losing_a_nats_node_and_a_runner(tmp_path: Path)
                 heartbeat=HEARTBEAT,
                 extra_args=["--http-port", "0"],
                 log_path=tmp_path / f"{runner_id}.log",
+                env={**os.environ, **login("runner")},
             )
             for runner_id in ("r1", "r2")
         }
@@ -140,7 +163,7 @@ async def survive(
     for _ in range(5):
         await client.call("survivor", "increment")
     for bucket in ("agents", "runners", "state"):
-        info = await client.connection.js.stream_info(f"KV_cluster_{bucket}")
+        info = await client.connection.js.stream_info(f"KV_mabeam_{bucket}")
         assert info.config.num_replicas == 3, bucket
     await settled(lambda: _equal(snapshot_counter(client, "survivor"), 5), "no snapshot of 5", 10)
 

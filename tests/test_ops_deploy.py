@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -32,6 +33,8 @@ from tests.test_ops_alerts import RAW_METRIC, RECORDED, alerts, recording_rules,
 ROOT = Path(__file__).resolve().parents[1]
 OPS = ROOT / "ops"
 NATS_CONF = OPS / "nats" / "cluster.conf"
+ROLES = ("runner", "client", "operator")
+PASSWORDS = {f"MABEAM_{role.upper()}_PASSWORD": f"{role}-pw" for role in ROLES}
 DASHBOARD = OPS / "grafana" / "dashboards" / "mabeam.json"
 
 
@@ -89,13 +92,74 @@ def test_nats_nodes_share_one_valid_config_whose_routes_are_the_nodes(
     assert names == set(nodes)
     routes = set(re.findall(r"nats-route://([a-z0-9]+):6222", NATS_CONF.read_text()))
     assert routes == set(nodes)
+    check_nats_config(NATS_CONF, tmp_path)
+
+
+def check_nats_config(path: Path, store: Path) -> None:
+    """nats-server accepts the config at `path`, given the passwords its users read."""
     check = subprocess.run(
-        [find_nats_server(), "-c", str(NATS_CONF), "-sd", str(tmp_path), "-t"],
+        [find_nats_server(), "-c", str(path), "-sd", str(store), "-t"],
         capture_output=True,
         text=True,
         timeout=30,
+        env={**os.environ, **PASSWORDS},
     )
     assert check.returncode == 0, check.stderr
+
+
+def test_compose_is_secured_by_default(compose: dict[str, Any]) -> None:
+    conf = NATS_CONF.read_text()
+    assert "include ./secure/accounts.conf" in conf
+    accounts = (OPS / "nats" / "secure" / "accounts.conf").read_text()
+    for role in ROLES:
+        assert f"user: {role}, password: $MABEAM_{role.upper()}_PASSWORD" in accounts
+        assert f"permissions: $MABEAM_{role.upper()}" in accounts
+    for name, spec in services(compose, "nats").items():
+        for variable in PASSWORDS:
+            # Compose refuses to start without the generated credentials.
+            assert spec["environment"][variable].startswith(f"${{{variable}:?"), (name, variable)
+    for name, spec in services(compose, "runner").items():
+        environment = spec["environment"]
+        assert environment["MABEAM_USER"] == "runner", name
+        assert environment["MABEAM_PASSWORD"].startswith("${MABEAM_RUNNER_PASSWORD:?"), name
+        assert environment["MABEAM_INBOX_PREFIX"] == "_INBOX_runner", name
+
+
+def test_the_credentials_command_makes_what_compose_needs(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(OPS, project / "ops")
+    shutil.rmtree(project / "ops" / "nats" / "tls", ignore_errors=True)
+    made = subprocess.run(
+        [str(project / "ops" / "make-credentials"), "--tls"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    env_file = project / ".env"
+    assert env_file.stat().st_mode & 0o077 == 0, "the passwords are readable by others"
+    written = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert set(written) == set(PASSWORDS)
+    assert len(set(written.values())) == 3 and all(len(v) >= 32 for v in written.values())
+    # The TLS switch: the overlay moves the nodes to cluster-tls.conf and the runners to tls://.
+    overlay = load_yaml(ROOT / "docker-compose.tls.yml")
+    for name, spec in overlay["services"].items():
+        if name.startswith("nats"):
+            assert option(spec["command"], "-c") == "/etc/nats/cluster-tls.conf"
+        else:
+            urls = spec["environment"]["MABEAM_NATS_URL"].split(",")
+            assert all(url.startswith("tls://") for url in urls)
+            assert spec["environment"]["MABEAM_TLS_CA_FILE"] == "/etc/mabeam/tls/ca.pem"
+    tls_conf = project / "ops" / "nats" / "cluster-tls.conf"
+    nats_dir = str(project / "ops" / "nats") + "/"
+    tls_conf.write_text(tls_conf.read_text().replace("/etc/nats/", nats_dir))
+    check_nats_config(tls_conf, tmp_path / "store")
+    again = subprocess.run(
+        [str(project / "ops" / "make-credentials")], capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode == 0 and env_file.read_text().splitlines() == [
+        f"{key}={value}" for key, value in written.items()
+    ], "a second run replaced the passwords"
 
 
 def test_prometheus_scrapes_exactly_the_runners(compose: dict[str, Any]) -> None:

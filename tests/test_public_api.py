@@ -39,6 +39,7 @@ PUBLIC = {
     "ConflictError",
     "TooLargeError",
     "OverloadedError",
+    "PermissionError",
     "ActionFailedError",
     "UnavailableError",
     "NoRespondersError",

@@ -1,17 +1,22 @@
-"""The shipped permission setup (ops/nats/secure/): what a runner and a client may do.
+"""The shipped permission setup (ops/nats/secure/): what a runner, a client and an operator may do.
 
 Each test starts nats-server with the shipped `server.conf` next to `permissions.conf` rendered
 for the test's own prefix, the way docs/OPERATIONS.md tells operators to render it. Runners log
-in as `runner`, clients as `client`. Allowed work is shown through our `Runner` and `Client`;
-each refusal is shown with a plain nats-py connection holding the same credentials (what any
-NATS client could try): the server answers it with a "Permissions Violation" for that subject,
-and nothing changes.
+in as `runner`, clients as `client`, operators as `operator`, each with its own inbox prefix
+(`_INBOX_<role>`). Allowed work is shown through our `Runner` and `Client`; each refusal is
+shown with a plain nats-py connection holding the same credentials (what any NATS client could
+try): the server answers it with a "Permissions Violation" for that subject, and nothing
+changes. Our own client turns such a refusal into a `PermissionError` at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +34,15 @@ from mabeam.core.codec import encode
 from mabeam.core.config import DEFAULT_PREFIX, Config
 from mabeam.core.connection import Connection
 from mabeam.core.embedded_server import EmbeddedServer
-from mabeam.core.errors import ConflictError
+from mabeam.core.errors import ConflictError, PermissionError
 from mabeam.registry.buckets import Bucket
 from mabeam.registry.records import AgentRecord
 from mabeam.registry.registry import Registry
 from mabeam.testing import eventually, unique_prefix
 
 SECURE = Path(__file__).resolve().parents[1] / "ops" / "nats" / "secure"
-PASSWORDS = {"runner": "runner-pw", "client": "client-pw"}
+PASSWORDS = {"runner": "runner-pw", "client": "client-pw", "operator": "operator-pw"}
+MABEAM = str(Path(sys.executable).parent / "mabeam")
 SMALLER_HISTORY = {"events_max_msgs": 500_000}
 
 
@@ -62,6 +68,7 @@ class System:
             prefix=self.prefix,
             user=role,
             password=PASSWORDS[role],
+            inbox_prefix=f"_INBOX_{role}",
             **changes,
         )
 
@@ -80,10 +87,11 @@ class System:
 @pytest.fixture
 def system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[System]:
     prefix = unique_prefix("perm")
-    shutil.copy(SECURE / "server.conf", tmp_path / "server.conf")
+    for name in ("server.conf", "accounts.conf"):
+        shutil.copy(SECURE / name, tmp_path / name)
     (tmp_path / "permissions.conf").write_text(render_permissions(prefix))
-    monkeypatch.setenv("MABEAM_RUNNER_PASSWORD", PASSWORDS["runner"])
-    monkeypatch.setenv("MABEAM_CLIENT_PASSWORD", PASSWORDS["client"])
+    for role, password in PASSWORDS.items():
+        monkeypatch.setenv(f"MABEAM_{role.upper()}_PASSWORD", password)
     with EmbeddedServer(config_file=tmp_path / "server.conf") as server:
         yield System(server, prefix)
 
@@ -103,7 +111,13 @@ class Prober:
         async def on_error(exc: Exception) -> None:
             errors.append(str(exc))
 
-        nc = await nats.connect(url, user=role, password=PASSWORDS[role], error_cb=on_error)
+        nc = await nats.connect(
+            url,
+            user=role,
+            password=PASSWORDS[role],
+            inbox_prefix=f"_INBOX_{role}",
+            error_cb=on_error,
+        )
         return cls(nc, errors, prefix)
 
     async def refused_publish(self, subject: str) -> bool:
@@ -195,7 +209,8 @@ async def test_runners_and_a_client_work_with_their_roles_and_fail_over(
         assert await client.virtual("demo", "k1").call("increment") == {"counter": 1}
         await client.call("d1", "schedule_increment", {"after": 1, "by": 2})
         assert len((await client.call("d1", "_info"))["reminders"]) == 1
-        assert (await client.stop("c1"))["stopped"] is True
+        async with Client(system.config("operator"), with_registry=False) as operator:
+            assert (await operator.stop("c1"))["stopped"] is True
         assert {runner["id"] for runner in await client.runners()} == {"r1", "r2"}
         await client.publish("orders.eu.created", {"x": 1})
         assert (await asyncio.wait_for(receipts.get(), 5)).data == {"order": {"x": 1}, "by": "p1"}
@@ -216,6 +231,7 @@ async def test_runners_and_a_client_work_with_their_roles_and_fail_over(
     await asyncio.to_thread(system.server.stop)
     assert system.violations("runner") == []
     assert system.violations("client") == []
+    assert system.violations("operator") == []
 
 
 async def test_a_runner_loads_a_registry_big_enough_to_need_flow_control(system: System) -> None:
@@ -243,10 +259,15 @@ async def test_a_runner_loads_a_registry_big_enough_to_need_flow_control(system:
         ("$KV.{b}_state.d1", "rewrite an agent's saved state"),
         ("$KV.{b}_locks.leader-x", "take a lock or leadership"),
         ("{p}.ctl.r1.drain", "drain a runner"),
+        ("{p}.agent.d1._stop", "stop an agent"),
+        ("{p}.agent.d1._restart", "restart an agent"),
+        ("{p}.agent.d1._campaign", "campaign in an election"),
         ("_INBOX.forged", "forge a reply to someone else's request"),
-        ("$JS.API.STREAM.INFO.KV_{b}_agents", "read the registry's stream"),
-        ("$JS.API.CONSUMER.CREATE.KV_{b}_agents", "watch the registry"),
-        ("$JS.API.STREAM.MSG.GET.KV_{b}_agents", "read a registry entry"),
+        ("_INBOX_runner.forged", "forge a reply to a runner's request"),
+        ("_INBOX_client.forged", "forge a reply on its own identity's inbox"),
+        ("$KV.{b}_runners.r1", "forge a runner's lease"),
+        ("$JS.API.STREAM.MSG.GET.KV_{b}_state", "read an agent's saved state"),
+        ("$JS.API.CONSUMER.CREATE.KV_{b}_state", "watch agents' saved state"),
         ("$JS.API.DIRECT.GET.{b}_EVENTS", "read the event history"),
         ("$JS.API.STREAM.UPDATE.{b}_EVENTS", "change the event stream"),
         ("$JS.API.STREAM.PURGE.{b}_EVENTS", "purge the event stream"),
@@ -276,6 +297,11 @@ async def test_a_client_may_not_publish_outside_its_role(
         ("{p}.ctl.spawn.demo", "take the spawn requests of a type"),
         ("{p}.ctl.r1.drain", "see control requests"),
         ("$KV.{b}_agents.>", "read registry writes"),
+        ("_INBOX.>", "read every reply"),
+        ("_INBOX_runner.>", "read the runners' replies"),
+        ("_INBOX_operator.>", "read the operator's replies"),
+        ("_INBOX_operator.abc.*", "read one of the operator's reply subjects"),
+        (">", "read everything"),
         ("other.events.>", "watch another system"),
     ],
 )
@@ -287,6 +313,7 @@ async def test_a_client_may_not_subscribe_outside_its_role(
         target = subject.format(p=system.prefix, b=system.prefix)
         assert await prober.refused_subscribe(target), f"a client could {why}"
         assert await prober.refused_subscribe(f"{system.prefix}.events.>") is False
+        assert await prober.refused_subscribe("_INBOX_client.>") is False
     finally:
         await prober.close()
 
@@ -310,3 +337,101 @@ async def test_a_runner_may_not_leave_its_system_or_destroy_state(
         assert await prober.refused_publish(target), f"a runner could {why}"
     finally:
         await prober.close()
+
+
+async def test_a_runner_reads_only_its_own_replies(system: System) -> None:
+    prober = await system.raw("runner")
+    try:
+        assert await prober.refused_subscribe("_INBOX.>")
+        assert await prober.refused_subscribe("_INBOX_client.>")
+        assert await prober.refused_publish("_INBOX_client.forged")
+        assert await prober.refused_subscribe("_INBOX_runner.>") is False
+    finally:
+        await prober.close()
+
+
+async def test_a_refusal_is_a_permission_error_at_once_and_own_calls_still_work(
+    system: System, runners: list[Runner]
+) -> None:
+    async with Client(system.config("client", request_timeout=30), with_registry=False) as client:
+        await client.spawn("demo", id="d1")
+        began = asyncio.get_running_loop().time()
+        for attempt in (client.stop("d1"), client.restart("d1")):
+            with pytest.raises(PermissionError) as refused:
+                await attempt
+            assert refused.value.subject.startswith(f"{system.prefix}.agent.d1._")
+            assert refused.value.subject in refused.value.message
+        with pytest.raises(PermissionError, match="_campaign"):
+            await client.call("d1", "_campaign", {"group": "g"})
+        registry = Bucket(client.connection, "agents", kind="agent")
+        with pytest.raises(PermissionError, match=rf"KV\.{system.prefix}_agents\.d1"):
+            await registry.put("d1", b"{}")
+        with pytest.raises(PermissionError, match=r"d1\._stop"):  # refused before: known
+            await client.cast("d1", "_stop")
+        await client.cast("d2", "_stop")  # a cast is not answered: confirm asks the server
+        with pytest.raises(PermissionError, match=r"d2\._stop"):
+            await client.connection.confirm(f"{system.prefix}.agent.d2._stop")
+        assert asyncio.get_running_loop().time() - began < 5  # not the 30 s timeout
+        assert await client.call("d1", "increment") == {"counter": 1}
+        assert (await client.info("d1"))["id"] == "d1"
+
+
+async def test_a_client_without_its_inbox_prefix_is_told_so_at_once(
+    system: System, runners: list[Runner]
+) -> None:
+    config = system.config("client", request_timeout=30).with_(inbox_prefix=None)
+    async with Client(config, with_registry=False) as client:
+        began = asyncio.get_running_loop().time()
+        for _ in range(2):
+            with pytest.raises(PermissionError, match="inbox_prefix"):
+                await client.call("coordinator", "_ping")
+        assert asyncio.get_running_loop().time() - began < 5  # not the 30 s timeout
+
+
+async def test_a_client_reads_the_registry_and_only_an_operator_changes_it(
+    system: System, runners: list[Runner]
+) -> None:
+    async with Client(system.config("client")) as client:
+        await client.spawn("demo", id="d1")
+        record = await eventually(lambda: client.agents.get("d1"), timeout=5)
+        assert record.runner in {"r1", "r2"}
+        async with Client(system.config("operator")) as operator:
+            assert (await operator.restart("d1"))["id"] == "d1"
+            assert (await operator.stop("d1"))["stopped"] is True
+            await operator.connection.publish(f"{system.prefix}.ctl.r1.drain", b"{}")
+            await operator.connection.confirm(f"{system.prefix}.ctl.r1.drain")
+            bucket = Bucket(operator.connection, "agents", kind="agent")
+            await bucket.put("ghost", encode(AgentRecord(id="ghost", type="demo", runner="x")))
+        await eventually(lambda: client.agents.get("ghost"), timeout=5)
+    for runner in runners:
+        await runner.close()
+    await asyncio.to_thread(system.server.stop)
+    assert system.violations("client") == []
+    assert system.violations("operator") == []
+
+
+async def test_the_cli_exits_1_at_once_naming_the_refused_subject(
+    system: System, runners: list[Runner]
+) -> None:
+    env = {
+        **os.environ,
+        "MABEAM_NATS_URL": system.server.url,
+        "MABEAM_PREFIX": system.prefix,
+        "MABEAM_USER": "client",
+        "MABEAM_PASSWORD": PASSWORDS["client"],
+        "MABEAM_INBOX_PREFIX": "_INBOX_client",
+        "MABEAM_REQUEST_TIMEOUT": "30",
+    }
+    for command in (["stop", "d1"], ["cast", "d1", "_restart"]):
+        began = time.monotonic()
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [MABEAM, *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert done.returncode == 1, done.stderr
+        assert f"'{system.prefix}.agent.d1._" in done.stderr and "permission denied" in done.stderr
+        assert time.monotonic() - began < 10  # not the 30 s request timeout

@@ -94,7 +94,8 @@ async def run_call(args: argparse.Namespace) -> int:
     async with Client(config_from_args(args), with_registry=False) as client:
         if args.command == "cast":
             await client.cast(args.agent, args.action, body, call_id=args.call_id)
-            await client.connection.flush()
+            subject = client.connection.subjects.agent(args.agent, args.action)
+            await client.connection.confirm(subject)  # a refused cast fails, not silently
             return 0
         result = await client.call(
             args.agent, args.action, body, timeout=args.timeout, call_id=args.call_id

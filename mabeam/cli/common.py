@@ -40,6 +40,13 @@ _SECURITY_OPTIONS = (
     ("--tls-cert", "FILE", "tls_cert_file", "MABEAM_TLS_CERT_FILE", "PEM client certificate"),
     ("--tls-key", "FILE", "tls_key_file", "MABEAM_TLS_KEY_FILE", "PEM key of --tls-cert"),
     ("--tls-hostname", "NAME", "tls_hostname", "MABEAM_TLS_HOSTNAME", "name in the server cert"),
+    (
+        "--inbox-prefix",
+        "P",
+        "inbox_prefix",
+        "MABEAM_INBOX_PREFIX",
+        "prefix of reply subjects, e.g. _INBOX_client (default _INBOX)",
+    ),
 )
 
 

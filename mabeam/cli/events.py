@@ -63,6 +63,7 @@ async def run_publish(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     async with await Connection.open(config) as connection:
         event = await EventBus(connection, source=source).publish(topic, data)
+        await connection.confirm(event.subject)  # a refused publish fails, not silently
     print(f"published {event.topic} id={event.id}", flush=True)
     return 0
 

@@ -9,6 +9,8 @@ TLS takes `tls_ca_file` (the CA that signed the server's certificate), `tls_cert
 `tls_key_file` (a client certificate, for servers that verify clients), `tls_hostname` and
 `tls_handshake_first`. Files must exist and be readable when the config is built. Passwords and
 tokens never appear in `repr()`, and URLs are shown with their password masked (`display_url`).
+`inbox_prefix` gives the connection private reply subjects (`_INBOX_<name>.>`), so that the
+server's permissions can keep every other identity from reading its replies.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ _ENV: dict[str, tuple[str, str]] = {
     "MABEAM_TLS_KEY_FILE": ("tls_key_file", "str"),
     "MABEAM_TLS_HOSTNAME": ("tls_hostname", "str"),
     "MABEAM_TLS_HANDSHAKE_FIRST": ("tls_handshake_first", "bool"),
+    "MABEAM_INBOX_PREFIX": ("inbox_prefix", "str"),
 }
 
 
@@ -116,6 +119,9 @@ class Config:
     """The name the server's certificate must carry (default: the URL's host)."""
     tls_handshake_first: bool = False
     """Start TLS before the server's INFO (servers with `handshake_first`)."""
+    inbox_prefix: str | None = None
+    """The prefix of this connection's reply subjects (nats-py's `inbox_prefix`; `_INBOX` when
+    None): give each identity its own, e.g. `_INBOX_client`, and allow it only that one."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Further nats-py connect options, passed through as they are (they win over the above)."""
 
@@ -131,6 +137,7 @@ class Config:
         self._check_auth()
         self._check_files()
         self._check_tls()
+        self._check_inbox_prefix()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -266,6 +273,14 @@ class Config:
             raise ConfigError(
                 f"tls_handshake_first must be true or false, got {self.tls_handshake_first!r}"
             )
+
+    def _check_inbox_prefix(self) -> None:
+        if self.inbox_prefix is None:
+            return
+        try:
+            validate_prefix(self.inbox_prefix)
+        except BadRequestError as exc:
+            raise ConfigError(f"inbox_prefix: {exc.message}") from exc
 
 
 def redact_url(url: str) -> str:

@@ -5,11 +5,16 @@ call twice. Its methods are what the floors above need (`request`, `publish`, `s
 `flush`, `new_inbox`, `server_info`, `reconnects`, and `jetstream` for streams, consumers, KV
 primitives and direct gets); each maps nats-py errors to `MabeamError`s inside, so no nats-py
 exception escapes, and none of them allocates or awaits anything per message beyond nats-py's
-own call. Messages are nats-py's own (`mabeam.core.messages.Message`).
+own call, except that a request is watched for a refusal on the way (one small coroutine and a
+dict entry, `Refusals.guard`). Messages are nats-py's own (`mabeam.core.messages.Message`).
 
-The config's authentication and TLS fields become nats-py's connect options here. A server that
-refuses the credentials is a `ConnectError` saying "authorization violation"; a config that asks
-for TLS refuses a server that does not offer it, on the first connect and on every reconnect.
+The config's authentication and TLS fields become nats-py's connect options here, and its
+`inbox_prefix` the prefix of every reply subject. A server that refuses the credentials is a
+`ConnectError` saying "authorization violation"; a config that asks for TLS refuses a server
+that does not offer it, on the first connect and on every reconnect. A request or KV write that
+the server refuses by the connection's permissions is a `PermissionError` at once (not a
+timeout), and so is a publish to a subject it refused before; `confirm` tells whether what was
+published so far was refused (mabeam.core.refusals).
 
 `nc`, `js` and `nats_errors` still hand out nats-py itself for the agent host and runner until
 they move onto the methods; nothing else may use them.
@@ -35,6 +40,7 @@ from mabeam.core.errors import ConnectError
 from mabeam.core.jetstream import JetStream
 from mabeam.core.messages import Message, MessageHandler, Subscription
 from mabeam.core.names import Subjects
+from mabeam.core.refusals import Refusals
 from mabeam.core.resource import AsyncResource
 from mabeam.core.security import security_options, wants_tls
 
@@ -48,6 +54,9 @@ __all__ = [
 ]
 
 log = structlog.get_logger("mabeam.connection")
+
+DEFAULT_INBOX_PREFIX = "_INBOX"
+"""nats-py's reply inbox prefix when the config names none."""
 
 # How often the first connect tries each server before `ConnectError`.
 _FIRST_CONNECT_ATTEMPTS = 2
@@ -77,6 +86,7 @@ class Connection(AsyncResource):
         self._refused = False
         self._last_error: BaseException | None = None
         self._jetstream: JetStream | None = None
+        self.refusals = Refusals(config.inbox_prefix or DEFAULT_INBOX_PREFIX)
 
     @classmethod
     async def open(cls, config: Config | None = None) -> Connection:
@@ -97,6 +107,7 @@ class Connection(AsyncResource):
             "reconnected_cb": self._on_reconnected,
             "error_cb": self._on_error,
             **self._gate_secrets(security_options(self.config)),
+            **({"inbox_prefix": self.config.inbox_prefix} if self.config.inbox_prefix else {}),
             **self.config.extra,
         }
         self._nc = NatsClient()
@@ -203,10 +214,13 @@ class Connection(AsyncResource):
         headers: dict[str, str] | None = None,
     ) -> Message:
         """Send a request and wait for its reply (`timeout` s, the config's request timeout
-        when None): `DeadlineError` when none comes, `UnavailableError` with no responders."""
+        when None): `DeadlineError` when none comes, `UnavailableError` with no responders,
+        `PermissionError` at once when the server refuses it."""
         wait = self.config.request_timeout if timeout is None else timeout
         try:
-            return await self.nc.request(subject, payload, timeout=wait, headers=headers)
+            return await self.refusals.guard(
+                subject, self.nc.request(subject, payload, timeout=wait, headers=headers)
+            )
         except NATS_FAILURES as exc:
             raise map_nats_error(exc) from exc
 
@@ -218,7 +232,10 @@ class Connection(AsyncResource):
         reply: str = "",
         headers: dict[str, str] | None = None,
     ) -> None:
-        """Publish one message (with `reply` as its reply subject, when given)."""
+        """Publish one message (with `reply` as its reply subject, when given); NATS does not
+        answer a publish, so only a subject the server refused before is a `PermissionError`
+        here (`confirm` waits to know)."""
+        self.refusals.check(subject)
         try:
             await self.nc.publish(subject, payload, reply, headers)
         except NATS_FAILURES as exc:
@@ -240,6 +257,15 @@ class Connection(AsyncResource):
                 await self.nc.flush()
             else:
                 await self.nc.flush(timeout=math.ceil(timeout))
+
+    async def confirm(self, subject: str) -> None:
+        """Wait until the server has processed everything sent so far, then raise the
+        `PermissionError` of `subject` when it refused a publish to it or a subscription on it
+        (a cast, an event, a subscription that must not pass unnoticed)."""
+        with nats_errors():
+            await nats_privates.write_pending(self.nc)
+            await self.nc.flush()
+        self.refusals.check(subject)
 
     def new_inbox(self) -> str:
         """A fresh, unique inbox subject to receive replies on."""
@@ -284,6 +310,7 @@ class Connection(AsyncResource):
             await self.close()
             return
         self.state = ConnectionState.CONNECTED
+        self.refusals.forget()
         connected = self._nc.connected_url if self._nc is not None else None
         url = redact_url(connected.geturl()) if connected is not None else None
         log.info("nats.reconnected", url=url)
@@ -294,6 +321,10 @@ class Connection(AsyncResource):
                 log.exception("nats.reconnect_listener_failed")
 
     async def _on_error(self, exc: Exception) -> None:
+        refusal = self.refusals.note(exc)
+        if refusal is not None:
+            log.warning("nats.permission_denied", subject=refusal.subject, error=str(exc))
+            return
         log.warning("nats.error", error=str(exc) or type(exc).__name__)
         if self.state is ConnectionState.CONNECTING:
             self._last_error = exc

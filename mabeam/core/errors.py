@@ -20,6 +20,7 @@ __all__ = [
     "NoRespondersError",
     "NotFoundError",
     "OverloadedError",
+    "PermissionError",
     "ReplyTimeoutError",
     "ServerStartError",
     "TooLargeError",
@@ -107,6 +108,18 @@ class OverloadedError(MabeamError):
 
     code = 429
     slug = "overloaded"
+
+
+class PermissionError(MabeamError):
+    """Raised when the NATS server refuses a publish, a request or a subscription by the
+    connection's permissions (its "Permissions Violation"); the message names the subject."""
+
+    code = 403
+    slug = "forbidden"
+
+    def __init__(self, message: str, subject: str = "") -> None:
+        super().__init__(message)
+        self.subject = subject
 
 
 class ActionFailedError(MabeamError):

@@ -160,9 +160,11 @@ class JetStream:
     # -- stored messages -------------------------------------------------------------------
 
     async def publish(self, subject: str, payload: bytes, *, headers: dict[str, str] | None) -> int:
-        """Store a message in the stream that captures `subject`; its stream sequence."""
+        """Store a message in the stream that captures `subject`; its stream sequence
+        (`PermissionError` at once when the server refuses publishing to `subject`)."""
         with nats_errors():
-            ack = await self._js.publish(subject, payload, headers=headers)
+            pending = self._js.publish(subject, payload, headers=headers)
+            ack = await self._connection.refusals.guard(subject, pending)
         return int(ack.seq)
 
     async def publish_soon(

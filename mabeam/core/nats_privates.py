@@ -1,12 +1,14 @@
 """Every use of a nats-py private, in one place.
 
-nats-py offers no public door for three things we need: the INFO the server sent (`_server_info`:
+nats-py offers no public door for four things we need: the INFO the server sent (`_server_info`:
 is TLS required, which cluster, which JetStream API level), the futures of requests waiting for a
-reply (`_resp_map`: failed at once on a disconnect rather than at their timeouts), and changing
+reply (`_resp_map`: failed at once on a disconnect rather than at their timeouts), changing
 an option after connect (`options["max_reconnect_attempts"]`: a prompt error for a wrong URL on
-the first connect, yet never giving up once connected). tests/test_core_nats_privates.py checks
-on a real connection that each is still there with the shape used here, so an upgrade of nats-py
-that changes one fails loudly there rather than quietly here.
+the first connect, yet never giving up once connected), and writing out the messages it buffers
+(`_flush_pending`: its `flush()` writes its PING ahead of them, so it is no barrier for them).
+tests/test_core_nats_privates.py checks on a real connection that each is still there with the
+shape used here, so an upgrade of nats-py that changes one fails loudly there rather than quietly
+here.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from nats.aio.client import Client as NatsClient
 
-__all__ = ["fail_requests_in_flight", "reconnect_forever", "server_info"]
+__all__ = ["fail_requests_in_flight", "reconnect_forever", "server_info", "write_pending"]
 
 
 def server_info(nc: NatsClient) -> dict[str, Any]:
@@ -39,3 +41,9 @@ def fail_requests_in_flight(nc: NatsClient, error: BaseException) -> None:
 def reconnect_forever(nc: NatsClient) -> None:
     """From now on, let `nc` try to reconnect without limit (it was connected with a cap)."""
     nc.options["max_reconnect_attempts"] = -1
+
+
+async def write_pending(nc: NatsClient) -> None:
+    """Wait until `nc` has written every message it buffered to its socket, so that a PING sent
+    next (`nc.flush()`) follows them and its PONG comes after the server handled them all."""
+    await nc._flush_pending(force_flush=True)
