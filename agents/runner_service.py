@@ -1,8 +1,8 @@
 """A runner as a NATS micro service (ADR-32): what `nats micro ls|info|stats` shows of it.
 
 `RunnerService` announces a runner's control subjects as endpoints of the service named after
-the system's prefix (`mabeam` by default; dots become `_`), with the runner id as the instance
-id, so `$SRV.INFO.mabeam.<runner id>` reaches one runner:
+the system's prefix (`mabeam_runners` by default; dots become `_`), with the runner id as the
+instance id, so `$SRV.INFO.mabeam_runners.<runner id>` reaches one runner:
 
 - `spawn` (`P.ctl.spawn`), `spawn-<type>` (`P.ctl.spawn.<type>`), both in queue group
   `P.runners`, and `spawn-here` (`P.ctl.<id>.spawn`);
@@ -30,8 +30,9 @@ _DESCRIPTION = "MABEAM agent runner: hosts agents, places spawns, serves their a
 
 
 def service_name(prefix: str) -> str:
-    """The micro service name of the runners of the system on `prefix`."""
-    return prefix.replace(".", "_")
+    """The micro service name of the runners of the system on `prefix`: `P_runners`, the
+    prefix's dots turned into `_` as in bucket names (so permissions render the same way)."""
+    return f"{prefix.replace('.', '_')}_runners"
 
 
 class ActionTally(RunnerObserver):
