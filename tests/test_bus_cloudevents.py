@@ -11,8 +11,12 @@ from cloudevents.core.bindings import http
 from cloudevents.core.bindings.http import HTTPMessage
 from cloudevents.core.v1.event import CloudEvent
 
+from mabeam.agents.model import Agent, action
+from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.bus.bus import EventBus
 from mabeam.bus.event import Event
+from mabeam.client import Client
+from mabeam.core.config import Config
 from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError
 from tests.test_cli_events import MABEAM, start
@@ -123,3 +127,23 @@ async def test_the_cli_publishes_extensions_and_subscribe_json_prints_them(
             await asyncio.wait([line_task], timeout=0.2)
         await process.wait()
     assert json.loads(line_task.result())["extensions"] == {"tenant": "acme"}
+
+
+class Announcer(Agent):
+    """Publishes an event with a tenant extension."""
+
+    @action
+    async def announce(self, tenant: str) -> dict[str, bool]:
+        await self.publish("announced", {"ok": True}, extensions={"tenant": tenant})
+        return {"ok": True}
+
+
+async def test_an_agent_publishes_extensions_that_a_handler_reads(config: Config) -> None:
+    settings = RunnerSettings(runner_id="x1", agent_types=(Announcer,), heartbeat_interval=0.2)
+    async with Runner(config, settings), Client(config) as client:
+        await client.spawn("Announcer", id="a1")
+        subscription = await client.subscribe("announced")
+        await client.call("a1", "announce", {"tenant": "acme"})
+        async with asyncio.timeout(5):
+            event = await anext(aiter(subscription))
+    assert (event.source, event.extensions) == ("/agents/a1", {"tenant": "acme"})
