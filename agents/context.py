@@ -72,7 +72,9 @@ class AgentServices(Calls, Protocol):
     def observer(self) -> RunnerObserver:
         """The runner's observer, for built-in agents that report what they do (rounds)."""
 
-    async def publish(self, topic: str, data: Any) -> None:
+    async def publish(
+        self, topic: str, data: Any, *, extensions: dict[str, str | int | bool] | None = None
+    ) -> None:
         """Publish an event with this agent as its source."""
 
     async def spawn(self, agent_type: str, **options: Any) -> dict[str, Any]:
@@ -128,9 +130,12 @@ class AgentContext(ForwardsCalls):
         """The registry: `self.registry.agents.find(capability=...)` reads the local replica."""
         return self._services.registry
 
-    async def publish(self, topic: str, data: Any = None) -> None:
-        """Publish a CloudEvent on `P.events.<topic>` with source `/agents/<id>`."""
-        await self._services.publish(topic, {} if data is None else data)
+    async def publish(
+        self, topic: str, data: Any = None, *, extensions: dict[str, str | int | bool] | None = None
+    ) -> None:
+        """Publish a CloudEvent on `P.events.<topic>` with source `/agents/<id>` (and its
+        CloudEvents `extensions`, sent as `ce-<name>` headers)."""
+        await self._services.publish(topic, {} if data is None else data, extensions=extensions)
 
     async def spawn(self, agent_type: str, **options: Any) -> dict[str, Any]:
         """Spawn an agent (`id=`, `args=`, `capabilities=`, `meta=`, `restart=`, `runner=`)."""

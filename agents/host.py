@@ -2,11 +2,12 @@
 
 An `AgentHost` owns one `Agent` instance at a time. Messages reach it on `P.agent.<id>.*`
 (decoded once by `inbox.decode_message`) or through `deliver` on the local fast path, and are
-run one at a time by its mailbox. `_ping` and `_info` are answered at once; `_stop`, `_restart`
-and `_campaign` wait their turn like any action. Every reply leaves through the host's `Replier`
-(held for the commit when the type is durable). A repeated call id is answered from the
-agent's `RecentCalls` without running again. Nothing is served while the runner's lease is not
-valid. A crash goes to the supervisor, which restarts the agent from its last snapshot or gives up.
+run one at a time by its mailbox. `_ping`, `_info` and `_describe` are answered at once; `_stop`,
+`_restart` and `_campaign` wait their turn like any action. Every reply leaves through the
+host's `Replier` (held for the commit when the type is durable). A repeated call id is
+answered from the agent's `RecentCalls` without running again. Nothing is served while the
+runner's lease is not valid. A crash goes to the supervisor, which restarts the agent from its
+last snapshot or gives up.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mabeam.agents.coordination.campaigns import Campaigns
 from mabeam.agents.coordination.election import LeaderTerm
 from mabeam.agents.deadlines import deadline
 from mabeam.agents.inbox import IMMEDIATE, QUEUED_CONTROL, call_id_of, decode_message
+from mabeam.agents.interface import describe
 from mabeam.agents.mailbox import Envelope, EnvelopeKind, Mailbox
 from mabeam.agents.model import Agent, EventHandlerSpec
 from mabeam.agents.recent_calls import RecentCalls, Reply
@@ -365,7 +367,9 @@ class AgentHost(HostServices):
     async def _immediate_reply(self, action: str) -> dict[str, Any]:
         if action == "_ping":
             return self.ping()
-        return {**self.info(), "reminders": await self._reminders_listed()}
+        if action == "_info":
+            return {**self.info(), "reminders": await self._reminders_listed()}
+        return describe(self.agent_type)
 
     async def _reminders_listed(self) -> list[dict[str, Any]] | None:
         """This agent's reminders still to come, read from `P_REMINDERS`; None if unreadable."""

@@ -16,7 +16,7 @@ from mabeam.core.names import CALL_ID_HEADER, validate_id
 
 __all__ = ["IMMEDIATE", "QUEUED_CONTROL", "call_id_of", "decode_message"]
 
-IMMEDIATE: Final = frozenset({"_ping", "_info"})
+IMMEDIATE: Final = frozenset({"_ping", "_info", "_describe"})
 """Reserved actions answered at once, even while the agent is busy."""
 QUEUED_CONTROL: Final = frozenset({"_stop", "_restart", "_campaign"})
 """Reserved actions that wait their turn in the mailbox."""

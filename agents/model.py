@@ -125,7 +125,7 @@ class EventHandlerSpec:
 
 def _convert_struct(schema: type[msgspec.Struct], args: dict[str, Any], what: str) -> Any:
     try:
-        return msgspec.convert(args, schema, strict=False)
+        return msgspec.convert(args, schema, strict=True)
     except msgspec.ValidationError as exc:
         raise BadRequestError(f"{what}: {exc}") from exc
     except BadRequestError as exc:

@@ -7,7 +7,9 @@ runner record, and serves:
   type it hosts (a queue group of that type's hosts): a spawn there is served here when this
   runner hosts the type and no host is less loaded (`Placement`), and otherwise forwarded to the
   chosen host's `P.ctl.<id>.spawn`, whose spawns are always served where they land;
-- `P.ctl.runners` (every runner answers with its record) and `P.ctl.<id>.drain`.
+- `P.ctl.runners` (every runner answers with its record) and `P.ctl.<id>.drain`;
+- `$SRV.PING|INFO|STATS` as a NATS micro service (`RunnerService`), counting each request on
+  these subjects, and the agent traffic, on its endpoints.
 
 Its runner record is its lease (`RunnerHeartbeat`): it serves agents only while the lease is
 valid by its own monotonic clock, and fences itself (drops every local copy, writing nothing) the
@@ -50,6 +52,7 @@ from mabeam.agents.model import Agent
 from mabeam.agents.observer import ObserverGroup, RunnerObserver
 from mabeam.agents.passivation import Passivator, idle_limits
 from mabeam.agents.placement import Placement, TakeOverShare
+from mabeam.agents.runner_service import ActionTally, RunnerService
 from mabeam.agents.runtime import Runtime
 from mabeam.agents.snapshots import SnapshotStore
 from mabeam.agents.spawn_guard import SpawnGuard, rss_bytes
@@ -69,8 +72,9 @@ from mabeam.core.errors import (
     UnknownTypeError,
 )
 from mabeam.core.messages import Message, Subscription
+from mabeam.core.micro import Endpoint
 from mabeam.core.names import validate_runner_id
-from mabeam.core.replies import error_reply, result_of
+from mabeam.core.replies import error_of, error_reply, result_of
 from mabeam.core.resource import AsyncResource
 from mabeam.registry.buckets import Bucket
 from mabeam.registry.heartbeat import RunnerHeartbeat
@@ -154,6 +158,8 @@ class Runner(AsyncResource):
         self._dropped: set[str] = set()
         """Agents a fence dropped while their records still name this runner (to take back)."""
         self._drain_task: asyncio.Task[None] | None = None
+        self._tally = ActionTally()
+        self._service: RunnerService | None = None
         self._log_context = contextvars.copy_context()
         self._log_context.run(structlog.contextvars.bind_contextvars, runner=self.id)
 
@@ -181,8 +187,9 @@ class Runner(AsyncResource):
         await state.ensure()
         snapshots = SnapshotStore(state)
         snapshots.start()
-        observer = (
-            ObserverGroup(self.settings.observers) if self.settings.observers else RunnerObserver()
+        observers = self.settings.observers
+        observer: RunnerObserver = (
+            ObserverGroup([*observers, self._tally]) if observers else self._tally
         )
         self._runtime = Runtime(
             connection,
@@ -204,9 +211,13 @@ class Runner(AsyncResource):
             self.settings.heartbeat_interval, self._handling, self._loop_blocked
         )
         self._watchdog.start()
+        self._service = RunnerService(
+            connection, self.id, self.types, self._tally, self._mailbox_depths
+        )
         await self._serve()
         await self._serve_virtual()
         await self._runtime.reminders.start()
+        await self._service.start()
         await self._ensure_coordinator()
         loop = asyncio.get_running_loop()
         self._loops.append(loop.create_task(self._take_over_loop()))
@@ -292,6 +303,8 @@ class Runner(AsyncResource):
         await runtime.reminders.close()
         await runtime.stop_all(handover=False)
         await self._unsubscribe([*self._spawn_subs, *self._control])
+        if self._service is not None:
+            await self._service.close()
         await self._leave_registry()
         await runtime.snapshots.close()
         await runtime.cancel_tasks()
@@ -339,21 +352,31 @@ class Runner(AsyncResource):
     def _record_dict(self) -> dict[str, Any]:
         return self.runtime.record_dict(self.record())
 
+    def _mailbox_depths(self) -> list[int]:
+        return [len(host.mailbox) for host in self.runtime.hosts.values()]
+
+    def _endpoint(self, msg: Message) -> tuple[Endpoint, int]:
+        """The micro endpoint a control request counts on, and when it arrived."""
+        assert self._service is not None
+        endpoint = self._service.endpoint(msg.subject)
+        return endpoint, endpoint.begin()
+
     # ----------------------------------------------------------------- control handlers
 
     async def _on_spawn(self, msg: Message) -> None:
         """`P.ctl.spawn` and `P.ctl.spawn.<type>`: placed here or forwarded to a better host."""
         if msg.reply:
             self._spawns_in_flight += 1
-            self.runtime.start_task(self._spawn(msg, place=True))
+            self.runtime.start_task(self._spawn(msg, self._endpoint(msg), place=True))
 
     async def _on_spawn_here(self, msg: Message) -> None:
         """`P.ctl.<id>.spawn`: served here, never forwarded (so a forward cannot loop)."""
         if msg.reply:
             self._spawns_in_flight += 1
-            self.runtime.start_task(self._spawn(msg, place=False))
+            self.runtime.start_task(self._spawn(msg, self._endpoint(msg), place=False))
 
-    async def _spawn(self, msg: Message, *, place: bool) -> None:
+    async def _spawn(self, msg: Message, counted: tuple[Endpoint, int], *, place: bool) -> None:
+        failure: MabeamError | None = None
         try:
             if self.draining:
                 raise UnavailableError(f"runner {self.id} is draining")
@@ -362,16 +385,20 @@ class Runner(AsyncResource):
             request = parse_spawn_request(msg.data, max_size=self.config.max_payload)
             forwarded = await self._forward(request.type, msg.data) if place else None
             if forwarded is not None:
+                failure = error_of(forwarded.headers, forwarded.data)
                 await self.runtime.publish_reply(msg.reply, forwarded.data, forwarded.headers)
                 return
             record = await self._serve_spawn(request)
             await self.runtime.publish_reply(msg.reply, encode(record))
         except MabeamError as error:
+            failure = error
             self.runtime.observer.spawn_refused(error.slug)
             headers, body = error_reply(error)
             await self.runtime.publish_reply(msg.reply, body, headers)
         finally:
             self._spawns_in_flight -= 1
+            endpoint, started = counted
+            endpoint.end(started, failure)
 
     async def place(self, request: SpawnRequest) -> dict[str, Any]:
         """Spawn `request` on the host it belongs to (`Placement`: here unless another host is
@@ -430,12 +457,16 @@ class Runner(AsyncResource):
 
     async def _on_runners(self, msg: Message) -> None:
         if msg.reply:
+            endpoint, started = self._endpoint(msg)
             await self.runtime.publish_reply(msg.reply, encode(self._record_dict()))
+            endpoint.end(started)
 
     async def _on_drain(self, msg: Message) -> None:
+        endpoint, started = self._endpoint(msg)
         if msg.reply:
             await self.runtime.publish_reply(msg.reply, encode({"draining": True}))
         self.request_drain()
+        endpoint.end(started)
 
     # ----------------------------------------------------------------- take-over
 

@@ -85,10 +85,16 @@ class HostServices:
             headers=_trace_headers,
         )
 
-    async def publish(self, topic: str, data: Any) -> None:
-        """Publish an event with source `/agents/<id>`."""
+    async def publish(
+        self, topic: str, data: Any, *, extensions: dict[str, str | int | bool] | None = None
+    ) -> None:
+        """Publish an event with source `/agents/<id>` (and CloudEvents `extensions`)."""
         await self.runtime.bus.publish(
-            topic, data, source=f"/agents/{self.agent_id}", traceparent=current_traceparent()
+            topic,
+            data,
+            source=f"/agents/{self.agent_id}",
+            traceparent=current_traceparent(),
+            extensions=extensions,
         )
 
     async def spawn(self, agent_type: str, **options: Any) -> dict[str, Any]:

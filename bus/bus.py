@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Mapping
 from typing import Any
 
 from mabeam.bus.durable import DEFAULT_MAX_DELIVER, open_durable
-from mabeam.bus.event import Event, event_headers, new_event, validate_source, validate_traceparent
+from mabeam.bus.event import (
+    Event,
+    event_headers,
+    new_event,
+    validate_extensions,
+    validate_source,
+    validate_traceparent,
+)
 from mabeam.bus.event_counters import BusStats
 from mabeam.bus.fanout import Fanout
 from mabeam.bus.history import read_last
@@ -70,10 +78,13 @@ class EventBus(AsyncResource):
         *,
         source: str | None = None,
         traceparent: str | None = None,
+        extensions: Mapping[str, str | int | bool] | None = None,
     ) -> Event:
         """Publish `data` (any JSON value) as an event on `topic`; return the event sent.
 
-        Raises `BadRequestError` for a bad topic, source, traceparent or non-JSON data, and
+        `extensions` are CloudEvents extension attributes, sent as `ce-<name>` headers (names of
+        1..20 lowercase letters and digits). Raises `BadRequestError` for a bad topic, source,
+        traceparent, extension or non-JSON data, and
         `TooLargeError` when the encoded data is above the config's `max_payload`.
         """
         self._check_open()
@@ -83,6 +94,7 @@ class EventBus(AsyncResource):
             data,
             source=self.source if source is None else validate_source(source),
             traceparent=None if traceparent is None else validate_traceparent(traceparent),
+            extensions=None if extensions is None else validate_extensions(extensions),
         )
         body = encode(data)
         limit = self.connection.config.max_payload

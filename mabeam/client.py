@@ -183,9 +183,18 @@ class Client(AsyncResource, ForwardsCalls):
         result: dict[str, Any] = await self.call(agent_id, "_info", timeout=timeout)
         return result
 
-    async def publish(self, topic: str, data: Any = None, *, source: str | None = None) -> None:
-        """Publish a CloudEvent on `P.events.<topic>`."""
-        await self.bus.publish(topic, {} if data is None else data, source=source)
+    async def publish(
+        self,
+        topic: str,
+        data: Any = None,
+        *,
+        source: str | None = None,
+        extensions: dict[str, str | int | bool] | None = None,
+    ) -> None:
+        """Publish a CloudEvent on `P.events.<topic>` (with `extensions` as `ce-<name>`)."""
+        await self.bus.publish(
+            topic, {} if data is None else data, source=source, extensions=extensions
+        )
 
     async def subscribe(self, pattern: str, handler: Any = None, **options: Any) -> Any:
         """Subscribe to events matching `pattern` (see `EventBus.subscribe`)."""

@@ -48,6 +48,9 @@ def test_arguments_are_validated_from_type_hints() -> None:
     for bad in ({"value": "warm"}, {}, {"value": 1, "colour": "red"}):
         with pytest.raises(BadRequestError, match="set_target"):
             spec.parse(bad)
+    for lax in ({"value": "21"}, {"value": 21, "unit": 3}):  # strict: no string to number
+        with pytest.raises(BadRequestError, match="Expected"):
+            spec.parse(lax)
     assert Thermostat.parse_start_arguments({}) == {"target": 20.0}
     with pytest.raises(BadRequestError, match="spawn args"):
         Thermostat.parse_start_arguments({"target": [1]})

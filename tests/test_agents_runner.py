@@ -84,7 +84,7 @@ async def test_a_plain_nats_client_calls_agents_and_gets_error_headers(
     code, body = await raw_request(raw, f"{prefix}.agent.d1.nope", b"{}")
     assert code == 404
     assert body["error"]["code"] == "unknown_action"
-    for bad in (b"not json", b"[1,2]", b'{"by": "two"}', b'{"extra": 1}'):
+    for bad in (b"not json", b"[1,2]", b'{"by": "two"}', b'{"by": "2"}', b'{"extra": 1}'):
         code, body = await raw_request(raw, f"{prefix}.agent.d1.increment", bad)
         assert code == 400, bad
         assert body["error"]["code"] == "bad_request"

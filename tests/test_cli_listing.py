@@ -15,6 +15,7 @@ from mabeam.core import codec
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
 from mabeam.registry import AgentRecord, Registry, RunnerRecord
+from tests.test_cli_events import run
 
 
 async def mabeam(*args: str, config: Config | None = None) -> tuple[int, str, str]:
@@ -158,3 +159,11 @@ async def test_an_unreachable_server_exits_1_with_one_line() -> None:
         code, out, err = await mabeam("agents", "--nats", f"nats://127.0.0.1:{port}")
     assert code == 1 and out == ""
     assert "cannot connect to NATS" in err and len(err.strip().splitlines()) == 1
+
+
+async def test_calling_an_agent_nobody_runs_says_so_in_plain_words(config: Config) -> None:
+    for args in (("call", "nosuch", "ping"), ("info", "nosuch")):
+        code, out, err = await run(*args, "--nats", config.nats_url, "--prefix", config.prefix)
+        assert (code, out) == (1, ""), err
+        assert err.startswith(f"mabeam {args[0]}: error: no agent 'nosuch' is running"), err
+        assert "no responders" not in err

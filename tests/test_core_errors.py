@@ -57,6 +57,12 @@ def test_wire_codes_map_back_to_classes(code: int, cls: str) -> None:
         (404, "unknown_type", UnknownTypeError),
         (404, "unknown_action", UnknownActionError),
         (404, "something_else", UnknownActionError),
+        (404, "not_found", NotFoundError),
+        (400, "bad_config", errors.ConfigError),
+        (408, "reply_timeout", errors.ReplyTimeoutError),
+        (503, "no_responders", NoRespondersError),
+        (500, "internal", MabeamError),
+        (500, "not_found", errors.ActionFailedError),
         (400, "unknown_type", BadRequestError),
     ],
 )

@@ -25,9 +25,9 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def node_modules() -> Path:
-    """`npm install` the example's one dependency (the `nats` package) once."""
+    """`npm ci` the example's locked dependencies (package-lock.json) once."""
     if not (EXAMPLE / "node_modules" / "nats").is_dir():
-        subprocess.run(["npm", "install", "--loglevel=error"], cwd=EXAMPLE, check=True, timeout=300)
+        subprocess.run(["npm", "ci", "--loglevel=error"], cwd=EXAMPLE, check=True, timeout=300)
     return EXAMPLE / "node_modules"
 
 

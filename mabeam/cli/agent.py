@@ -13,7 +13,7 @@ from mabeam.cli.common import (
     print_json,
 )
 from mabeam.client import Client
-from mabeam.core.errors import BadRequestError, UnknownTypeError
+from mabeam.core.errors import BadRequestError, NoRespondersError, UnknownTypeError
 
 __all__ = ["register", "run_call", "run_reserved", "run_spawn"]
 
@@ -97,16 +97,27 @@ async def run_call(args: argparse.Namespace) -> int:
             subject = client.connection.subjects.agent(args.agent, args.action)
             await client.connection.confirm(subject)  # a refused cast fails, not silently
             return 0
-        result = await client.call(
-            args.agent, args.action, body, timeout=args.timeout, call_id=args.call_id
+        result = await _call(
+            client, args.agent, args.action, body, timeout=args.timeout, call_id=args.call_id
         )
     print_json(result)
     return 0
 
 
+async def _call(client: Client, agent: str, action: str, body: Any = None, **options: Any) -> Any:
+    """`client.call`, saying in plain words when no agent of that id is running."""
+    try:
+        return await client.call(agent, action, body, **options)
+    except NoRespondersError as error:
+        subject = client.connection.subjects.agent(agent, action)
+        raise NoRespondersError(
+            f"no agent {agent!r} is running (nothing answers {subject})"
+        ) from error
+
+
 async def run_reserved(args: argparse.Namespace) -> int:
     """`stop` and `info`: the reserved actions `_stop` and `_info`."""
     async with Client(config_from_args(args), with_registry=False) as client:
-        result = await client.call(args.agent, f"_{args.command}")
+        result = await _call(client, args.agent, f"_{args.command}")
     print_json(result)
     return 0

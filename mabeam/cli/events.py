@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mabeam.bus.bus import MAX_HISTORY, EventBus
-from mabeam.bus.event import Event, validate_source
+from mabeam.bus.event import Event, validate_extensions, validate_source
 from mabeam.cli.common import (
     CLIENT_LOG_LEVEL,
     add_connection_options,
@@ -17,6 +17,7 @@ from mabeam.cli.common import (
 )
 from mabeam.core.codec import encode
 from mabeam.core.connection import Connection
+from mabeam.core.errors import BadRequestError
 from mabeam.core.names import validate_pattern, validate_topic
 
 __all__ = ["register"]
@@ -30,6 +31,14 @@ def register(commands: Any) -> None:
     publish.add_argument("topic", metavar="TOPIC", help="the topic, e.g. orders.eu.created")
     publish.add_argument("data", metavar="JSON", nargs="?", help="the event data (default {})")
     publish.add_argument("--source", metavar="S", help="ce-source (default /clients/<name>)")
+    publish.add_argument(
+        "--extension",
+        "-e",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a CloudEvents extension attribute, sent as ce-NAME (repeatable)",
+    )
     add_connection_options(publish)
     publish.set_defaults(run=run_publish, log_level=CLIENT_LOG_LEVEL)
 
@@ -60,9 +69,12 @@ async def run_publish(args: argparse.Namespace) -> int:
     topic = validate_topic(args.topic)
     data = parse_json_argument(args.data, "event data")
     source = None if args.source is None else validate_source(args.source)
+    extensions = validate_extensions(dict(_pair(item) for item in args.extension))
     config = config_from_args(args)
     async with await Connection.open(config) as connection:
-        event = await EventBus(connection, source=source).publish(topic, data)
+        event = await EventBus(connection, source=source).publish(
+            topic, data, extensions=extensions or None
+        )
         await connection.confirm(event.subject)  # a refused publish fails, not silently
     print(f"published {event.topic} id={event.id}", flush=True)
     return 0
@@ -93,6 +105,13 @@ async def run_subscribe(args: argparse.Namespace) -> int:
 
 def _print_json(event: Event) -> None:
     print_json(event.to_dict())
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals:
+        raise BadRequestError(f"extension {text!r} must be NAME=VALUE")
+    return name, value
 
 
 def _print_line(event: Event) -> None:

@@ -167,10 +167,14 @@ _WIRE_ERRORS: dict[int, type[MabeamError]] = {
 }
 
 
-_WIRE_SLUGS: dict[str, type[MabeamError]] = {
-    UnknownTypeError.slug: UnknownTypeError,
-}
-"""Wire errors that share a code with another and are told apart by their slug."""
+def _tree(root: type[MabeamError]) -> list[type[MabeamError]]:
+    return [root, *(cls for sub in root.__subclasses__() for cls in _tree(sub))]
+
+
+_WIRE_SLUGS: dict[str, type[MabeamError]] = {cls.slug: cls for cls in _tree(MabeamError)}
+"""Every class of the tree by its slug: a reply maps back by slug, so a 404 `not_found` is a
+`NotFoundError` and a 404 `unknown_action` an `UnknownActionError` (the code alone decides only
+for a slug that is not ours, or none)."""
 
 
 def error_for_code(code: int, message: str, slug: str | None = None) -> MabeamError:
