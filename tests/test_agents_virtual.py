@@ -129,6 +129,24 @@ async def test_calls_across_passivations_each_take_effect_once(
     assert all(counters == [1, 2, 3, 4, 5, 6] for counters in results), results
 
 
+async def test_a_reminder_reactivates_a_passivated_virtual_agent_and_lands_once(
+    client: Client,
+) -> None:
+    counter = client.virtual("demo", "reminded")
+    assert await counter.call("increment") == {"counter": 1}
+    await counter.call("schedule_increment", {"after": PASSIVATE_AFTER + 3, "by": 7})
+    agent_id = virtual_agent_id("demo", "reminded")
+    await eventually(lambda: client.agents.get(agent_id) is None, timeout=PASSIVATE_AFTER + 3)
+    await eventually(  # the firing activates it again, with its state, and adds 7 once
+        lambda: client.agents.get(agent_id) is not None, timeout=PASSIVATE_AFTER + 10
+    )
+    await eventually(
+        lambda: counter.call("get_state"), until=lambda state: state["counter"] == 8, timeout=5
+    )
+    await asyncio.sleep(1.5)  # a second delivery would have landed by now
+    assert (await counter.call("get_state"))["counter"] == 8
+
+
 async def test_a_drained_runner_passivates_its_virtual_agents_and_they_answer_elsewhere(
     client: Client, wires: list[Any], config: Config, runners: dict[str, RunnerProcess]
 ) -> None:
