@@ -45,6 +45,7 @@ from mabeam.core.errors import (
 from mabeam.core.jetstream import (
     AckPolicy,
     ConsumerConfig,
+    ConsumerInfo,
     DeliverPolicy,
     StorageType,
     StreamConfig,
@@ -300,27 +301,37 @@ class Reminders:
             log.error("reminders.unsupported", reason=self.unsupported)
             return
         await self.ensure_stream()
-        subjects = self._connection.subjects
-        try:
-            info = await self._connection.jetstream.consumer_info(self._stream, CONSUMER)
-        except NotFoundError:
-            info = await self._connection.jetstream.add_consumer(
-                self._stream,
-                ConsumerConfig(
-                    name=CONSUMER,
-                    durable_name=CONSUMER,
-                    deliver_subject=self._connection.new_inbox(),
-                    deliver_group=CONSUMER,
-                    deliver_policy=DeliverPolicy.ALL,
-                    ack_policy=AckPolicy.EXPLICIT,
-                    ack_wait=ACK_WAIT,
-                    max_ack_pending=MAX_ACK_PENDING,
-                    filter_subject=subjects.reminder_firing("*", "*"),
-                ),
-            )
+        info = await self._ensure_consumer()
         self._subscription = await self._connection.jetstream.bind(
             self._stream, CONSUMER, info.config, self._on_firing
         )
+
+    async def _ensure_consumer(self) -> ConsumerInfo:
+        """The shared consumer, created unless it exists; runners that start together race to
+        create it, and the losers (refused: the name is in use) bind to the winner's."""
+        jetstream = self._connection.jetstream
+        try:
+            return await jetstream.consumer_info(self._stream, CONSUMER)
+        except NotFoundError:
+            pass
+        config = ConsumerConfig(
+            name=CONSUMER,
+            durable_name=CONSUMER,
+            deliver_subject=self._connection.new_inbox(),
+            deliver_group=CONSUMER,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ACK_WAIT,
+            max_ack_pending=MAX_ACK_PENDING,
+            filter_subject=self._connection.subjects.reminder_firing("*", "*"),
+        )
+        try:
+            return await jetstream.add_consumer(self._stream, config)
+        except MabeamError as lost:
+            try:
+                return await jetstream.consumer_info(self._stream, CONSUMER)
+            except NotFoundError:
+                raise lost from None
 
     async def close(self) -> None:
         """Take no more firings; those in flight are given up (delivered again elsewhere)."""
