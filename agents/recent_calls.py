@@ -70,14 +70,23 @@ _decoder = msgspec.json.Decoder(list[_Remembered])
 _NULL = msgspec.Raw(b"null")
 
 
+def _entry(call_id: str, reply: Reply | None) -> bytes:
+    """One call's entry in the JSON list `RecentCalls.encode` writes."""
+    if reply is None:
+        return encode(_Remembered(call_id, None, _NULL, kept=False))
+    return encode(_Remembered(call_id, reply.headers, msgspec.Raw(reply.body)))
+
+
 class RecentCalls:
     """The bounded memory of one agent's identified calls: call id → `Reply`."""
 
-    __slots__ = ("_bytes", "_replies", "limit")
+    __slots__ = ("_bytes", "_encoded", "_replies", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._replies: OrderedDict[str, Reply | None] = OrderedDict()
+        self._encoded: dict[str, bytes] = {}
+        """Each remembered call's entry of `encode`, made once when it is remembered."""
         self._bytes = 0
 
     def __len__(self) -> int:
@@ -102,9 +111,11 @@ class RecentCalls:
             return
         kept = reply if len(reply.body) <= MAX_REPLY_BYTES else None
         self._replies[call_id] = kept
+        self._encoded[call_id] = _entry(call_id, kept)
         self._bytes += len(kept.body) if kept is not None else 0
         while len(self._replies) > self.limit or self._bytes > MAX_REMEMBERED_BYTES:
-            _, oldest = self._replies.popitem(last=False)
+            oldest_id, oldest = self._replies.popitem(last=False)
+            del self._encoded[oldest_id]
             self._bytes -= len(oldest.body) if oldest is not None else 0
 
     def encode(self) -> bytes:
@@ -114,15 +125,8 @@ class RecentCalls:
         A snapshot carries only these: the calls whose replies may not have reached their
         callers when a runner dies are those of its last commits; older replies were sent.
         """
-        recent = itertools.islice(reversed(self._replies.items()), PERSISTED_CALLS)
-        return encode(
-            [
-                _Remembered(call_id, None, _NULL, kept=False)
-                if reply is None
-                else _Remembered(call_id, reply.headers, msgspec.Raw(reply.body))
-                for call_id, reply in reversed(list(recent))
-            ]
-        )
+        recent = list(itertools.islice(reversed(self._encoded.values()), PERSISTED_CALLS))
+        return b"[" + b",".join(reversed(recent)) + b"]"
 
     def restore(self, data: bytes) -> None:
         """Take back what `encode` wrote (a snapshot's); `BadRequestError` if it is not that."""
@@ -131,9 +135,11 @@ class RecentCalls:
         except msgspec.DecodeError as error:
             raise BadRequestError(f"remembered calls: {error}") from error
         self._replies.clear()
+        self._encoded.clear()
         self._bytes = 0
         for entry in entries[-self.limit :] if self.limit else ():
             if not entry.kept:
                 self._replies[entry.id] = None
+                self._encoded[entry.id] = _entry(entry.id, None)
             else:
                 self.remember(entry.id, Reply(bytes(entry.body), entry.headers))

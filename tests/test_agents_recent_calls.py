@@ -54,6 +54,7 @@ def test_the_memory_travels_with_a_snapshot() -> None:
     assert restored.get("err") == calls.get("err")
     with pytest.raises(ConflictError):
         restored.get("big")
+    assert restored.encode() == calls.encode()  # and on to the next owner, unchanged
     smaller = RecentCalls(limit=1)
     smaller.restore(calls.encode())
     assert len(smaller) == 1 and "big" in smaller
