@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 
+from mabeam.core.config import Config
 from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError, DeadlineError, UnavailableError
 from mabeam.core.gather import gather_replies
@@ -128,3 +129,23 @@ async def test_a_queue_group_delivers_each_message_to_one_member(connection: Con
     await connection.flush()
     await asyncio.sleep(0.05)
     assert len(received) == 20  # none after the unsubscribe
+
+
+async def test_pipelined_publishes_fail_with_deadline_when_never_acknowledged(
+    config: Config,
+) -> None:
+    async with await Connection.open(config.with_(request_timeout=0.2)) as connection:
+        subject = f"{connection.subjects.prefix}.silent"
+        await connection.subscribe(subject, _swallow)  # a responder that never answers
+        await connection.flush()
+        began = asyncio.get_running_loop().time()
+        acks = [
+            await connection.jetstream.publish_soon(subject, b"x", headers=None) for _ in range(3)
+        ]
+        results = await asyncio.gather(*acks, return_exceptions=True)
+        assert all(isinstance(result, DeadlineError) for result in results), results
+        assert asyncio.get_running_loop().time() - began < 2.0
+
+
+async def _swallow(msg: Message) -> None:
+    del msg

@@ -5,13 +5,15 @@ next is sent. `PipelinedPublisher` sends each message with a reply subject under
 inbox of its own and hands back a future of the stream sequence, so a caller can send a whole
 batch (every snapshot changed in a loop turn) and then wait: the writes share the round trip.
 An error the stream answers (a compare-and-set that lost is `ConflictError`) fails its future,
-mapped like every other nats-py error; no answer within the request timeout is `DeadlineError`.
+mapped like every other nats-py error; no answer within the request timeout is `DeadlineError`,
+set by one timer for all the messages in flight (their deadlines come in the order they were sent).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -46,6 +48,8 @@ class PipelinedPublisher:
         self._subscription: Subscription | None = None
         self._waiting: dict[str, asyncio.Future[int]] = {}
         self._tokens = itertools.count()
+        self._deadlines: deque[tuple[float, str]] = deque()
+        self._sweep: asyncio.TimerHandle | None = None
 
     async def send(
         self, subject: str, payload: bytes, *, headers: dict[str, str] | None
@@ -55,7 +59,8 @@ class PipelinedPublisher:
             self._prefix = self._connection.new_inbox() + "."
             self._subscription = await self._connection.subscribe(self._prefix + "*", self._on_ack)
         token = str(next(self._tokens))
-        ack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        ack: asyncio.Future[int] = loop.create_future()
         self._waiting[token] = ack
         try:
             await self._connection.publish(
@@ -64,18 +69,33 @@ class PipelinedPublisher:
         except BaseException:
             self._waiting.pop(token, None)
             raise
+        deadline = loop.time() + self._connection.config.request_timeout
+        self._deadlines.append((deadline, token))
+        if self._sweep is None:
+            self._sweep = loop.call_at(deadline, self._expire)
         return ack
 
     async def wait(self, ack: asyncio.Future[int]) -> int:
         """The sequence of a sent message; `DeadlineError` past the request timeout."""
         try:
-            return await asyncio.wait_for(ack, self._connection.config.request_timeout)
-        except TimeoutError:
-            raise DeadlineError("no acknowledgement from the stream in time") from None
+            return await ack
         finally:
-            if not ack.done():
+            if not ack.done():  # the waiter was cancelled: nobody wants this ack any more
                 ack.cancel()
-            self._forget(ack)
+                self._forget(ack)
+
+    def _expire(self) -> None:
+        """Fail the acks whose deadline passed, and wait for the next deadline."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, token = self._deadlines.popleft()
+            ack = self._waiting.pop(token, None)
+            if ack is not None and not ack.done():
+                ack.set_exception(DeadlineError("no acknowledgement from the stream in time"))
+        if self._deadlines:
+            self._sweep = loop.call_at(self._deadlines[0][0], self._expire)
 
     def _forget(self, ack: asyncio.Future[int]) -> None:
         for token, waiting in list(self._waiting.items()):
