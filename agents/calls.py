@@ -43,7 +43,7 @@ from mabeam.core.names import CALL_ID_HEADER, validate_id
 from mabeam.core.replies import result_of
 from mabeam.registry.buckets import Bucket
 
-__all__ = ["Caller", "Calls", "ForwardsCalls", "LocalTarget", "new_call_id"]
+__all__ = ["Caller", "Calls", "ForwardsCalls", "LocalTarget", "Retry", "new_call_id"]
 
 FIRST_PAUSE = 0.05
 """Seconds before the first retry of a call; each further pause doubles, up to `LONGEST_PAUSE`."""
@@ -186,7 +186,7 @@ class Caller:
         wait = timeout if timeout is not None else self._connection.config.request_timeout
         subject = subject or self._connection.subjects.agent(agent_id, action)
         started = time.monotonic()
-        retry: _Retry | None = None
+        retry: Retry | None = None
         while True:
             target = self._local(agent_id) if self._local is not None else None
             try:
@@ -200,7 +200,7 @@ class Caller:
                 return result_of(reply.headers, reply.data)
             except (ReplyTimeoutError, UnavailableError) as error:
                 if retry is None:
-                    retry = _Retry(started + self._connection.config.call_retry_for)
+                    retry = Retry(started + self._connection.config.call_retry_for)
                 if not retry.may_retry() or not await self._worth_retrying(error, agent_id):
                     raise
                 await retry.pause()
@@ -270,15 +270,18 @@ class Caller:
         return True
 
 
-class _Retry:
+class Retry:
     """The pauses between the attempts of one call; no attempt starts after `end`
-    (`time.monotonic()` seconds)."""
+    (`time.monotonic()` seconds). Pauses start at `first` and double up to `longest`."""
 
-    __slots__ = ("_end", "_pause")
+    __slots__ = ("_end", "_longest", "_pause")
 
-    def __init__(self, end: float) -> None:
+    def __init__(
+        self, end: float, *, first: float = FIRST_PAUSE, longest: float = LONGEST_PAUSE
+    ) -> None:
         self._end = end
-        self._pause = FIRST_PAUSE
+        self._pause = first
+        self._longest = longest
 
     def may_retry(self) -> bool:
         """Whether another attempt may start."""
@@ -288,7 +291,7 @@ class _Retry:
         """Sleep before the next attempt: a growing pause with jitter, never past the end."""
         left = max(self._end - time.monotonic(), 0.0)
         await asyncio.sleep(min(self._pause * random.uniform(0.5, 1.0), left))
-        self._pause = min(self._pause * 2, LONGEST_PAUSE)
+        self._pause = min(self._pause * 2, self._longest)
 
 
 def _headers(call_id: str | None, headers: dict[str, str] | None) -> dict[str, str]:

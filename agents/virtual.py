@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
+from mabeam.agents.calls import Retry
 from mabeam.agents.control import SpawnRequest
 from mabeam.agents.host import HostState
 from mabeam.agents.model import Agent
@@ -114,13 +115,12 @@ class VirtualRouter:
         self, msg: Message, agent_type: str, key: str, agent_id: str, action: str
     ) -> None:
         end = time.monotonic() + self._runtime.config.request_timeout
-        pause = _FIRST_PAUSE
+        retry = Retry(end, first=_FIRST_PAUSE, longest=_LONGEST_PAUSE)
         try:
             while not await self._attempt(msg, agent_type, key, agent_id, action):
-                if time.monotonic() >= end:
+                if not retry.may_retry():
                     raise UnavailableError(f"virtual agent {agent_id} found no owner in time")
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, _LONGEST_PAUSE)
+                await retry.pause()
         except MabeamError as error:
             await self._refuse(msg, error)
 
