@@ -50,7 +50,7 @@ from mabeam.core.jetstream import (
     StorageType,
     StreamConfig,
 )
-from mabeam.core.messages import Message, Subscription, settle
+from mabeam.core.messages import Message, Subscription, settle, unsubscribe_all
 from mabeam.core.names import validate_id
 
 if TYPE_CHECKING:
@@ -337,10 +337,7 @@ class Reminders:
         """Take no more firings; those in flight are given up (delivered again elsewhere)."""
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
-            try:
-                await subscription.unsubscribe()
-            except MabeamError as error:
-                log.warning("reminders.unsubscribe_failed", error=error.message)
+            await unsubscribe_all([subscription], log, "reminders.unsubscribe_failed")
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

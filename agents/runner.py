@@ -71,7 +71,7 @@ from mabeam.core.errors import (
     UnavailableError,
     UnknownTypeError,
 )
-from mabeam.core.messages import Message, Subscription
+from mabeam.core.messages import Message, Subscription, unsubscribe_all
 from mabeam.core.micro import Endpoint
 from mabeam.core.names import validate_runner_id
 from mabeam.core.replies import error_of, error_reply, result_of
@@ -324,11 +324,7 @@ class Runner(AsyncResource):
             log.warning("runner.leave_failed", error=error.message)
 
     async def _unsubscribe(self, subscriptions: list[Subscription]) -> None:
-        for subscription in subscriptions:
-            try:
-                await subscription.unsubscribe()
-            except MabeamError as error:
-                log.warning("runner.unsubscribe_failed", error=error.message)
+        await unsubscribe_all(subscriptions, log, "runner.unsubscribe_failed")
         subscriptions.clear()
 
     # ----------------------------------------------------------------- records

@@ -38,7 +38,7 @@ from mabeam.core.errors import (
     NoRespondersError,
     UnavailableError,
 )
-from mabeam.core.messages import Message, Subscription
+from mabeam.core.messages import Message, Subscription, unsubscribe_all
 from mabeam.core.names import validate_id, virtual_agent_id
 from mabeam.core.replies import error_of, error_reply
 from mabeam.registry.buckets import Bucket
@@ -82,11 +82,7 @@ class VirtualRouter:
     async def close(self) -> None:
         """Stop receiving virtual calls; safe twice."""
         subscriptions, self._subscriptions = self._subscriptions, []
-        for subscription in subscriptions:
-            try:
-                await subscription.unsubscribe()
-            except MabeamError as error:
-                log.warning("virtual.unsubscribe_failed", error=error.message)
+        await unsubscribe_all(subscriptions, log, "virtual.unsubscribe_failed")
 
     async def _on_message(self, msg: Message) -> None:
         runtime = self._runtime

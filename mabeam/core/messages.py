@@ -10,15 +10,19 @@ subscription, never per message.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
-from typing import TypeAlias
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, TypeAlias
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
 from mabeam.core.error_map import NATS_FAILURES, nats_errors
+from mabeam.core.errors import MabeamError
 
-__all__ = ["Message", "MessageHandler", "Subscription", "settle"]
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+__all__ = ["Message", "MessageHandler", "Subscription", "settle", "unsubscribe_all"]
 
 Message: TypeAlias = Msg
 """A message as delivered by NATS."""
@@ -55,6 +59,18 @@ class Subscription:
         """Stop receiving once the messages already delivered are handled."""
         with nats_errors():
             await self._sub.drain()  # type: ignore[no-untyped-call]
+
+
+async def unsubscribe_all(
+    subscriptions: Iterable[Subscription], log: FilteringBoundLogger, event: str
+) -> None:
+    """Unsubscribe each of `subscriptions`; a failure (the connection is gone, and its
+    subscriptions with it) is logged as `event` and the others are still ended."""
+    for subscription in subscriptions:
+        try:
+            await subscription.unsubscribe()
+        except MabeamError as error:
+            log.warning(event, error=error.message)
 
 
 async def settle(acknowledgement: Awaitable[None]) -> None:
