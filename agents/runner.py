@@ -158,6 +158,7 @@ class Runner(AsyncResource):
         self._dropped: set[str] = set()
         """Agents a fence dropped while their records still name this runner (to take back)."""
         self._drain_task: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
         self._tally = ActionTally()
         self._service: RunnerService | None = None
         self._log_context = contextvars.copy_context()
@@ -290,8 +291,19 @@ class Runner(AsyncResource):
             )
 
     async def close(self) -> None:
-        """Stop everything (agents that are still here stop for good); safe twice."""
-        if self._connection is None:
+        """Stop everything (agents that are still here stop for good); safe twice, and safe
+        while a drain is closing the runner (both wait for the one close)."""
+        if self._closing is None:
+            if self._connection is None:
+                return
+            self._closing = asyncio.get_running_loop().create_task(
+                self._close(), context=self._log_context.copy()
+            )
+        await self._closing
+
+    async def _close(self) -> None:
+        connection = self._connection
+        if connection is None:
             return
         for task in self._loops:
             task.cancel()
@@ -310,7 +322,7 @@ class Runner(AsyncResource):
         await runtime.cancel_tasks()
         await runtime.registry.close()
         await runtime.bus.close()
-        connection, self._connection = self._connection, None
+        self._connection = None
         await connection.close()
         self.stopped.set()
         log.info("runner.stopped", runner=self.id)
