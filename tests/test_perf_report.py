@@ -164,6 +164,7 @@ def test_plots_are_drawn_with_matplotlib(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     files, _ = render_plots(_report(_full()), tmp_path)
     assert files and all(Path(name).is_file() for name in files)
+    assert str(tmp_path / "ratios.png") in files
 
 
 def test_every_row_has_a_scenario() -> None:
