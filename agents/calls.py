@@ -227,11 +227,10 @@ class Caller:
             Envelope(EnvelopeKind.ACTION, action, decode(body), future=future, headers=headers)
         )
         try:
-            async with deadline(timeout):
-                result = await future
+            with deadline(timeout):
+                return await future  # a copy already: the agent's replier made it
         except TimeoutError:
             raise ReplyTimeoutError("request timed out") from None
-        return decode(encode(result))
 
     async def _worth_retrying(self, error: MabeamError, agent_id: str) -> bool:
         """Whether `error` may pass once the agent has an owner again: a timeout, a 503, a

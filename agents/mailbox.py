@@ -115,7 +115,7 @@ class Mailbox:
 
     def offer(self, envelope: Envelope) -> bool:
         """Queue `envelope`; False (and nothing queued) when the mailbox is full."""
-        if len(self) >= self.capacity:
+        if len(self._queue) + len(self._running) >= self.capacity:
             return False
         if self.concurrent:
             task = asyncio.get_running_loop().create_task(self._run_one(envelope))
