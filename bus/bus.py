@@ -29,7 +29,7 @@ from mabeam.bus.stream import ensure_stream
 from mabeam.bus.subscription import Handler, Subscription
 from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError, TooLargeError, UnavailableError
-from mabeam.core.names import validate_id, validate_pattern, validate_topic
+from mabeam.core.names import pattern_covers, validate_id, validate_pattern, validate_topic
 from mabeam.core.resource import AsyncResource
 
 __all__ = ["DEFAULT_QUEUE_SIZE", "MAX_HISTORY", "BusState", "EventBus"]
@@ -148,6 +148,12 @@ class EventBus(AsyncResource):
         _check_count("max_deliver", max_deliver)
         if handler is None:
             raise BadRequestError("a durable subscription needs a handler")
+        history = self.connection.config.events_history
+        if not any(pattern_covers(kept, pattern) for kept in history):
+            raise BadRequestError(
+                f"a durable subscription to {pattern!r} needs its events kept: the history "
+                f"stream captures only {', '.join(history)} (events_history)"
+            )
         await self._ensure_stream()
         subscription = await open_durable(
             self.connection,
@@ -162,7 +168,8 @@ class EventBus(AsyncResource):
         return subscription
 
     async def history(self, pattern: str, *, last: int = 10) -> list[Event]:
-        """The last `last` events on `pattern` kept in `P_EVENTS`, oldest first."""
+        """The last `last` events on `pattern` kept in `P_EVENTS`, oldest first (only those
+        of the topics the config's `events_history` captures)."""
         self._check_open()
         validate_pattern(pattern)
         if isinstance(last, bool) or not isinstance(last, int) or not 0 <= last <= MAX_HISTORY:
