@@ -316,30 +316,36 @@ def _from_document(
     `data_base64`, base64 of JSON). Values are plain JSON: nothing is percent-decoded."""
     if not isinstance(document, dict):
         raise BadRequestError("a structured-mode event must be a JSON object")
-    extensions = {
-        name: _attribute(document, name) for name in document if name not in _DOCUMENT_ATTRIBUTES
-    } or None
+    extensions = None
+    if not document.keys() <= _DOCUMENT_ATTRIBUTES:
+        extensions = {
+            name: _text(name, value)
+            for name, value in document.items()
+            if name not in _DOCUMENT_ATTRIBUTES
+        }
+    get = document.get
     return Event(
-        id=_attribute(document, "id") or (stored[0] if stored else str(uuid.uuid4())),
-        source=_attribute(document, "source") or UNKNOWN_SOURCE,
-        type=_attribute(document, "type") or topic,
-        time=_attribute(document, "time") or (stored[1] if stored else now_rfc3339()),
+        id=_text("id", get("id")) or (stored[0] if stored else str(uuid.uuid4())),
+        source=_text("source", get("source")) or UNKNOWN_SOURCE,
+        type=_text("type", get("type")) or topic,
+        time=_text("time", get("time")) or (stored[1] if stored else now_rfc3339()),
         topic=topic,
         subject=subject,
-        data=_data_of(document),
-        specversion=_attribute(document, "specversion") or SPEC_VERSION,
-        datacontenttype=_attribute(document, "datacontenttype") or JSON_CONTENT_TYPE,
-        traceparent=_attribute(document, "traceparent") or None,
+        data=get("data") if "data_base64" not in document else _data_base64(document),
+        specversion=_text("specversion", get("specversion")) or SPEC_VERSION,
+        datacontenttype=_text("datacontenttype", get("datacontenttype")) or JSON_CONTENT_TYPE,
+        traceparent=_text("traceparent", get("traceparent")) or None,
         received_at=_time.perf_counter(),
         extensions=extensions,
     )
 
 
-def _attribute(document: dict[str, Any], name: str) -> str:
-    """The attribute `name` of a structured event as text ("" when absent)."""
-    value = document.get(name)
-    if value is None or value.__class__ is str:
-        return value or ""
+def _text(name: str, value: Any) -> str:
+    """The value of attribute `name` of a structured event as text ("" when absent)."""
+    if value.__class__ is str:
+        return value  # type: ignore[no-any-return]
+    if value is None:
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -347,9 +353,7 @@ def _attribute(document: dict[str, Any], name: str) -> str:
     raise BadRequestError(f"attribute {name!r} of a structured event is not a scalar")
 
 
-def _data_of(document: dict[str, Any]) -> Any:
-    if "data_base64" not in document:
-        return document.get("data")
+def _data_base64(document: dict[str, Any]) -> Any:
     try:
         return decode(base64.b64decode(document["data_base64"], validate=True))
     except (ValueError, TypeError) as exc:
