@@ -155,14 +155,19 @@ class Mailbox:
                     await self._process(envelope)
                 except Exception:  # process() answers errors itself; this is a bug guard
                     log.exception("mailbox.process_failed", envelope=envelope.name)
-        finally:
-            if queue and self._drainers is not None:
-                self._drainers.schedule(self)
-            else:
-                self._scheduled = False
-                if self._idle is not None:
-                    self._idle.set()
+        except asyncio.CancelledError:  # the drainer was cancelled: the next offer goes on
+            self._went_idle()
+            raise
+        if queue and self._drainers is not None:
+            self._drainers.schedule(self)
+        else:
+            self._went_idle()
         return ran
+
+    def _went_idle(self) -> None:
+        self._scheduled = False
+        if self._idle is not None:
+            self._idle.set()
 
     async def wait_idle(self) -> None:
         """Return once nothing is queued or running (used to drain before a stop)."""
