@@ -32,7 +32,7 @@ log = structlog.get_logger("mabeam.mailbox")
 
 _BATCH = 64
 """Envelopes of one mailbox a drainer runs before it lets the next ready mailbox have a turn."""
-_YIELD_EVERY = 1024
+_YIELD_EVERY = 256
 """Envelopes a drainer runs without suspending before it lets the loop have a turn."""
 
 
