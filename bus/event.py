@@ -343,7 +343,7 @@ def _from_document(
 def _text(name: str, value: Any) -> str:
     """The value of attribute `name` of a structured event as text ("" when absent)."""
     if value.__class__ is str:
-        return value  # type: ignore[no-any-return]
+        return value
     if value is None:
         return ""
     if isinstance(value, bool):
