@@ -230,9 +230,11 @@ class _Drainers:
                     self._check_pending = True
                     loop.call_soon(self._check)
             ran += await mailbox._run_batch()
-            if ran >= _YIELD_EVERY:
+            if ran >= _YIELD_EVERY and ready:
                 ran = 0
+                self._starting = True  # this drainer goes on after its pause: no new one
                 await asyncio.sleep(0)
+                self._starting = False
 
 
 _DRAINERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Drainers] = (
