@@ -1,0 +1,184 @@
+"""Live rebalancing with real runner processes: a runner that joins takes its share of the agents
+with their state, each moved once, while a Python client's calls never fail; `--rebalance off`
+moves nothing; and the planning (`plan_moves`) stops within the tolerance."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mabeam.agents.placement import BALANCE_TOLERANCE, plan_moves
+from mabeam.client import Client
+from mabeam.core.config import Config
+from mabeam.registry.records import AgentRecord, RunnerRecord
+from mabeam.testing import eventually
+from mabeam.testing.processes import RunnerProcess
+
+HEARTBEAT = 0.3
+AGENTS = 200
+
+
+@pytest.fixture
+def started() -> Iterator[list[RunnerProcess]]:
+    """The runners a test starts (appended by it); every one is killed by pid at the end."""
+    runners: list[RunnerProcess] = []
+    yield runners
+    for runner in runners:
+        runner.kill()
+
+
+def runner(config: Config, name: str, tmp_path: Path, *extra: str) -> RunnerProcess:
+    return RunnerProcess(
+        config, name, heartbeat=HEARTBEAT, extra_args=extra, log_path=tmp_path / f"{name}.log"
+    )
+
+
+async def hosted_by(client: Client, runner_id: str) -> int:
+    """How many agents the registry names `runner_id` as the owner of."""
+    return sum(1 for record in client.agents.find() if record.runner == runner_id)
+
+
+async def spawn_demos(client: Client, count: int, runner_id: str) -> list[str]:
+    ids = [f"d{n}" for n in range(count)]
+    for chunk in range(0, count, 50):
+        await asyncio.gather(
+            *(client.spawn("demo", id=agent_id, runner=runner_id) for agent_id in ids[chunk:][:50])
+        )
+    return ids
+
+
+async def call_until(
+    client: Client, ids: list[str], stop: asyncio.Event, sent: Counter[str], failed: list[str]
+) -> None:
+    """Increment random agents until `stop`, counting each success by agent and each failure."""
+    while not stop.is_set():
+        agent_id = random.choice(ids)
+        try:
+            await client.call(agent_id, "increment", {"by": 1})
+        except Exception as error:
+            failed.append(f"{agent_id}: {error!r}")
+        else:
+            sent[agent_id] += 1
+
+
+async def test_a_joining_runner_takes_its_share_while_calls_never_fail(
+    config: Config, tmp_path: Path, started: list[RunnerProcess]
+) -> None:
+    started.append(runner(config, "r1", tmp_path).wait_ready())
+    async with asyncio.timeout(90), Client(config) as client:
+        ids = await spawn_demos(client, AGENTS, "r1")
+        moved: list[dict[str, Any]] = []
+        await client.subscribe("agent.moved", lambda event: moved.append(event.data))
+        stop, sent, failed = asyncio.Event(), Counter[str](), []
+        callers = [
+            asyncio.create_task(call_until(client, ids, stop, sent, failed)) for _ in range(4)
+        ]
+        try:
+            await asyncio.sleep(0.5)
+            joined = time.monotonic()
+            started.append(runner(config, "r2", tmp_path))
+            await asyncio.to_thread(started[-1].wait_ready)
+            await eventually(
+                lambda: hosted_by(client, "r2"), until=lambda n: n >= 0.3 * AGENTS, timeout=30
+            )
+            took = time.monotonic() - joined
+            await eventually(  # and it settles within the tolerance
+                lambda: asyncio.gather(hosted_by(client, "r1"), hosted_by(client, "r2")),
+                until=lambda loads: max(loads) <= (1 + BALANCE_TOLERANCE) * min(loads) + 1,
+                timeout=20,
+            )
+        finally:
+            stop.set()
+            await asyncio.gather(*callers)
+        assert took < 30
+        assert failed == [], failed[:5]
+        assert sum(sent.values()) > 0
+        states = await asyncio.gather(*(client.call(agent_id, "get_state") for agent_id in ids))
+        counters = {agent_id: state["counter"] for agent_id, state in zip(ids, states, strict=True)}
+        assert counters == {agent_id: sent[agent_id] for agent_id in ids}  # each call once
+        on_r2 = {record.id for record in client.agents.find() if record.runner == "r2"}
+        moves = Counter(event["id"] for event in moved if event.get("from") == "r1")
+        assert set(moves) >= on_r2 - {"coordinator"}
+        assert max(moves.values()) == 1  # each agent moved once
+        assert all(event["runner"] == "r2" and event["epoch"] >= 2 for event in moved)
+
+
+async def test_rebalance_off_moves_nothing(
+    config: Config, tmp_path: Path, started: list[RunnerProcess]
+) -> None:
+    started.append(runner(config, "r1", tmp_path, "--rebalance", "off").wait_ready())
+    async with asyncio.timeout(60), Client(config) as client:
+        await spawn_demos(client, 20, "r1")
+        started.append(runner(config, "r2", tmp_path).wait_ready())
+        await asyncio.sleep(10 * HEARTBEAT)  # r1 would have planned moves many times by now
+        assert await hosted_by(client, "r2") == 0
+
+
+def _runner(runner_id: str, agents: int, capacity: int = 1000) -> RunnerRecord:
+    return RunnerRecord(
+        id=runner_id,
+        host="h",
+        pid=1,
+        started_at="2026-01-01T00:00:00Z",
+        agents=agents,
+        capacity=capacity,
+        types=["demo"],
+    )
+
+
+def _agents(count: int, agent_type: str = "demo") -> list[AgentRecord]:
+    return [
+        AgentRecord(
+            id=f"a{n}",
+            type=agent_type,
+            runner="r1",
+            node="h",
+            started_at="2026-01-01T00:00:00Z",
+            updated_at="2026-01-01T00:00:00Z",
+        )
+        for n in range(count)
+    ]
+
+
+def _settle(agents: int, peers: list[int], capacity: int = 1000) -> list[int]:
+    """The loads after planning moves from a runner of `agents` until none is planned."""
+    loads = [agents, *peers]
+    while True:
+        here = _runner("r0", loads[0], capacity)
+        hosts = [here, *(_runner(f"r{n}", load, capacity) for n, load in enumerate(loads[1:], 1))]
+        moves = plan_moves(here, _agents(loads[0]), hosts, limit=4)
+        if not moves:
+            return loads
+        for _agent, target in moves:
+            loads[0] -= 1
+            loads[int(target[1:])] += 1
+
+
+def test_moves_stop_within_the_tolerance_and_never_overshoot() -> None:
+    for agents, peers in ((200, [0]), (90, [0, 0]), (300, [10, 250])):
+        loads = _settle(agents, peers)
+        assert sum(loads) == agents + sum(peers)
+        assert loads[0] <= (1 + BALANCE_TOLERANCE) * min(loads) + 1  # within the tolerance
+        received = [load for load, before in zip(loads[1:], peers, strict=True) if load > before]
+        assert all(load <= loads[0] for load in received)  # no receiver made the heavier
+    assert _settle(1, [0]) == [1, 0]  # one move would only swap the roles
+    assert _settle(10, [9]) == [10, 9]  # within the tolerance already
+
+
+def test_moves_go_only_to_hosts_of_the_type_and_with_room() -> None:
+    here = _runner("r1", 50)
+    other = _runner("r2", 0).with_(types=["other"])
+    assert plan_moves(here, _agents(50), [here, other], limit=10) == []
+    full = _runner("r3", 5, capacity=5)
+    assert plan_moves(here, _agents(50), [here, full], limit=10) == []
+    pending = plan_moves(
+        here, _agents(50), [here, _runner("r4", 0)], limit=10, pending=lambda _: 45
+    )
+    assert pending == []  # the 45 already sent there count
