@@ -59,7 +59,7 @@ log = structlog.get_logger("mabeam.rebalance")
 
 MOVES_AT_ONCE: Final = 4
 """Moves a runner runs at the same time."""
-MOVES_PER_SECOND: Final = 20.0
+MOVES_PER_SECOND: Final = 50.0
 """Moves a runner starts per second at most."""
 
 

@@ -46,6 +46,7 @@ class Sizes:
     virtual_first: int = 1000
     passivation_keys: int = 100_000
     passivate_after: float = 2.0
+    rebalance_agents: int = 1000
 
 
 FULL = Sizes()
@@ -80,6 +81,7 @@ QUICK = Sizes(
     limits_calls=2000,
     virtual_first=300,
     passivation_keys=20_000,
+    rebalance_agents=200,
 )
 """The sizes of `--quick`."""
 
