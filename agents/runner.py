@@ -180,6 +180,11 @@ class Runner(AsyncResource):
             raise UnavailableError(f"runner {self.id} is not started")
         return self._runtime
 
+    @property
+    def rebalancer(self) -> Rebalancer | None:
+        """What moves agents away from here (None before the start, or with rebalancing off)."""
+        return self._rebalancer
+
     # ----------------------------------------------------------------- start / stop
 
     async def start(self) -> Runner:

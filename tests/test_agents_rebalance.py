@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mabeam.agents.placement import BALANCE_TOLERANCE, plan_moves
+from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.client import Client
 from mabeam.core.config import Config
+from mabeam.ops.service import ObservedRunner
 from mabeam.registry.records import AgentRecord, RunnerRecord
 from mabeam.testing import eventually
 from mabeam.testing.processes import RunnerProcess
@@ -182,3 +185,43 @@ def test_moves_go_only_to_hosts_of_the_type_and_with_room() -> None:
         here, _agents(50), [here, _runner("r4", 0)], limit=10, pending=lambda _: 45
     )
     assert pending == []  # the 45 already sent there count
+
+
+async def moves_counted(observed: ObservedRunner, outcome: str) -> float:
+    """`mabeam_agent_moves_total{outcome=...}` of `observed` now, over every type."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(observed.metrics.render().decode())
+        for sample in family.samples
+        if sample.name == "mabeam_agent_moves_total" and sample.labels["outcome"] == outcome
+    )
+
+
+async def test_moves_are_counted_and_a_refused_move_is_taken_back(config: Config) -> None:
+    heavy = RunnerSettings(runner_id="heavy", heartbeat_interval=HEARTBEAT)
+    async with (
+        asyncio.timeout(60),
+        ObservedRunner(config, heavy) as observed,
+        Client(config) as client,
+    ):
+        ids = await spawn_demos(client, 4, "heavy")
+        await client.call(ids[0], "increment", {"by": 5})
+        rebalancer = observed.runner.rebalancer
+        assert rebalancer is not None
+        before = observed.runner.runtime.hosts[ids[0]].record.epoch
+        assert not await rebalancer.move(ids[0], "nobody")  # no such runner: no responders
+        assert await moves_counted(observed, "abandoned") == 1
+        host = observed.runner.runtime.hosts[ids[0]]
+        assert host.record.runner == "heavy" and host.record.epoch == before + 1
+        assert (await client.call(ids[0], "get_state"))["counter"] == 5
+        light = RunnerSettings(runner_id="light", heartbeat_interval=HEARTBEAT)
+        async with Runner(config, light):
+            await eventually(  # 5 agents with the coordinator: 3 and 2 are within the tolerance
+                lambda: asyncio.gather(
+                    moves_counted(observed, "moved"), hosted_by(client, "light")
+                ),
+                until=lambda counts: counts[0] == counts[1] == 2,
+                timeout=10,
+            )
+            states = [await client.call(agent_id, "get_state") for agent_id in ids]
+            assert [state["counter"] for state in states] == [5, 0, 0, 0]
