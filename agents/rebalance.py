@@ -92,10 +92,18 @@ def parse_move_request(body: bytes, *, max_size: int) -> MoveRequest:
 class MoveReceiver:
     """The target's side of a move: adopts an agent a live runner released to it."""
 
-    def __init__(self, runtime: Runtime, may_receive: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        may_receive: Callable[[str], None],
+        claimed_maybe: Callable[[str], None],
+    ) -> None:
         self._runtime = runtime
         self._may_receive = may_receive
         """Raises when this runner takes no agent of that type now (draining, full, unknown)."""
+        self._claimed_maybe = claimed_maybe
+        """Told the id of an agent whose adoption failed midway: its record may name this
+        runner already, so the take-over loop must try it again."""
         self._agents = Bucket(runtime.connection, "agents", kind="agent")
 
     async def on_move(self, msg: Message) -> None:
@@ -126,7 +134,12 @@ class MoveReceiver:
                 f" {request.revision}"
             )
         self._may_receive(record.type)
-        if not await runtime.adopt(record, entry.revision, moved_from=request.from_):
+        try:
+            adopted = await runtime.adopt(record, entry.revision, moved_from=request.from_)
+        except MabeamError:
+            self._claimed_maybe(record.id)
+            raise
+        if not adopted:
             raise ConflictError(f"agent {request.agent} was claimed by another runner")
         host = runtime.hosts.get(record.id)
         return host.record if host is not None else record

@@ -165,7 +165,8 @@ class Runner(AsyncResource):
         self._watchdog: LoopWatchdog | None = None
         self._fence_task: asyncio.Task[None] | None = None
         self._dropped: set[str] = set()
-        """Agents a fence dropped while their records still name this runner (to take back)."""
+        """Agents a fence dropped while their records still name this runner (to take back),
+        and agents whose adoption (a take-over or a move) failed after it may have claimed them."""
         self._drain_task: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._tally = ActionTally()
@@ -217,7 +218,7 @@ class Runner(AsyncResource):
             intensity=self.settings.intensity,
         )
         self._placement = Placement(registry.runners)
-        self._receiver = MoveReceiver(self._runtime, self._may_receive)
+        self._receiver = MoveReceiver(self._runtime, self._may_receive, self._dropped.add)
         self._heartbeat = RunnerHeartbeat(registry, self.record, on_lost=self._lease_lost)
         await self._heartbeat.start()
         self._runtime.lease_valid = self._heartbeat.valid

@@ -8,10 +8,12 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import nats
+import nats.errors
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -19,6 +21,8 @@ from mabeam.agents.placement import BALANCE_TOLERANCE, plan_moves
 from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.client import Client
 from mabeam.core.config import Config
+from mabeam.core.errors import MabeamError
+from mabeam.core.replies import error_of
 from mabeam.ops.service import ObservedRunner
 from mabeam.registry.records import AgentRecord, RunnerRecord
 from mabeam.testing import eventually
@@ -26,6 +30,14 @@ from mabeam.testing.processes import RunnerProcess
 
 HEARTBEAT = 0.3
 AGENTS = 200
+
+
+@pytest.fixture
+async def wire(config: Config) -> AsyncIterator[Any]:
+    """A plain nats-py client: what any language would use."""
+    nc = await nats.connect(config.nats_url)
+    yield nc
+    await nc.close()
 
 
 @pytest.fixture
@@ -71,8 +83,34 @@ async def call_until(
             sent[agent_id] += 1
 
 
+async def plain_calls(
+    wire: Any, config: Config, agent_id: str, stop: asyncio.Event, sent: Counter[str]
+) -> list[tuple[float, str]]:
+    """Increment `agent_id` as fast as a plain NATS client can until `stop`; each failure
+    window (seconds from a failed call to the next success) with the first error in it."""
+    subject = f"{config.prefix}.agent.{agent_id}.increment"
+    windows: list[tuple[float, str]] = []
+    failing: tuple[float, str] | None = None
+    while not stop.is_set():
+        try:
+            reply = await wire.request(subject, b'{"by": 1}', timeout=5)
+            error = error_of(reply.headers, reply.data)
+            if error is not None:
+                raise error
+        except (nats.errors.NoRespondersError, MabeamError) as refused:
+            failing = failing or (time.monotonic(), repr(refused))
+            await asyncio.sleep(0.005)
+            continue
+        sent[agent_id] += 1
+        if failing is not None:
+            windows.append((time.monotonic() - failing[0], failing[1]))
+            failing = None
+    assert failing is None or stop.is_set()
+    return windows
+
+
 async def test_a_joining_runner_takes_its_share_while_calls_never_fail(
-    config: Config, tmp_path: Path, started: list[RunnerProcess]
+    config: Config, tmp_path: Path, started: list[RunnerProcess], wire: Any
 ) -> None:
     started.append(runner(config, "r1", tmp_path).wait_ready())
     async with asyncio.timeout(90), Client(config) as client:
@@ -81,7 +119,11 @@ async def test_a_joining_runner_takes_its_share_while_calls_never_fail(
         await client.subscribe("agent.moved", lambda event: moved.append(event.data))
         stop, sent, failed = asyncio.Event(), Counter[str](), []
         callers = [
-            asyncio.create_task(call_until(client, ids, stop, sent, failed)) for _ in range(4)
+            asyncio.create_task(call_until(client, ids[8:], stop, sent, failed)) for _ in range(4)
+        ]
+        plain = [  # the first agents of r1 move first
+            asyncio.create_task(plain_calls(wire, config, agent_id, stop, sent))
+            for agent_id in ids[:8]
         ]
         try:
             await asyncio.sleep(0.5)
@@ -100,6 +142,7 @@ async def test_a_joining_runner_takes_its_share_while_calls_never_fail(
         finally:
             stop.set()
             await asyncio.gather(*callers)
+            windows = [window for task in plain for window in await task]
         assert took < 30
         assert failed == [], failed[:5]
         assert sum(sent.values()) > 0
@@ -110,6 +153,9 @@ async def test_a_joining_runner_takes_its_share_while_calls_never_fail(
         moves = Counter(event["id"] for event in moved if event.get("from") == "r1")
         assert set(moves) >= on_r2 - {"coordinator"}
         assert max(moves.values()) == 1  # each agent moved once
+        assert set(moves) & set(ids[:8]), "no agent that a plain client called moved"
+        assert len(windows) <= len(set(moves) & set(ids[:8]))  # at most one outage per move
+        assert all(seconds < 1.0 and "NoResponders" in error for seconds, error in windows), windows
         assert all(event["runner"] == "r2" and event["epoch"] >= 2 for event in moved)
 
 
