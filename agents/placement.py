@@ -18,12 +18,14 @@ agents / capacity and rss / memory limit), as this process's runner replica show
   died too, or its replica disagrees) cannot strand an agent.
 - `plan_moves` picks the agents a live runner hands to lighter hosts of their types (live
   rebalancing, `mabeam.agents.rebalance`): while its share of its capacity is more than 20 %
-  above the lightest such host's, and a move does not make that host the heavier one.
+  above the lightest such host's, a move does not make that host the heavier one, and neither
+  goes more than one agent past the fair share.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -190,25 +192,42 @@ def plan_moves(
     """Up to `limit` (agent id, runner id) moves of `movable` agents of runner `here` to lighter
     hosts of their types, `pending(record)` being the agents already sent to a host since its
     record. An agent goes to the host of its type with the smallest share of its capacity
-    (agents / capacity, counting the moves planned before it), and only while `here`'s share is
-    more than `BALANCE_TOLERANCE` above that host's and stays at least that host's after the
-    move: so moves stop within the tolerance, and never make the receiver the heavier one."""
-    others = [host for host in hosts if host.id != here.id and host.capacity > 0]
+    (agents / capacity, counting the moves planned before it), and only while
+
+    - `here`'s share is more than `BALANCE_TOLERANCE` above that host's (so moves stop within
+      the tolerance), and stays at least that host's after the move (no receiver is made the
+      heavier one);
+    - `here` keeps, and that host gets, no more than one agent past the fair share: the
+      agents of `here` and the hosts of its agents' types over their capacity. So several
+      heavy runners that see one light runner at once do not all fill it up to their own load.
+    """
+    types = {agent.type for agent in movable}
+    others = [
+        host
+        for host in hosts
+        if host.id != here.id and host.capacity > 0 and types.intersection(host.types)
+    ]
+    if here.capacity <= 0 or not others:
+        return []
     extra = {host.id: pending(host) for host in others}
+    agents = here.agents + sum(host.agents + extra[host.id] for host in others)
+    fair = agents / (here.capacity + sum(host.capacity for host in others))
     gone = 0
     moves: list[tuple[str, str]] = []
     for agent in movable:
-        if len(moves) >= limit or here.capacity <= 0:
+        if len(moves) >= limit:
             break
         candidates = [host for host in others if agent.type in host.types]
         if not candidates:
             continue
         target = min(candidates, key=lambda host: (_share(host, extra[host.id]), host.id))
-        mine, theirs = _share(here, -gone), _share(target, extra[target.id])
-        after_mine, after_theirs = _share(here, -gone - 1), _share(target, extra[target.id] + 1)
-        if mine <= theirs * (1 + BALANCE_TOLERANCE) or after_mine < after_theirs:
-            continue
-        if target.agents + extra[target.id] >= target.capacity:
+        sent = extra[target.id]
+        if (
+            _share(here, -gone) <= _share(target, sent) * (1 + BALANCE_TOLERANCE)
+            or _share(here, -gone - 1) < _share(target, sent + 1)
+            or here.agents - gone - 1 < math.floor(fair * here.capacity)
+            or target.agents + sent + 1 > min(math.ceil(fair * target.capacity), target.capacity)
+        ):
             continue
         moves.append((agent.id, target.id))
         extra[target.id] += 1

@@ -47,6 +47,7 @@ class Sizes:
     passivation_keys: int = 100_000
     passivate_after: float = 2.0
     rebalance_agents: int = 1000
+    reminder_agents: int = 1000
 
 
 FULL = Sizes()
@@ -82,6 +83,7 @@ QUICK = Sizes(
     virtual_first=300,
     passivation_keys=20_000,
     rebalance_agents=200,
+    reminder_agents=200,
 )
 """The sizes of `--quick`."""
 

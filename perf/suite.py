@@ -28,6 +28,7 @@ from mabeam.perf.scenarios import (
     limit_rows,
     rebalance_rows,
     registry_rows,
+    reminder_rows,
     system_rows,
     virtual_rows,
 )
@@ -54,6 +55,7 @@ SCENARIOS: dict[str, Scenario] = {
     "virtual_agents": virtual_rows.virtual_agents,
     "virtual_passivation": virtual_rows.virtual_passivation,
     "rebalancing": rebalance_rows.rebalancing,
+    "reminders": reminder_rows.reminders,
     "system_startup": system_rows.system_startup,
     "system_coordination": system_rows.system_coordination,
     "system_load": system_rows.system_load,

@@ -190,6 +190,20 @@ _ROWS = (
         ),
     ),
     RowSpec(
+        "reminders",
+        "a client process asks 1000 `demo` agents of one runner for `schedule_increment` after"
+        " 3 s (one JetStream message schedule each), 64 in flight, then times the acknowledged"
+        " firings and reads every counter",
+        (
+            FigureSpec("set_rate", "reminders set per second", "/s", "—", (), "higher"),
+            FigureSpec(
+                "fire_rate", "firings per second, first due → last acked", "/s", "—", (), "higher"
+            ),
+            FigureSpec("lag", "last due → last firing acked", "s", "—", (), "lower"),
+            FigureSpec("once", "firings that took effect once", "%", "—", (_at_least(100),)),
+        ),
+    ),
+    RowSpec(
         "system_startup",
         "`mabeam runner` process start → answering P.ctl.runners; init = Runner.start() "
         "(connect, buckets, replicas, subscriptions); overhead = idle runner RSS - RSS of a "

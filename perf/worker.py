@@ -35,6 +35,7 @@ FAMILIES = {
     "limits": "mabeam.perf.scenarios.limit_rows",
     "virtual": "mabeam.perf.scenarios.virtual_rows",
     "rebalance": "mabeam.perf.scenarios.rebalance_rows",
+    "reminders": "mabeam.perf.scenarios.reminder_rows",
 }
 """Family name → module that holds its `WORKERS`."""
 
