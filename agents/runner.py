@@ -511,8 +511,8 @@ class Runner(AsyncResource):
 
     def _may_receive(self, agent_type: str) -> None:
         """Raise unless this runner takes a moved agent of `agent_type` now."""
-        if self.draining:
-            raise UnavailableError(f"runner {self.id} is draining")
+        if self.draining or self._closing is not None:
+            raise UnavailableError(f"runner {self.id} is draining or closing")
         if agent_type not in self.types:
             raise UnknownTypeError(f"runner {self.id} does not host agent type {agent_type!r}")
         self.guard.check(len(self.runtime.hosts))

@@ -81,7 +81,7 @@ async def _all_acked(client: Any, expected: int, deadline: float) -> float:
     connection = client.connection
     stream = connection.subjects.reminders_stream
     while time.monotonic() < deadline:
-        info = await connection.js.consumer_info(stream, CONSUMER)
+        info = await connection.jetstream.consumer_info(stream, CONSUMER)
         if (
             info.ack_floor is not None
             and (info.ack_floor.consumer_seq or 0) >= expected
