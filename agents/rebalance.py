@@ -156,6 +156,7 @@ class Rebalancer:
         *,
         interval: float,
         may_move: Callable[[], bool],
+        claimed_maybe: Callable[[str], None],
     ) -> None:
         self._runtime = runtime
         self._placement = placement
@@ -163,6 +164,9 @@ class Rebalancer:
         self._interval = interval
         self._may_move = may_move
         """False while this runner must not move agents away (draining, lease lapsed)."""
+        self._claimed_maybe = claimed_maybe
+        """Told the id of an agent whose take-back failed: its record may still name this
+        runner, so the take-over loop must try it again."""
         self._task: asyncio.Task[None] | None = None
         self._batch: asyncio.Task[int] | None = None
 
@@ -243,6 +247,7 @@ class Rebalancer:
             back = await runtime.adopt(record, revision, moved_from=runtime.runner_id)
         except MabeamError as error:
             log.error("rebalance.take_back_failed", agent=record.id, error=error.message)
+            self._claimed_maybe(record.id)
             back = False
         outcome = "abandoned" if back else "moved"
         runtime.observer.agent_moved(record.type, outcome)

@@ -246,6 +246,7 @@ class Runner(AsyncResource):
                 self.record,
                 interval=self.settings.heartbeat_interval,
                 may_move=self._may_move,
+                claimed_maybe=self._dropped.add,
             )
             self._rebalancer.start()
         await bus.publish("runner.up", self._record_dict(), source=f"/runners/{self.id}")
