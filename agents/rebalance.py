@@ -3,8 +3,10 @@
 Every heartbeat interval a runner that holds its lease and is not draining plans the moves of
 its movable agents (running, not virtual, of a type another live host takes) with `plan_moves`:
 to the lightest host of each agent's type, while its own share of its capacity is more than 20 %
-above that host's. It runs at most `MOVES_AT_ONCE` moves at a time and `MOVES_PER_SECOND` in
-all, and counts what it sent to each host until that host's record shows it (`Placement`).
+above that host's. It moves once two plans in a row wanted moves, so that an imbalance that
+lasts less than a heartbeat (a burst of spawns) moves nothing. It runs at most `MOVES_AT_ONCE`
+moves at a time and `MOVES_PER_SECOND` in all, and counts what it sent to each host until that
+host's record shows it (`Placement`).
 
 A move is the drain's hand-over with a live source (PROTOCOL.md "Rebalancing"):
 
@@ -169,6 +171,10 @@ class Rebalancer:
         runner, so the take-over loop must try it again."""
         self._task: asyncio.Task[None] | None = None
         self._batch: asyncio.Task[int] | None = None
+        self._wanted = False
+        """Whether the last plan wanted moves: a plan runs only when the one an interval
+        before wanted moves too, so a burst of spawns seen half-way (the records are up to a
+        heartbeat old) moves nothing."""
 
     def start(self) -> None:
         """Start planning moves every interval."""
@@ -195,8 +201,10 @@ class Rebalancer:
             await asyncio.sleep(max(pause, 0.0))
 
     async def step(self) -> int:
-        """Run one batch of planned moves (at most `MOVES_AT_ONCE`); how many were tried."""
+        """Run one batch of planned moves (at most `MOVES_AT_ONCE`) if the last plan wanted
+        moves as well; how many were tried."""
         if not self._may_move():
+            self._wanted = False
             return 0
         runtime = self._runtime
         movable = [host.record for host in runtime.hosts.values() if _movable(host)]
@@ -208,6 +216,9 @@ class Rebalancer:
             limit=MOVES_AT_ONCE,
             pending=self._placement.pending,
         )
+        wanted, self._wanted = self._wanted, bool(moves)
+        if not wanted:
+            return 0
         for _agent, target in moves:
             self._placement.sent(target)
         await asyncio.gather(*(self.move(agent, target) for agent, target in moves))
