@@ -1,7 +1,7 @@
 """Live rebalancing: a runner hands agents to lighter hosts of their types, each exactly once.
 
 Every heartbeat interval a runner that holds its lease and is not draining plans the moves of
-its movable agents (running, not virtual, of a type another live host takes) with `plan_moves`:
+its running agents (spawned or virtual, of a type another live host takes) with `plan_moves`:
 to the lightest host of each agent's type, while its own share of its capacity is more than 20 %
 above that host's. It moves once two plans in a row wanted moves, so that an imbalance that
 lasts less than a heartbeat (a burst of spawns) moves nothing. It runs at most `MOVES_AT_ONCE`
@@ -37,7 +37,7 @@ import structlog
 
 from mabeam.agents.host import HostState
 from mabeam.agents.placement import Placement, plan_moves
-from mabeam.core.codec import decode, encode
+from mabeam.core.codec import decode, encode, parse_rfc3339
 from mabeam.core.errors import (
     BadRequestError,
     ConflictError,
@@ -159,6 +159,7 @@ class Rebalancer:
         interval: float,
         may_move: Callable[[], bool],
         claimed_maybe: Callable[[str], None],
+        passivating: Callable[[str], bool],
     ) -> None:
         self._runtime = runtime
         self._placement = placement
@@ -169,8 +170,11 @@ class Rebalancer:
         self._claimed_maybe = claimed_maybe
         """Told the id of an agent whose take-back failed: its record may still name this
         runner, so the take-over loop must try it again."""
+        self._passivating = passivating
+        """True for a virtual agent whose passivation is under way (it does not move)."""
         self._task: asyncio.Task[None] | None = None
         self._batch: asyncio.Task[int] | None = None
+        self._sent = _MovesDone()
         self._wanted = False
         """Whether the last plan wanted moves: a plan runs only when the one an interval
         before wanted moves too, so a burst of spawns seen half-way (the records are up to a
@@ -214,23 +218,34 @@ class Rebalancer:
             movable,
             hosts,
             limit=MOVES_AT_ONCE,
-            pending=self._placement.pending,
+            pending=self._pending,
         )
         wanted, self._wanted = self._wanted, bool(moves)
         if not wanted:
             return 0
-        for _agent, target in moves:
-            self._placement.sent(target)
         await asyncio.gather(*(self.move(agent, target) for agent, target in moves))
         return len(moves)
+
+    def _pending(self, record: RunnerRecord) -> int:
+        """Agents sent to `record`'s runner that the record may not show: spawns from this
+        process, and moves answered after the record was written."""
+        return self._placement.pending(record) + self._sent.pending(record)
 
     async def move(self, agent_id: str, target: str) -> bool:
         """Hand agent `agent_id` over to runner `target`; True when it runs there now."""
         runtime = self._runtime
         host = runtime.hosts.get(agent_id)
-        if host is None or not _movable(host):
+        if host is None or not _movable(host) or self._passivating(agent_id):
             return False
-        record, revision = host.record, host.revision
+        runtime.moving.add(agent_id)
+        try:
+            return await self._move(host, target)
+        finally:
+            runtime.moving.discard(agent_id)
+
+    async def _move(self, host: AgentHost, target: str) -> bool:
+        runtime = self._runtime
+        agent_id, record, revision = host.agent_id, host.record, host.revision
         agent_type = record.type
         try:
             await runtime.release_agent(host)
@@ -245,6 +260,7 @@ class Rebalancer:
             return await self._take_back(record, revision, target, refused)
         log.info("rebalance.moved", agent=agent_id, to=target)
         runtime.observer.agent_moved(agent_type, "moved")
+        self._sent.add(target)
         return True
 
     async def _take_back(
@@ -262,14 +278,37 @@ class Rebalancer:
             back = False
         outcome = "abandoned" if back else "moved"
         runtime.observer.agent_moved(record.type, outcome)
+        if not back:
+            self._sent.add(target)
         return not back
 
 
+class _MovesDone:
+    """When each move to each host was answered (wall clock), until a record of that host
+    written later shows it. A record written at the moment of a move may or may not count it:
+    it is counted as not shown, so a stale record never makes a host look lighter than it is."""
+
+    def __init__(self) -> None:
+        self._done: dict[str, list[float]] = {}
+
+    def add(self, runner_id: str) -> None:
+        """A move to `runner_id` was answered now."""
+        self._done.setdefault(runner_id, []).append(time.time())
+
+    def pending(self, record: RunnerRecord) -> int:
+        """The moves to `record`'s runner answered since the record was written."""
+        done = self._done.get(record.id)
+        if not done:
+            return 0
+        written = parse_rfc3339(record.heartbeat_at).timestamp() if record.heartbeat_at else 0.0
+        kept = [at for at in done if at >= written]
+        if kept:
+            self._done[record.id] = kept
+        else:
+            del self._done[record.id]
+        return len(kept)
+
+
 def _movable(host: AgentHost) -> bool:
-    """Agents a rebalancing moves: running, and not virtual (those move by passivation: their
-    next call activates them on the least loaded host)."""
-    return (
-        host.state is HostState.RUNNING
-        and host.record.status == "running"
-        and not host.record.virtual
-    )
+    """Agents a rebalancing moves: the running ones (spawned or virtual)."""
+    return host.state is HostState.RUNNING and host.record.status == "running"

@@ -247,6 +247,7 @@ class Runner(AsyncResource):
                 interval=self.settings.heartbeat_interval,
                 may_move=self._may_move,
                 claimed_maybe=self._dropped.add,
+                passivating=self._passivating,
             )
             self._rebalancer.start()
         await bus.publish("runner.up", self._record_dict(), source=f"/runners/{self.id}")
@@ -517,6 +518,10 @@ class Runner(AsyncResource):
         if agent_type not in self.types:
             raise UnknownTypeError(f"runner {self.id} does not host agent type {agent_type!r}")
         self.guard.check(len(self.runtime.hosts))
+
+    def _passivating(self, agent_id: str) -> bool:
+        """Whether the passivation of virtual agent `agent_id` is under way here."""
+        return self._passivator is not None and self._passivator.pending(agent_id) is not None
 
     def _may_move(self) -> bool:
         """Whether this runner may move agents away now: serving, and not draining."""

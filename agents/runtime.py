@@ -91,6 +91,9 @@ class Runtime:
         """Called when a message finds the lease lapsed (the runner fences itself)."""
         self._elections: Elections | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.moving: set[str] = set()
+        """Ids this runner is moving away (`mabeam.agents.rebalance`), from their release to
+        the target's answer: not hosted here, yet no orphan to take back nor to passivate."""
         self._spawning: set[str] = set()
         """Ids being spawned or adopted here: a second spawn of one is refused before it reads
         anything, a second adoption is lost at once."""

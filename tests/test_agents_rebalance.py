@@ -285,3 +285,20 @@ async def test_moves_are_counted_and_a_refused_move_is_taken_back(config: Config
             )
             states = [await client.call(agent_id, "get_state") for agent_id in ids]
             assert [state["counter"] for state in states] == [5, 0, 0, 0]
+
+
+async def test_virtual_agents_move_with_their_state(config: Config) -> None:
+    heavy = RunnerSettings(runner_id="heavy", heartbeat_interval=HEARTBEAT, coordinator_id=None)
+    light = RunnerSettings(runner_id="light", heartbeat_interval=HEARTBEAT, coordinator_id=None)
+    async with asyncio.timeout(60), Runner(config, heavy), Client(config) as client:
+        keys = [f"k{n}" for n in range(10)]
+        for n, key in enumerate(keys):
+            await client.virtual("demo", key).call("increment", {"by": n})
+        async with Runner(config, light):
+            await eventually(lambda: hosted_by(client, "light"), until=lambda n: n >= 4, timeout=10)
+            counters = [
+                (await client.virtual("demo", key).call("get_state"))["counter"] for key in keys
+            ]
+            assert counters == list(range(10))
+            records = [record for record in client.agents.find() if record.runner == "light"]
+            assert all(record.key in keys and record.epoch >= 2 for record in records)
