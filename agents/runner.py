@@ -7,7 +7,8 @@ runner record, and serves:
   type it hosts (a queue group of that type's hosts): a spawn there is served here when this
   runner hosts the type and no host is less loaded (`Placement`), and otherwise forwarded to the
   chosen host's `P.ctl.<id>.spawn`, whose spawns are always served where they land;
-- `P.ctl.runners` (every runner answers with its record) and `P.ctl.<id>.drain`;
+- `P.ctl.runners` (every runner answers with its record), `P.ctl.types` (every runner answers
+  with the interfaces of the types it hosts) and `P.ctl.<id>.drain`;
 - `P.ctl.<id>.adopt`: an agent another runner moves here (`MoveReceiver`);
 - `$SRV.PING|INFO|STATS` as a NATS micro service (`RunnerService`), counting each request on
   these subjects, and the agent traffic, on its endpoints.
@@ -51,6 +52,7 @@ from mabeam.agents.builtin.coordinator import COORDINATOR_ID, CoordinatorAgent
 from mabeam.agents.builtin.demo import DemoAgent
 from mabeam.agents.context import MessageContext
 from mabeam.agents.control import TRY_ELSEWHERE, SpawnRequest, parse_spawn_request, send_spawn
+from mabeam.agents.interface import describe
 from mabeam.agents.model import Agent
 from mabeam.agents.observer import ObserverGroup, RunnerObserver
 from mabeam.agents.passivation import Passivator, idle_limits
@@ -270,6 +272,7 @@ class Runner(AsyncResource):
         ]
         self._control = [
             await connection.subscribe(subjects.runners, self._on_runners),
+            await connection.subscribe(subjects.types, self._on_types),
             await connection.subscribe(subjects.runner_control(self.id, "drain"), self._on_drain),
             await connection.subscribe(subjects.runner_control(self.id, "adopt"), self._on_adopt),
         ]
@@ -502,6 +505,14 @@ class Runner(AsyncResource):
         if msg.reply:
             endpoint, started = self._endpoint(msg)
             await self.runtime.publish_reply(msg.reply, encode(self._record_dict()))
+            endpoint.end(started)
+
+    async def _on_types(self, msg: Message) -> None:
+        if msg.reply:
+            endpoint, started = self._endpoint(msg)
+            interfaces = {name: describe(self.types[name]) for name in sorted(self.types)}
+            reply = encode({"runner": self.id, "types": interfaces})
+            await self.runtime.publish_reply(msg.reply, reply)
             endpoint.end(started)
 
     async def _on_adopt(self, msg: Message) -> None:

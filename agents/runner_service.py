@@ -101,6 +101,7 @@ class RunnerService:
             ),
             Endpoint("spawn-here", subjects.runner_control(runner_id, "spawn")),
             Endpoint("runners", subjects.runners),
+            Endpoint("types", subjects.types),
             Endpoint("drain", subjects.runner_control(runner_id, "drain")),
             Endpoint("adopt", subjects.runner_control(runner_id, "adopt")),
         ]

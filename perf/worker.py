@@ -36,6 +36,7 @@ FAMILIES = {
     "virtual": "mabeam.perf.scenarios.virtual_rows",
     "rebalance": "mabeam.perf.scenarios.rebalance_rows",
     "reminders": "mabeam.perf.scenarios.reminder_rows",
+    "scale": "mabeam.perf.scenarios.scale_rows",
 }
 """Family name → module that holds its `WORKERS`."""
 
