@@ -5,8 +5,8 @@ its running agents (spawned or virtual, of a type another live host takes) with 
 to the lightest host of each agent's type, while its own share of its capacity is more than 20 %
 above that host's. It moves once two plans in a row wanted moves, so that an imbalance that
 lasts less than a heartbeat (a burst of spawns) moves nothing. It runs at most `MOVES_AT_ONCE`
-moves at a time and `MOVES_PER_SECOND` in all, and counts what it sent to each host until that
-host's record shows it (`Placement`).
+moves at a time and `MOVES_PER_SECOND` in all, and counts the moves (and, with `Placement`,
+the spawns) it sent to each host until a record of that host written after them shows them.
 
 A move is the drain's hand-over with a live source (PROTOCOL.md "Rebalancing"):
 
