@@ -9,7 +9,8 @@
 - the events: what anyone may publish on `P.events.{topic}`, and the patterns each type handles,
   as CloudEvents in structured mode, MABEAM's default (one JSON object; binary mode, the
   attributes as `ce-` headers, is taken too);
-- the runners' control subjects: spawns, the runner listing, the type listing and drains.
+- the runners' control subjects: spawns, the runner listing, the type listing, drains and
+  rebalancing moves.
 
 Each action's schema keeps what msgspec generated (JSON Schema, which AsyncAPI's default schema
 format accepts); the definitions a schema shares through `$defs` move to `components.schemas`,
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 
 from mabeam.agents.control import SpawnRequest
 from mabeam.agents.interface import struct_schema
+from mabeam.agents.rebalance import MoveRequest
 from mabeam.core.names import Subjects
 from mabeam.registry.records import AgentRecord, RunnerRecord
 
@@ -233,6 +235,14 @@ class _Document:
             empty,
             "drain this runner: it hands its agents over and exits",
             {"type": "object", "properties": {"draining": {"const": True}}},
+        )
+        self._request(
+            "ctl.runner.adopt",
+            f"{prefix}.ctl.{{runner}}.adopt",
+            runner_param,
+            self._hoisted("control", struct_schema(MoveRequest)),
+            "runner to runner: adopt an agent the sender released (live rebalancing)",
+            record,
         )
 
     def _request(
