@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PACKAGES := bus registry agents ops perf
 
-.PHONY: install bytecode test soak lint format demo perf clean
+.PHONY: install bytecode test soak lint format demo perf clean images compose-test
 
 install: $(STAMP)
 
@@ -20,12 +20,28 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
 	touch $(STAMP)
 
+# The integration tests run NATS in a container (testcontainers) when a Docker engine answers,
+# the nats-server binary otherwise; the run ends by saying which. MABEAM_TEST_NATS=binary (or
+# container) forces one.
 test: bytecode
+	ops/images/build --if-engine nats
 	$(BIN)/python -m pytest -q
 
-# The slow tests: the 30-minute soak and each fault scenario 10 times (`SOAK=tests/faults`: only those).
+# The images, built locally from the package registries (ops/images/build): mabeam-nats,
+# mabeam-base (debootstrap), mabeam (the runner), mabeam-prometheus. Cached when nothing changed.
+images: install
+	ops/images/build all
+
+# docker-compose.yml brought up, a system run in it through a lost NATS node and a lost runner,
+# and everything taken down (tests/test_compose.py).
+compose-test: images bytecode
+	$(BIN)/python -m pytest -q -m slow tests/test_compose.py
+
+# The slow tests: the 30-minute soak, each fault scenario 10 times (`SOAK=tests/faults`: only
+# those) and the compose topology (its images are built first where a Docker engine answers).
 SOAK ?=
 soak: bytecode
+	ops/images/build --if-engine all
 	$(BIN)/python -m pytest -m slow -q $(SOAK)
 
 # mypy and lint-imports (the layer contracts in pyproject.toml) cannot follow setuptools' editable

@@ -43,11 +43,21 @@ def pytest_asyncio_loop_factories(
     return {"uvloop": uvloop.new_event_loop}
 
 
+_USED: Final[list[NatsEndpoint]] = []
+
+
 @pytest.fixture(scope="session")
 def nats_server() -> Iterator[NatsEndpoint]:
     """The real server every integration test of this session talks to."""
     with nats_endpoint() as endpoint:
+        _USED.append(endpoint)
         yield endpoint
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which NATS the integration tests used: a container, the binary, or a given URL."""
+    for endpoint in _USED:
+        terminalreporter.write_line(f"NATS of the integration tests: {endpoint.detail}")
 
 
 @pytest.fixture

@@ -24,10 +24,10 @@ import os
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -85,23 +85,34 @@ async def nats_cluster(size: int = 3) -> AsyncIterator[list[EmbeddedServer]]:
     ]
     try:
         await asyncio.gather(*(asyncio.to_thread(node.start) for node in nodes))
-
-        async def meta_leader_known() -> bool:
-            states = [await asyncio.to_thread(fetch_json, f"{n.monitor_url}/jsz") for n in nodes]
-            return all(
-                state is not None
-                and state.get("meta_cluster", {}).get("leader")
-                and state["meta_cluster"].get("cluster_size") == size
-                for state in states
-            )
-
-        await settled(meta_leader_known, "no JetStream meta leader", 30)
+        await settled(lambda: meta_leader_known(nodes), "no JetStream meta leader", 30)
         yield nodes
     finally:
         await asyncio.gather(*(asyncio.to_thread(node.cleanup) for node in nodes))
 
 
-def connected_to(nodes: list[EmbeddedServer], connection_name: str) -> EmbeddedServer | None:
+class Node(Protocol):
+    """A NATS node the scenario can watch and kill: a process here, a container in compose."""
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def monitor_url(self) -> str | None: ...
+
+    def kill(self) -> None: ...
+
+
+class Runner(Protocol):
+    """A runner the scenario can kill (SIGKILL, as a crash would)."""
+
+    def kill(self) -> None: ...
+
+
+N = TypeVar("N", bound=Node)
+
+
+def connected_to(nodes: list[N], connection_name: str) -> N | None:
     """The node that holds the client connection named `connection_name`."""
     for node in nodes:
         if not node.running:
@@ -111,6 +122,17 @@ def connected_to(nodes: list[EmbeddedServer], connection_name: str) -> EmbeddedS
         if connection_name in names:
             return node
     return None
+
+
+async def meta_leader_known(nodes: Sequence[Node]) -> bool:
+    """Every node knows the JetStream meta leader of a cluster of all of them."""
+    states = [await asyncio.to_thread(fetch_json, f"{n.monitor_url}/jsz") for n in nodes]
+    return all(
+        state is not None
+        and state.get("meta_cluster", {}).get("leader")
+        and state["meta_cluster"].get("cluster_size") == len(nodes)
+        for state in states
+    )
 
 
 async def snapshot_counter(client: Client, agent_id: str) -> int | None:
@@ -156,10 +178,11 @@ async def test_an_agent_survives_losing_a_nats_node_and_a_runner(
                 await asyncio.to_thread(runner.kill)
 
 
-async def survive(
-    client: Client, nodes: list[EmbeddedServer], runners: dict[str, RunnerProcess]
-) -> None:
-    await client.spawn("demo", id="survivor", runner="r1")
+async def survive(client: Client, nodes: Sequence[Node], runners: Mapping[str, Runner]) -> None:
+    """Spawn an agent on the first runner, kill its NATS node, then that runner: the agent
+    answers throughout and ends on the second runner with its state."""
+    first, second = runners
+    await client.spawn("demo", id="survivor", runner=first)
     for _ in range(5):
         await client.call("survivor", "increment")
     for bucket in ("agents", "runners", "state"):
@@ -167,9 +190,10 @@ async def survive(
         assert info.config.num_replicas == 3, bucket
     await settled(lambda: _equal(snapshot_counter(client, "survivor"), 5), "no snapshot of 5", 10)
 
-    # Lose the NATS node that r1, the agent's runner, is connected to.
-    victim = await asyncio.to_thread(connected_to, nodes, "mabeam-runner-r1")
-    assert victim is not None, "r1's connection is on no node"
+    # Lose the NATS node that the agent's runner is connected to.
+    nodes = list(nodes)
+    victim = await asyncio.to_thread(connected_to, nodes, f"mabeam-runner-{first}")
+    assert victim is not None, f"{first}'s connection is on no node"
     await asyncio.to_thread(victim.kill)
     counter = await settled(
         lambda: _counter(client.call("survivor", "increment", timeout=1)),
@@ -179,27 +203,27 @@ async def survive(
     # Calls are at most once: one whose reply was lost with the node may still have run.
     assert counter >= 6
     moved_to = await settled(
-        lambda: asyncio.to_thread(connected_to, nodes, "mabeam-runner-r1"),
-        "r1 did not reconnect to another node",
+        lambda: asyncio.to_thread(connected_to, nodes, f"mabeam-runner-{first}"),
+        f"{first} did not reconnect to another node",
         15,
     )
     assert moved_to is not victim
-    r1 = client.registry.runners.get("r1")
-    assert r1 is not None and r1.metrics
-    readyz = r1.metrics.replace("/metrics", "/readyz")
-    await settled(lambda: _ready(readyz), "r1 was not ready again on the surviving nodes", 30)
+    record = client.registry.runners.get(first)
+    assert record is not None and record.metrics
+    readyz = record.metrics.replace("/metrics", "/readyz")
+    await settled(lambda: _ready(readyz), f"{first} was not ready again on the other nodes", 30)
     # Its state keeps reaching KV (once the buckets have leaders on the surviving nodes).
     latest = await settled(
         lambda: _written(client, "survivor"), "the state was not written after the node died", 30
     )
-    record = client.agents.get("survivor")
-    assert record is not None and record.runner == "r1", "r1 was taken for dead"
+    agent = client.agents.get("survivor")
+    assert agent is not None and agent.runner == first, f"{first} was taken for dead"
 
-    # Lose r1: r2 takes the agent over with its state.
-    await asyncio.to_thread(runners["r1"].kill)
+    # Lose the first runner: the second takes the agent over with its state.
+    await asyncio.to_thread(runners[first].kill)
     await settled(
-        lambda: _hosted_by(client, "survivor", "r2"),
-        "the agent was not taken over by r2",
+        lambda: _hosted_by(client, "survivor", second),
+        f"the agent was not taken over by {second}",
         4 * HEARTBEAT + 10,
     )
     state = await client.call("survivor", "get_state")

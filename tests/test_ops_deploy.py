@@ -1,9 +1,11 @@
 """The deployment files hang together: compose, Dockerfile, NATS, Prometheus and Grafana configs.
 
-No Docker engine runs the compose file here, so what can be checked without one is: every file
-parses, every path a service mounts or the image copies exists, the NATS config is valid for
-nats-server and names the compose services as its routes, Prometheus scrapes exactly the
-runners' endpoints, Grafana's provisioning finds the dashboard and its data source, every
+`make compose-test` runs the compose file (tests/test_compose.py, where a Docker engine answers);
+what is checked here without one is: every file parses, every path a service mounts or the
+image copies exists, every service is on the host's network on loopback ports of its own, the
+NATS config is valid for nats-server and its routes are the nodes' cluster ports, Prometheus
+scrapes exactly the runners' endpoints, Grafana's provisioning finds the dashboard and its data
+source (Prometheus' address), every
 metric the dashboard queries is one a real runner exposes (or a series ops/alerts records), and
 the panels an alert watches draw its threshold.
 """
@@ -78,20 +80,51 @@ def test_every_mounted_path_exists(compose: dict[str, Any]) -> None:
             assert (ROOT / source).exists(), f"{name} mounts {source}, which does not exist"
 
 
+def listening_ports(compose: dict[str, Any]) -> list[str]:
+    """Every port a service listens on, from its command line."""
+    ports = []
+    for spec in compose["services"].values():
+        command = [str(word) for word in spec.get("command", [])]
+        for flag in ("-p", "-m", "--http-port"):
+            if flag in command:
+                ports.append(option(command, flag))
+        for word in command:
+            if word.startswith(("nats://127.0.0.1:", "--web.listen-address=127.0.0.1:")):
+                ports.append(word.rsplit(":", 1)[1])
+    return ports
+
+
+def test_every_service_is_on_the_host_network_on_loopback_ports_of_its_own(
+    compose: dict[str, Any],
+) -> None:
+    for name, spec in compose["services"].items():
+        assert spec["network_mode"] == "host", name
+        assert "ports" not in spec, f"{name} publishes ports: on the host network it needs none"
+        command = [str(word) for word in spec.get("command", [])]
+        for flag in ("-a", "--http-host"):
+            if flag in command:
+                assert option(command, flag) == "127.0.0.1", name
+    ports = listening_ports(compose)
+    assert len(ports) == 3 * 3 + 2 + 1  # the nodes' client, monitor and route; runners; Prometheus
+    assert len(set(ports)) == len(ports), f"two services listen on one port: {sorted(ports)}"
+
+
 def test_nats_nodes_share_one_valid_config_whose_routes_are_the_nodes(
     compose: dict[str, Any], tmp_path: Path
 ) -> None:
     nodes = services(compose, "nats")
     names = set()
+    cluster_ports = set()
     for spec in nodes.values():
         command = spec["command"]
         mounts = bind_mounts(spec)
         assert mounts["./ops/nats"] == "/etc/nats"
         assert option(command, "-c") == "/etc/nats/" + NATS_CONF.name
         names.add(option(command, "--server_name"))
+        cluster_ports.add(option(command, "--cluster").rsplit(":", 1)[1])
     assert names == set(nodes)
-    routes = set(re.findall(r"nats-route://([a-z0-9]+):6222", NATS_CONF.read_text()))
-    assert routes == set(nodes)
+    routes = set(re.findall(r"nats-route://127\.0\.0\.1:(\d+)", NATS_CONF.read_text()))
+    assert routes == cluster_ports and len(routes) == len(nodes)
     check_nats_config(NATS_CONF, tmp_path)
 
 
@@ -164,11 +197,9 @@ def test_the_credentials_command_makes_what_compose_needs(tmp_path: Path) -> Non
 
 def test_prometheus_scrapes_exactly_the_runners(compose: dict[str, Any]) -> None:
     runners = services(compose, "runner")
-    expected = {
-        f"{spec['hostname']}:{option(spec['command'], '--http-port')}" for spec in runners.values()
-    }
+    expected = {f"127.0.0.1:{option(spec['command'], '--http-port')}" for spec in runners.values()}
     for spec in runners.values():
-        assert option(spec["command"], "--http-host") == "0.0.0.0"
+        assert option(spec["command"], "--http-host") == "127.0.0.1"
         # Dead after 3 heartbeats: that must outlast a JetStream election after a node dies.
         assert 3 * float(option(spec["command"], "--heartbeat")) >= 12
     config = load_yaml(OPS / "prometheus.yml")
@@ -203,7 +234,8 @@ def test_grafana_provisions_the_dashboard_and_its_data_source(compose: dict[str,
     (provider,) = load_yaml(provisioning / "dashboards" / "mabeam.yml")["providers"]
     assert mounts["./ops/grafana/dashboards"] == provider["options"]["path"]
     (source,) = load_yaml(provisioning / "datasources" / "prometheus.yml")["datasources"]
-    assert source["url"] == "http://prometheus:9090"
+    listen = [a for a in compose["services"]["prometheus"]["command"] if "listen-address" in a]
+    assert source["url"] == "http://" + listen[0].split("=", 1)[1]
     dashboard = json.loads(DASHBOARD.read_text())
     used = {panel["datasource"]["uid"] for panel in dashboard["panels"]}
     used |= {

