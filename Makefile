@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 # the nats-server binary otherwise; the run ends by saying which. MABEAM_TEST_NATS=binary (or
 # container) forces one.
 test: bytecode
-	ops/images/build --if-engine nats
+	-ops/images/build --if-engine nats
 	$(BIN)/python -m pytest -q
 
 # The images, built locally from the package registries (ops/images/build): mabeam-nats,
