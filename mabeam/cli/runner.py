@@ -21,7 +21,6 @@ from mabeam.core.connection import Connection, is_auth_error
 from mabeam.core.embedded_server import EmbeddedServer
 from mabeam.core.errors import ConfigError, ConnectError
 from mabeam.ops.logging import LEVELS, configure_logging
-from mabeam.ops.service import ObservedRunner
 
 __all__ = ["load_agent_type", "register"]
 
@@ -115,6 +114,8 @@ async def run_runner(args: argparse.Namespace) -> int:
         if args.http_port is None:
             await _serve(await Runner(config, settings).start(), config, "")
         else:
+            from mabeam.ops.service import ObservedRunner  # aiohttp only when HTTP is served
+
             observed = ObservedRunner(
                 config, settings, http_host=args.http_host, http_port=args.http_port
             )
