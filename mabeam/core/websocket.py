@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 __all__ = ["WEBSOCKET_SCHEMES", "defer_aiohttp", "enable_websocket"]
 
@@ -36,6 +37,6 @@ def defer_aiohttp() -> None:
 
 def enable_websocket() -> None:
     """Give nats-py the aiohttp its WebSocket transport needs (imported now if need be)."""
-    transport = importlib.import_module(_TRANSPORT)
+    transport: Any = importlib.import_module(_TRANSPORT)
     if transport.aiohttp is None:
         transport.aiohttp = importlib.import_module("aiohttp")
