@@ -22,8 +22,7 @@ stream sends a comment line every `KEEPALIVE_SECONDS` so a vanished browser is n
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from http import HTTPStatus
 from importlib import resources
 from typing import Any, Final
@@ -67,6 +66,7 @@ TAIL_QUEUE: Final = 1000
 KEEPALIVE_SECONDS: Final = 15.0
 """Seconds between two keep-alive comments on an idle stream."""
 _PAGE: Final = resources.files("mabeam.ops").joinpath("dashboard.html")
+_STREAM_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
 class Dashboard(AsyncResource):
@@ -153,7 +153,7 @@ class Dashboard(AsyncResource):
     async def _serve_stream(self, request: web.Request) -> web.StreamResponse:
         state = self._live()
 
-        async def snapshots() -> AsyncIterator[bytes]:
+        async def snapshots() -> AsyncGenerator[bytes, None]:
             seq = 0 if state.snapshot is None else state.snapshot.seq - 1
             while (snapshot := await state.next_snapshot(seq)) is not None:
                 seq = snapshot.seq
@@ -187,12 +187,14 @@ class Dashboard(AsyncResource):
             pattern = validate_pattern(request.query.get("pattern", ""))
         except MabeamError as error:
             return web.Response(status=400, text=f"400 Bad Request: {error.message}\n")
-        if self._bus is None:
+        bus = self._bus
+        if bus is None:
             return plain(HTTPStatus.SERVICE_UNAVAILABLE)
-        subscription = await self._bus.subscribe(pattern, queue_size=TAIL_QUEUE)
 
-        async def events() -> AsyncIterator[bytes]:
+        async def events() -> AsyncGenerator[bytes, None]:
+            subscription = await bus.subscribe(pattern, queue_size=TAIL_QUEUE)
             try:
+                yield b": subscribed\n\n"  # before the head goes out: live once it is read
                 async for event in subscription:
                     yield _sse("event", encode(event.to_dict()))
             finally:
@@ -201,43 +203,53 @@ class Dashboard(AsyncResource):
         return await self._stream(request, events())
 
     async def _stream(
-        self, request: web.Request, messages: AsyncIterator[bytes]
+        self, request: web.Request, messages: AsyncGenerator[bytes, None]
     ) -> web.StreamResponse:
-        """Send `messages` as server-sent events until the browser leaves or the server closes,
-        with a keep-alive comment whenever none came for `KEEPALIVE_SECONDS`."""
+        """Send `messages` as server-sent events until the browser leaves or they end (the
+        server closes); a HEAD gets the head alone, a stream past `MAX_STREAMS` a 503."""
+        if request.method == "HEAD":
+            return web.Response(headers=_STREAM_HEADERS)
         if self._streams >= MAX_STREAMS:
-            with contextlib.suppress(Exception):
-                await messages.aclose()  # type: ignore[attr-defined]
             return plain(HTTPStatus.SERVICE_UNAVAILABLE)
         self._streams += 1
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
+        try:
+            return await self._send(request, messages)
+        finally:
+            self._streams -= 1
+            await messages.aclose()
+
+    async def _send(
+        self, request: web.Request, messages: AsyncGenerator[bytes, None]
+    ) -> web.StreamResponse:
+        """The first message is taken before the head is sent (a tail subscribes first); then a
+        keep-alive comment goes out whenever none came for `KEEPALIVE_SECONDS`."""
+        try:
+            first = await anext(messages)
+        except StopAsyncIteration:
+            return plain(HTTPStatus.SERVICE_UNAVAILABLE)  # closing
+        response = web.StreamResponse(headers=_STREAM_HEADERS)
+        pending: asyncio.Future[bytes] | None = None
         try:
             await response.prepare(request)
-            iterator = aiter(messages)
-            pending: asyncio.Task[bytes] | None = None
+            await response.write(first)
             while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(anext(iterator))
+                pending = pending or asyncio.ensure_future(anext(messages))
                 done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_SECONDS)
                 if not done:
                     await response.write(b": keep-alive\n\n")
                     continue
+                finished, pending = pending, None
                 try:
-                    message = pending.result()
+                    message = finished.result()
                 except StopAsyncIteration:
                     break
-                pending = None
                 await response.write(message)
         except ConnectionError:
             pass  # the browser left
         finally:
-            self._streams -= 1
-            if pending is not None and not pending.done():
+            if pending is not None:  # settled before the generator is closed
                 pending.cancel()
-            with contextlib.suppress(Exception):
-                await messages.aclose()  # type: ignore[attr-defined]
+                await asyncio.gather(pending, return_exceptions=True)
         return response
 
     def _live(self) -> LiveState:
