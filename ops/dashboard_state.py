@@ -143,18 +143,20 @@ class LiveState:
         return None if self._closed else self._snapshot
 
     async def _sample_forever(self) -> None:
-        before = await self._sampler.sample()
+        """Sample every `interval`; a failed sample (NATS away) is logged and skipped."""
+        before: Sample | None = None
         seq = 0
         while True:
-            await asyncio.sleep(self.interval)
             try:
                 after = await self._sampler.sample()
             except MabeamError as error:
                 log.warning("dashboard.sample_failed", error=error.message)
-                continue
-            seq += 1
-            await self._publish(seq, before, after)
-            before = after
+            else:
+                if before is not None:
+                    seq += 1
+                    await self._publish(seq, before, after)
+                before = after
+            await asyncio.sleep(self.interval)
 
     async def _publish(self, seq: int, before: Sample, after: Sample) -> None:
         view = build_view(self._registry, before, after)

@@ -20,16 +20,15 @@ __all__ = ["WEBSOCKET_SCHEMES", "defer_aiohttp", "enable_websocket"]
 
 WEBSOCKET_SCHEMES = ("ws", "wss")
 """URL schemes of NATS over WebSocket."""
-_TRANSPORT = "nats.aio.transport"
 
 
 def defer_aiohttp() -> None:
     """Import nats-py's transports without aiohttp, unless either is imported already."""
-    if _TRANSPORT in sys.modules or "aiohttp" in sys.modules:
+    if "nats.aio.transport" in sys.modules or "aiohttp" in sys.modules:
         return
     sys.modules["aiohttp"] = None  # type: ignore[assignment]  # `import aiohttp` fails at once
     try:
-        importlib.import_module(_TRANSPORT)
+        importlib.import_module("nats.aio.transport")
     finally:
         if sys.modules.get("aiohttp", ...) is None:
             del sys.modules["aiohttp"]
@@ -37,6 +36,6 @@ def defer_aiohttp() -> None:
 
 def enable_websocket() -> None:
     """Give nats-py the aiohttp its WebSocket transport needs (imported now if need be)."""
-    transport: Any = importlib.import_module(_TRANSPORT)
+    transport: Any = importlib.import_module("nats.aio.transport")
     if transport.aiohttp is None:
         transport.aiohttp = importlib.import_module("aiohttp")
