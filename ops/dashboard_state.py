@@ -3,7 +3,9 @@
 Every `interval` seconds it samples the system with `StatusSampler` and builds the status view
 (`build_view`: runners with headroom, heartbeat and flags, agents by type and status, event and
 action rates, on the rules of `mabeam status`), keeps the rates of the last `HISTORY_SECONDS` for
-the charts, and publishes one `Snapshot` to whoever waits (`next_snapshot`).
+the charts, and publishes one `Snapshot` to whoever waits (`next_snapshot`). A killed runner's
+lease expires about when it is found dead, which takes it out of the registry: the view keeps
+its last record, dead, for `DEPARTED_SHOWN_SECONDS` (a stopped runner leaves at once).
 
 Its timeline (`Timeline`) holds what happened to the system, newest last, at most
 `TIMELINE_LENGTH` entries: the system events `runner.up`, `runner.down` (a runner that stopped),
@@ -31,11 +33,12 @@ from mabeam.core.codec import now_rfc3339
 from mabeam.core.connection import Connection
 from mabeam.core.errors import MabeamError
 from mabeam.ops.status_view import Sample, StatusSampler, StatusView, build_view
-from mabeam.registry.records import AgentRecord
+from mabeam.registry.records import AgentRecord, RunnerRecord
 from mabeam.registry.registry import Registry
 from mabeam.registry.replica import ChangeStream
 
 __all__ = [
+    "DEPARTED_SHOWN_SECONDS",
     "HISTORY_SECONDS",
     "SYSTEM_TOPICS",
     "TIMELINE_LENGTH",
@@ -54,6 +57,8 @@ TIMELINE_LENGTH: Final = 200
 """Most timeline entries kept."""
 SYSTEM_TOPICS: Final = ("runner.up", "runner.down", "agent.crashed", "agent.restarted")
 """The system events entered in the timeline."""
+DEPARTED_SHOWN_SECONDS: Final = HISTORY_SECONDS
+"""How long a killed runner stays on the view, dead, after its lease expired."""
 _NAMED: Final = 5
 """Agents named on one counted timeline line (then `...`)."""
 
@@ -104,6 +109,7 @@ class LiveState:
         self.timeline = Timeline()
         """What happened, for the snapshots."""
         self._owners: dict[str, str] = {}
+        self._last_records: dict[str, RunnerRecord] = {}
         self._snapshot: Snapshot | None = None
         self._fresh = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
@@ -159,7 +165,7 @@ class LiveState:
             await asyncio.sleep(self.interval)
 
     async def _publish(self, seq: int, before: Sample, after: Sample) -> None:
-        view = build_view(self._registry, before, after)
+        view = build_view(self._registry, before, after, self._departed())
         self.timeline.see_runners(view)
         self.timeline.flush()
         self._rates.append(RatePoint(time.time(), view.events_per_s, view.actions_per_s))
@@ -178,6 +184,24 @@ class LiveState:
         with changes:
             async for change in changes:
                 self._note_owner(change.kind, change.record)
+
+    def _departed(self) -> list[RunnerRecord]:
+        """The last records of the runners whose lease expired (killed, not stopped) within
+        `DEPARTED_SHOWN_SECONDS`: shown dead, where `mabeam status` no longer sees them."""
+        runners = self._registry.runners
+        for record in runners.all():
+            self._last_records[record.id] = record
+        expired = set(runners.beaten())
+        departed = []
+        for runner_id, record in list(self._last_records.items()):
+            if runner_id in runners:
+                continue
+            age = runners.heartbeat_age(runner_id)
+            if runner_id in expired and age is not None and age <= DEPARTED_SHOWN_SECONDS:
+                departed.append(record)
+            else:
+                del self._last_records[runner_id]  # stopped (no expiry), or gone long ago
+        return departed
 
     def _note_owner(self, kind: str, record: AgentRecord) -> None:
         if kind == "removed":

@@ -187,3 +187,22 @@ def test_the_timeline_counts_agents_and_names_dead_runners() -> None:
         ("agent.failed_over", "r1", "7 agents failed over from r1 to r2: a0, a1, a2, a3, a4, ..."),
         ("agent.moved", "r2", "1 agent moved from r2 to r3: b0"),
     ]
+
+
+async def test_a_stopped_runner_leaves_the_view_at_once(system: Any, config: Config) -> None:
+    _, _, http = system
+
+    async def runner_ids() -> set[str]:
+        snapshot = await json_of(http, "/api/snapshot")
+        return {runner["id"] for runner in snapshot["view"]["runners"]}
+
+    settings = RunnerSettings(runner_id="leaving", heartbeat_interval=HEARTBEAT)
+    async with ObservedRunner(config, settings):
+        await eventually(
+            runner_ids,
+            until=lambda ids: ids == {"d1", "leaving"},
+            timeout=10,
+            ignoring=(AssertionError,),  # 503 before the first snapshot
+        )
+    # it removed its record: no lease expired, so it is not kept as a dead runner
+    await eventually(runner_ids, until=lambda ids: ids == {"d1"}, timeout=10)

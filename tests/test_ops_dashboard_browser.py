@@ -125,4 +125,7 @@ async def test_the_page_follows_the_system_live(
             await page.wait_for_selector(f'#timeline tr[data-kind="{kind}"]', timeout=WAIT_MS)
         assert "first" in await page.text_content('#timeline tr[data-kind="agent.failed_over"]')
         assert await page.locator(".tail-line").count() == 1  # the cancelled order never came
+        # its lease expired meanwhile; the page still shows it dead
+        assert await page.locator('#runners tr[data-runner="r-a"].dead').count() == 1
+        assert await page.text_content("#runner-count") == "1 live of 2"
         await page.screenshot(path=str(tmp_path / "dashboard-after.png"), full_page=True)
