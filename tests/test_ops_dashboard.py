@@ -206,3 +206,20 @@ async def test_a_stopped_runner_leaves_the_view_at_once(system: Any, config: Con
         )
     # it removed its record: no lease expired, so it is not kept as a dead runner
     await eventually(runner_ids, until=lambda ids: ids == {"d1"}, timeout=10)
+
+
+@pytest.mark.usefixtures("system")  # a system to watch
+async def test_the_command_serves_until_sigterm(config: Config) -> None:
+    command = [sys.executable, "-m", "mabeam.cli.main", "dashboard", "--port", "0"]
+    command += ["--nats", config.nats_url, "--prefix", config.prefix]
+    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+        url = line.split()[2]
+        assert line.startswith("dashboard serving http://127.0.0.1:") and url.endswith("/")
+        async with aiohttp.ClientSession() as http, http.get(url) as answer:
+            assert answer.status == 200
+    finally:
+        process.terminate()
+        assert await asyncio.wait_for(process.wait(), 10) == 0
