@@ -47,8 +47,12 @@ format: install
 demo: bytecode
 	$(BIN)/mabeam demo
 
+# The full suite with its report: report.md, the PNG plots (matplotlib, the `plot` extra) and
+# the JSON results in perf-out/.
 perf: install
-	$(BIN)/mabeam perf
+	$(BIN)/python -m pip install --quiet -e '.[plot]'
+	mkdir -p perf-out
+	$(BIN)/mabeam perf --report perf-out --json perf-out/out.json
 
 clean:
 	rm -rf $(VENV) .typecheck build *.egg-info .pytest_cache .mypy_cache .ruff_cache

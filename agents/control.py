@@ -5,7 +5,7 @@
 them, and then to `P.ctl.spawn.<type>`; a host that answers 429 (full or under memory pressure),
 503 (draining) or is gone makes way for the next (`send_spawn`, which a runner also uses to
 forward a spawn it should not serve). `list_runners` gathers every runner's reply to
-`P.ctl.runners` until a short quiet time.
+`P.ctl.runners` until a short quiet time, and `list_interfaces` their replies to `P.ctl.types`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from mabeam.core.replies import error_of, result_of
 __all__ = [
     "TRY_ELSEWHERE",
     "SpawnRequest",
+    "list_interfaces",
     "list_runners",
     "parse_spawn_request",
     "request_spawn",
@@ -175,3 +176,17 @@ async def list_runners(connection: Connection, *, quiet: float = 0.1) -> list[di
     )
     records = [result_of(msg.headers, msg.data) for msg in replies]
     return sorted(records, key=lambda record: str(record.get("id")))
+
+
+async def list_interfaces(connection: Connection, *, quiet: float = 0.1) -> dict[str, Any]:
+    """The interface (the `_describe` reply) of every agent type a live runner hosts, by type
+    name, gathered from `P.ctl.types` like `list_runners`. Runners that host the same type
+    describe it alike; the first reply of each type is kept."""
+    replies = await gather_replies(
+        connection, connection.subjects.types, b"{}", timeout=quiet * 10, quiet=quiet
+    )
+    interfaces: dict[str, Any] = {}
+    for msg in replies:
+        for name, interface in result_of(msg.headers, msg.data)["types"].items():
+            interfaces.setdefault(name, interface)
+    return dict(sorted(interfaces.items()))

@@ -498,7 +498,8 @@ class AgentHost(HostServices):
 
     def _recent_calls(self) -> RecentCalls:
         if self._calls is None:
-            self._calls = RecentCalls(self.agent_type.remembered_calls)
+            agent_type = self.agent_type
+            self._calls = RecentCalls(agent_type.remembered_calls, agent_type.remembered_for)
         return self._calls
 
     async def _run_callback(self, envelope: Envelope) -> None:

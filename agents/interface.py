@@ -13,7 +13,7 @@ import msgspec
 
 from mabeam.agents.model import ActionSpec, Agent
 
-__all__ = ["describe"]
+__all__ = ["describe", "struct_schema"]
 
 
 _DESCRIBED: dict[str, tuple[type[Agent], dict[str, Any]]] = {}
@@ -36,7 +36,8 @@ def _interface(agent_type: type[Agent]) -> dict[str, Any]:
         "events": sorted(
             {p for handler in agent_type.__event_handlers__ for p in handler.patterns}
         ),
-        "start_arguments": _schema(agent_type.__start_arguments__),
+        "start_arguments": struct_schema(agent_type.__start_arguments__),
+        "virtual": agent_type.virtual,
         "concurrent": agent_type.concurrent,
         "mailbox_size": agent_type.mailbox_size,
         "action_timeout": agent_type.action_timeout,
@@ -44,10 +45,10 @@ def _interface(agent_type: type[Agent]) -> dict[str, Any]:
 
 
 def _action(spec: ActionSpec) -> dict[str, Any]:
-    return {"method": spec.method_name, "arguments": _schema(spec.arguments)}
+    return {"method": spec.method_name, "arguments": struct_schema(spec.arguments)}
 
 
-def _schema(arguments: type) -> dict[str, Any]:
+def struct_schema(arguments: type) -> dict[str, Any]:
     """A self-contained JSON Schema (2020-12) of an argument struct, its title its type name."""
     generated = msgspec.json.schema(arguments)
     name = generated["$ref"].rsplit("/", 1)[-1]

@@ -192,6 +192,11 @@ class Agent(AgentContext):
     """How many recent call ids (header `Mabeam-Call-Id`) and their replies an agent keeps, so
     that a repeated call is answered with its first reply instead of running again; part of
     the snapshot of a type that snapshots. 0 remembers none."""
+    remembered_for: ClassVar[float] = 30.0
+    """Seconds a remembered call is kept at most (it is forgotten at the next call after that):
+    retries come within the caller's retry window (the Python client's `call_retry_for`, 10 s,
+    plus a timeout: 15 s), and an agent's memory stays what the last half minute's calls need
+    instead of growing to `remembered_calls` entries on every agent ever called that often."""
     virtual: ClassVar[bool] = True
     """Whether agents of this type may be called virtually, `P.virtual.<type>.<key>.<action>`
     (activated by their first call, passivated when idle); False refuses such calls with 400."""
@@ -222,6 +227,15 @@ class Agent(AgentContext):
             raise BadRequestError(
                 f"{cls.__name__}.remembered_calls must be a whole number >= 0,"
                 f" got {cls.remembered_calls!r}"
+            )
+        if (
+            isinstance(cls.remembered_for, bool)
+            or not isinstance(cls.remembered_for, int | float)
+            or not cls.remembered_for > 0
+        ):
+            raise BadRequestError(
+                f"{cls.__name__}.remembered_for must be a number of seconds > 0,"
+                f" got {cls.remembered_for!r}"
             )
         for capability in cls.capabilities:
             validate_id(capability, "capability")

@@ -1,17 +1,19 @@
 """What an agent remembers of its recent calls, so that a repeated call id gets the first reply.
 
 A call may carry the header `Mabeam-Call-Id` (PROTOCOL.md "Safe retries"). The host keeps the
-replies of the last `Agent.remembered_calls` identified calls, oldest forgotten first, at most
-`MAX_REMEMBERED_BYTES` of reply bodies per agent; a reply body larger than `MAX_REPLY_BYTES` is
-remembered without its body, and a repeat of that call gets 409 instead of running again. For a
-type that snapshots, the `PERSISTED_CALLS` most recent travel with the snapshot (`encode` /
-`restore`), so a retry that reaches the agent's next owner after a fail-over is answered too.
+replies of the last `Agent.remembered_calls` identified calls of the last `Agent.remembered_for`
+seconds, oldest forgotten first, at most `MAX_REMEMBERED_BYTES` of reply bodies per agent; a
+reply body larger than `MAX_REPLY_BYTES` is remembered without its body, and a repeat of that
+call gets 409 instead of running again. For a type that snapshots, the `PERSISTED_CALLS` most
+recent travel with the snapshot (`encode` / `restore`), so a retry that reaches the agent's next
+owner after a fail-over is answered too.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict
+import time
+from array import array
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -67,6 +69,7 @@ class _Remembered(msgspec.Struct, array_like=True):
 
 
 _decoder = msgspec.json.Decoder(list[_Remembered])
+_entry_decoder = msgspec.json.Decoder(_Remembered)
 _NULL = msgspec.Raw(b"null")
 
 
@@ -78,45 +81,66 @@ def _entry(call_id: str, reply: Reply | None) -> bytes:
 
 
 class RecentCalls:
-    """The bounded memory of one agent's identified calls: call id → `Reply`."""
+    """The bounded memory of one agent's identified calls: call id → `Reply`.
 
-    __slots__ = ("_bytes", "_encoded", "_replies", "limit")
+    Each call is held as its entry of `encode` only (one `bytes`, made once when remembered):
+    32 calls with small replies cost an agent about 6 KiB, where a `Reply` beside each entry
+    cost 12 KiB. A repeat, which is rare, decodes its entry back into the `Reply`.
+    """
 
-    def __init__(self, limit: int) -> None:
+    __slots__ = ("_bytes", "_entries", "_sizes", "_times", "keep_for", "limit")
+
+    def __init__(self, limit: int, keep_for: float = 30.0) -> None:
         self.limit = limit
-        self._replies: OrderedDict[str, Reply | None] = OrderedDict()
-        self._encoded: dict[str, bytes] = {}
-        """Each remembered call's entry of `encode`, made once when it is remembered."""
+        self.keep_for = keep_for
+        self._entries: dict[str, bytes] = {}
+        """Call id → its entry of `encode`, oldest first."""
+        self._sizes = array("H")
+        """The reply body size each entry counts against `MAX_REMEMBERED_BYTES`, same order."""
+        self._times = array("d")
+        """When each entry was remembered (monotonic seconds), same order."""
         self._bytes = 0
 
     def __len__(self) -> int:
-        return len(self._replies)
+        return len(self._entries)
 
     def __contains__(self, call_id: object) -> bool:
-        return call_id in self._replies
+        return call_id in self._entries
 
     def get(self, call_id: str) -> Reply:
         """The first reply to `call_id` (`ConflictError` when it was too large to keep)."""
-        reply = self._replies[call_id]
-        if reply is None:
+        entry = _entry_decoder.decode(self._entries[call_id])
+        if not entry.kept:
             raise ConflictError(
                 f"call {call_id!r} already ran; its reply was above {MAX_REPLY_BYTES} bytes,"
                 " too large to be remembered"
             )
-        return reply
+        return Reply(bytes(entry.body), entry.headers)
 
     def remember(self, call_id: str, reply: Reply) -> None:
-        """Keep `reply` as the answer to every repeat of `call_id`."""
-        if self.limit == 0 or call_id in self._replies:
+        """Keep `reply` as the answer to every repeat of `call_id`; forget the calls remembered
+        more than `keep_for` seconds ago, and the oldest beyond the bounds."""
+        if self.limit == 0 or call_id in self._entries:
             return
+        now = time.monotonic()
+        times = self._times
+        while times and times[0] < now - self.keep_for:
+            self._forget_oldest()
         kept = reply if len(reply.body) <= MAX_REPLY_BYTES else None
-        self._replies[call_id] = kept
-        self._encoded[call_id] = _entry(call_id, kept)
-        self._bytes += len(kept.body) if kept is not None else 0
-        while len(self._replies) > self.limit or self._bytes > MAX_REMEMBERED_BYTES:
-            oldest_id, oldest = self._replies.popitem(last=False)
-            del self._encoded[oldest_id]
-            self._bytes -= len(oldest.body) if oldest is not None else 0
+        self._add(call_id, _entry(call_id, kept), len(kept.body) if kept is not None else 0, now)
+        while len(self._entries) > self.limit or self._bytes > MAX_REMEMBERED_BYTES:
+            self._forget_oldest()
+
+    def _add(self, call_id: str, entry: bytes, size: int, now: float) -> None:
+        self._entries[call_id] = entry
+        self._sizes.append(size)
+        self._times.append(now)
+        self._bytes += size
+
+    def _forget_oldest(self) -> None:
+        del self._entries[next(iter(self._entries))]
+        self._bytes -= self._sizes.pop(0)
+        self._times.pop(0)
 
     def encode(self) -> bytes:
         """The `PERSISTED_CALLS` most recent calls as JSON, oldest first: `[[id, headers or
@@ -125,7 +149,7 @@ class RecentCalls:
         A snapshot carries only these: the calls whose replies may not have reached their
         callers when a runner dies are those of its last commits; older replies were sent.
         """
-        recent = list(itertools.islice(reversed(self._encoded.values()), PERSISTED_CALLS))
+        recent = list(itertools.islice(reversed(self._entries.values()), PERSISTED_CALLS))
         return b"[" + b",".join(reversed(recent)) + b"]"
 
     def restore(self, data: bytes) -> None:
@@ -134,12 +158,12 @@ class RecentCalls:
             entries = _decoder.decode(data)
         except msgspec.DecodeError as error:
             raise BadRequestError(f"remembered calls: {error}") from error
-        self._replies.clear()
-        self._encoded.clear()
+        self._entries.clear()
+        del self._sizes[:]
+        del self._times[:]
         self._bytes = 0
         for entry in entries[-self.limit :] if self.limit else ():
             if not entry.kept:
-                self._replies[entry.id] = None
-                self._encoded[entry.id] = _entry(entry.id, None)
+                self._add(entry.id, _entry(entry.id, None), 0, time.monotonic())
             else:
                 self.remember(entry.id, Reply(bytes(entry.body), entry.headers))

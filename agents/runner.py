@@ -7,7 +7,8 @@ runner record, and serves:
   type it hosts (a queue group of that type's hosts): a spawn there is served here when this
   runner hosts the type and no host is less loaded (`Placement`), and otherwise forwarded to the
   chosen host's `P.ctl.<id>.spawn`, whose spawns are always served where they land;
-- `P.ctl.runners` (every runner answers with its record) and `P.ctl.<id>.drain`;
+- `P.ctl.runners` (every runner answers with its record), `P.ctl.types` (every runner answers
+  with the interfaces of the types it hosts) and `P.ctl.<id>.drain`;
 - `$SRV.PING|INFO|STATS` as a NATS micro service (`RunnerService`), counting each request on
   these subjects, and the agent traffic, on its endpoints.
 
@@ -48,6 +49,7 @@ from mabeam.agents.builtin.coordinator import COORDINATOR_ID, CoordinatorAgent
 from mabeam.agents.builtin.demo import DemoAgent
 from mabeam.agents.context import MessageContext
 from mabeam.agents.control import TRY_ELSEWHERE, SpawnRequest, parse_spawn_request, send_spawn
+from mabeam.agents.interface import describe
 from mabeam.agents.model import Agent
 from mabeam.agents.observer import ObserverGroup, RunnerObserver
 from mabeam.agents.passivation import Passivator, idle_limits
@@ -158,6 +160,7 @@ class Runner(AsyncResource):
         self._dropped: set[str] = set()
         """Agents a fence dropped while their records still name this runner (to take back)."""
         self._drain_task: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
         self._tally = ActionTally()
         self._service: RunnerService | None = None
         self._log_context = contextvars.copy_context()
@@ -242,6 +245,7 @@ class Runner(AsyncResource):
         ]
         self._control = [
             await connection.subscribe(subjects.runners, self._on_runners),
+            await connection.subscribe(subjects.types, self._on_types),
             await connection.subscribe(subjects.runner_control(self.id, "drain"), self._on_drain),
         ]
         await connection.flush()
@@ -290,8 +294,19 @@ class Runner(AsyncResource):
             )
 
     async def close(self) -> None:
-        """Stop everything (agents that are still here stop for good); safe twice."""
-        if self._connection is None:
+        """Stop everything (agents that are still here stop for good); safe twice, and safe
+        while a drain is closing the runner (both wait for the one close)."""
+        if self._closing is None:
+            if self._connection is None:
+                return
+            self._closing = asyncio.get_running_loop().create_task(
+                self._close(), context=self._log_context.copy()
+            )
+        await self._closing
+
+    async def _close(self) -> None:
+        connection = self._connection
+        if connection is None:
             return
         for task in self._loops:
             task.cancel()
@@ -310,7 +325,7 @@ class Runner(AsyncResource):
         await runtime.cancel_tasks()
         await runtime.registry.close()
         await runtime.bus.close()
-        connection, self._connection = self._connection, None
+        self._connection = None
         await connection.close()
         self.stopped.set()
         log.info("runner.stopped", runner=self.id)
@@ -455,6 +470,14 @@ class Runner(AsyncResource):
         if msg.reply:
             endpoint, started = self._endpoint(msg)
             await self.runtime.publish_reply(msg.reply, encode(self._record_dict()))
+            endpoint.end(started)
+
+    async def _on_types(self, msg: Message) -> None:
+        if msg.reply:
+            endpoint, started = self._endpoint(msg)
+            interfaces = {name: describe(self.types[name]) for name in sorted(self.types)}
+            reply = encode({"runner": self.id, "types": interfaces})
+            await self.runtime.publish_reply(msg.reply, reply)
             endpoint.end(started)
 
     async def _on_drain(self, msg: Message) -> None:

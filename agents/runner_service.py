@@ -100,6 +100,7 @@ class RunnerService:
             ),
             Endpoint("spawn-here", subjects.runner_control(runner_id, "spawn")),
             Endpoint("runners", subjects.runners),
+            Endpoint("types", subjects.types),
             Endpoint("drain", subjects.runner_control(runner_id, "drain")),
         ]
         self._by_subject: Mapping[str, Endpoint] = {

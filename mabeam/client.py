@@ -20,7 +20,7 @@ import msgspec
 
 from mabeam.agents.builtin.coordinator import COORDINATOR_ID
 from mabeam.agents.calls import Caller, Calls, ForwardsCalls
-from mabeam.agents.control import SpawnRequest, list_runners, request_spawn
+from mabeam.agents.control import SpawnRequest, list_interfaces, list_runners, request_spawn
 from mabeam.agents.coordination.auction import MAX_ROUNDS, AuctionRequest
 from mabeam.agents.coordination.barrier import BarrierRequest
 from mabeam.agents.coordination.consensus import ConsensusRequest
@@ -251,6 +251,11 @@ class Client(AsyncResource, ForwardsCalls):
     async def runners(self) -> list[dict[str, Any]]:
         """Every live runner's record, from `P.ctl.runners`."""
         return await list_runners(self.connection)
+
+    async def interfaces(self) -> dict[str, Any]:
+        """The interface of every agent type the live runners host (as `_describe` answers),
+        by type name, from `P.ctl.types`."""
+        return await list_interfaces(self.connection)
 
 
 def _checked(schema: type[msgspec.Struct], request: dict[str, Any]) -> dict[str, Any]:

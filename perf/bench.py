@@ -35,8 +35,12 @@ _RAW_AGENTS = 100
 class Bench:
     """The shared context of one run of the suite."""
 
-    def __init__(self, url: str, *, quick: bool, log_dir: Path) -> None:
+    def __init__(
+        self, url: str, *, quick: bool, log_dir: Path, server_pid: int | None = None
+    ) -> None:
         self.url = url
+        self.server_pid = server_pid
+        """The nats-server's process id, for rows that read its CPU time."""
         self.quick = quick
         self.sizes: Sizes = QUICK if quick else FULL
         self.log_dir = log_dir

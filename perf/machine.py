@@ -13,7 +13,7 @@ from typing import Any
 from mabeam.core.embedded_server import find_nats_server
 from mabeam.core.errors import ServerStartError
 
-__all__ = ["machine_info", "now_utc", "read_rss_kb"]
+__all__ = ["busy_cpu_seconds", "cpu_seconds", "machine_info", "now_utc", "read_rss_kb"]
 
 
 def now_utc() -> str:
@@ -27,6 +27,20 @@ def read_rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise OSError(f"process {pid} reports no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time process `pid` has used so far, user and system, in seconds (`utime` and
+    `stime` of /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_cpu_seconds() -> float:
+    """The CPU time the whole machine has spent busy (every core, every process), in seconds:
+    the first line of /proc/stat without its idle and iowait columns."""
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def machine_info() -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""PNG plots of a report: latency histograms and the scaling curves. Optional.
+"""PNG plots of a report: latency histograms, the scaling curves, and every figure's ratio to
+its raw limit. Optional.
 
 matplotlib is the optional extra `plot` (`pip install 'mabeam[plot]'`), so the runtime stays
 lean; without it `render_plots` draws nothing and says why.
@@ -29,6 +30,12 @@ def render_plots(report: Report, directory: Path) -> tuple[list[str], str]:
             if figure.dist is not None and figure.dist.hist:
                 files.append(_histogram(pyplot, directory, row.name, figure))
         files.extend(_curve(pyplot, directory, row.name, series) for series in row.series)
+    ratios = [
+        (f"{row.name}: {figure.label}", figure) for row in report.rows for figure in row.figures
+    ]
+    measured = [(label, figure) for label, figure in ratios if figure.ratio is not None]
+    if measured:
+        files.append(_ratios(pyplot, directory, measured))
     return files, f"{len(files)} plots drawn with matplotlib {matplotlib.__version__}."
 
 
@@ -59,6 +66,28 @@ def _curve(pyplot: Any, directory: Path, row: str, series: Series) -> str:
     axes.set_ylabel(series.ylabel)
     axes.grid(True, alpha=0.3)
     return _save(pyplot, fig, directory / f"{row}-{series.name}.png")
+
+
+def _ratios(pyplot: Any, directory: Path, figures: list[tuple[str, Figure]]) -> str:
+    """One bar per figure that has a raw limit: its performance as a fraction of the limit's
+    (1 = as fast as raw nats-py or plain asyncio), green where the figure passes."""
+    labels = [_shortened(label) for label, _ in figures]
+    values = [figure.ratio or 0.0 for _, figure in figures]
+    colours = ["#228833" if figure.verdict == "pass" else "#cc3311" for _, figure in figures]
+    fig, axes = pyplot.subplots(figsize=(9, 0.32 * len(figures) + 1.2))
+    positions = range(len(figures))
+    axes.barh(positions, values, color=colours)
+    axes.set_yticks(list(positions), labels, fontsize=7)
+    axes.invert_yaxis()
+    axes.axvline(1.0, color="#222222", linewidth=0.8)
+    axes.set_xlabel("ratio to the raw limit (higher is better; green: the figure passes)")
+    axes.set_title("every figure beside its raw limit")
+    axes.grid(True, axis="x", alpha=0.3)
+    return _save(pyplot, fig, directory / "ratios.png")
+
+
+def _shortened(label: str, width: int = 70) -> str:
+    return label if len(label) <= width else label[: width - 1] + "…"
 
 
 def _save(pyplot: Any, fig: Any, path: Path) -> str:

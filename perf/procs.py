@@ -130,6 +130,11 @@ class WorkerProcess:
         self.close_stdin()
         return await self.result(timeout)
 
+    @property
+    def pid(self) -> int:
+        """The worker's process id (once started)."""
+        return self._started().pid
+
     def _started(self) -> asyncio.subprocess.Process:
         if self._process is None:
             raise PerfError(f"{self.name} was not started")

@@ -46,6 +46,8 @@ class Sizes:
     virtual_first: int = 1000
     passivation_keys: int = 100_000
     passivate_after: float = 2.0
+    scale_runners: tuple[int, ...] = (1, 2, 4)
+    scale_calls: int = 60_000
 
 
 FULL = Sizes()
@@ -80,6 +82,7 @@ QUICK = Sizes(
     limits_calls=2000,
     virtual_first=300,
     passivation_keys=20_000,
+    scale_calls=10_000,
 )
 """The sizes of `--quick`."""
 

@@ -27,6 +27,7 @@ from mabeam.perf.scenarios import (
     event_rows,
     limit_rows,
     registry_rows,
+    scale_rows,
     system_rows,
     virtual_rows,
 )
@@ -62,6 +63,7 @@ SCENARIOS: dict[str, Scenario] = {
     "registry": registry_rows.registry,
     "registry_scalability": registry_rows.registry_scalability,
     "resource_limits": limit_rows.resource_limits,
+    "scale_out": scale_rows.scale_out,
 }
 """The scenario of every row of perf/README.md."""
 
@@ -82,7 +84,7 @@ async def run_suite(
     mode: Literal["quick", "full"] = "quick" if quick else "full"
     rows: list[Row] = []
     async with EmbeddedServer(monitor_port=None) as server:
-        bench = Bench(server.url, quick=quick, log_dir=log_dir)
+        bench = Bench(server.url, quick=quick, log_dir=log_dir, server_pid=server.pid)
         for name in names:
             row = await _run_row(bench, name, _ROW_TIME_LIMIT[mode])
             progress(row)

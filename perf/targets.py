@@ -439,6 +439,18 @@ _ROWS = (
             FigureSpec("crashes", "runner or agent crashes", "", "—", (_at_most(0),)),
         ),
     ),
+    RowSpec(
+        "scale_out",
+        "the same load (two client processes, 128 calls in flight each, on 100 "
+        "`bench_counter` agents spread evenly) on 1, 2 and 4 runner processes of one machine; "
+        "the CPU of every process meanwhile names what saturates",
+        (
+            FigureSpec("rate_1", "calls/s with 1 runner", "/s", "—", (), "higher"),
+            FigureSpec("rate_2", "calls/s with 2 runners", "/s", "—", (), "higher"),
+            FigureSpec("rate_4", "calls/s with 4 runners", "/s", "—", (), "higher"),
+            FigureSpec("growth", "throughput with 4 runners / with 1", "x", "—", ()),
+        ),
+    ),
 )
 
 ROWS: dict[str, RowSpec] = {row.name: row for row in _ROWS}

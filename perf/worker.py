@@ -34,6 +34,7 @@ FAMILIES = {
     "registry": "mabeam.perf.scenarios.registry_rows",
     "limits": "mabeam.perf.scenarios.limit_rows",
     "virtual": "mabeam.perf.scenarios.virtual_rows",
+    "scale": "mabeam.perf.scenarios.scale_rows",
 }
 """Family name → module that holds its `WORKERS`."""
 

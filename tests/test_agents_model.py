@@ -81,6 +81,10 @@ def test_bad_declarations_are_refused_at_class_creation() -> None:
         class BadCapability(Agent):
             capabilities = ("not ok",)
 
+    for bad in (0, -1.0, True, "60"):
+        with pytest.raises(BadRequestError, match="remembered_for"):
+            type("BadMemory", (Agent,), {"remembered_for": bad})
+
 
 async def test_mailbox_runs_in_order_and_refuses_when_full() -> None:
     seen: list[str] = []

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from mabeam.agents.recent_calls import MAX_REPLY_BYTES, PERSISTED_CALLS, RecentCalls, Reply
+from mabeam.agents import recent_calls
+from mabeam.agents.recent_calls import (
+    MAX_REMEMBERED_BYTES,
+    MAX_REPLY_BYTES,
+    PERSISTED_CALLS,
+    RecentCalls,
+    Reply,
+)
 from mabeam.core.errors import BadRequestError, ConflictError, UnknownActionError
 
 
@@ -71,3 +78,28 @@ def test_a_snapshot_carries_only_the_most_recent_calls() -> None:
     assert len(restored) == PERSISTED_CALLS
     assert "c4" not in restored and f"c{PERSISTED_CALLS + 4}" in restored
     assert restored.get("c5").value() == 5
+
+
+def test_calls_older_than_keep_for_are_forgotten_at_the_next_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(recent_calls.time, "monotonic", lambda: clock[0])
+    calls = RecentCalls(limit=8, keep_for=10.0)
+    calls.remember("old", Reply.of_result(1))
+    clock[0] += 6
+    calls.remember("mid", Reply.of_result(2))
+    clock[0] += 5  # "old" is 11 s old, "mid" 5 s
+    assert "old" in calls  # forgotten lazily, at the next call
+    calls.remember("new", Reply.of_result(3))
+    assert ("old" in calls, "mid" in calls, "new" in calls) == (False, True, True)
+    assert calls.get("mid").value() == 2
+
+
+def test_the_reply_bodies_kept_are_bounded_in_bytes() -> None:
+    calls = RecentCalls(limit=32)
+    body = "x" * (MAX_REPLY_BYTES - 2)  # encoded with its quotes: exactly the largest kept
+    for index in range(MAX_REMEMBERED_BYTES // MAX_REPLY_BYTES + 2):
+        calls.remember(f"c{index}", Reply.of_result(body))
+    assert len(calls) == MAX_REMEMBERED_BYTES // MAX_REPLY_BYTES
+    assert calls.get(f"c{len(calls) + 1}").value() == body

@@ -275,6 +275,14 @@ async def test_drain_request_stops_the_runner(config: Config, raw: Any, prefix: 
     await asyncio.wait_for(runner.stopped.wait(), 10)
 
 
+async def test_a_close_while_a_drain_is_closing_waits_for_the_same_close(config: Config) -> None:
+    runner = await Runner(config, RunnerSettings(runner_id="twoclosers")).start()
+    runner.request_drain()
+    await asyncio.sleep(0)  # the drain has begun
+    await asyncio.wait_for(asyncio.gather(runner.close(), runner.close()), 10)
+    assert runner.stopped.is_set()
+
+
 # ----------------------------------------------------------------- helpers
 
 

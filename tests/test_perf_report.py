@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from mabeam.perf.distributions import summarize
+from mabeam.perf.machine import busy_cpu_seconds, cpu_seconds
 from mabeam.perf.plots import render_plots
 from mabeam.perf.report import format_value, render_markdown, summary_line, write_json
 from mabeam.perf.results import FigureSpec, Goal, Measurements, Report, RowSpec, build_row, ratio
+from mabeam.perf.scenarios import scale_rows
 from mabeam.perf.sizes import quick_notes
 from mabeam.perf.suite import SCENARIOS
 from mabeam.perf.targets import ROW_NAMES, ROWS
@@ -164,11 +167,12 @@ def test_plots_are_drawn_with_matplotlib(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     files, _ = render_plots(_report(_full()), tmp_path)
     assert files and all(Path(name).is_file() for name in files)
+    assert str(tmp_path / "ratios.png") in files
 
 
 def test_every_row_has_a_scenario() -> None:
     assert list(SCENARIOS) == list(ROW_NAMES)
-    assert len(ROWS) == 16
+    assert len(ROWS) == 17
 
 
 def test_perf_readme_defines_every_row_as_the_suite_checks_it() -> None:
@@ -188,3 +192,13 @@ def test_quick_notes_say_what_quick_shortens() -> None:
     assert notes == ["quick: event_seconds = 4 s instead of 30 s"]
     with pytest.raises(KeyError):
         quick_notes(("no_such_size",))
+
+
+def test_the_scale_row_names_what_saturates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scale_rows.os, "cpu_count", lambda: 2)
+    one_core = scale_rows._cpu_note({"runner r0": 0.95, "load 0": 0.3, "other processes": 0.1})
+    assert one_core.endswith("runner r0 saturate(s) a core")
+    cores = scale_rows._cpu_note({"runner r0": 0.7, "load 0": 0.6, "other processes": 0.6})
+    assert cores.endswith("the 2 cores saturate (190% of 200%)")
+    assert scale_rows._cpu_note({"runner r0": 0.2}).startswith("CPU per process: runner r0 20%")
+    assert cpu_seconds(os.getpid()) > 0 and busy_cpu_seconds() > 0

@@ -214,6 +214,7 @@ async def test_runners_and_a_client_work_with_their_roles_and_fail_over(
         async with Client(system.config("operator"), with_registry=False) as operator:
             assert (await operator.stop("c1"))["stopped"] is True
         assert {runner["id"] for runner in await client.runners()} == {"r1", "r2"}
+        assert "demo" in await client.interfaces()
         await client.publish("orders.eu.created", {"x": 1})
         assert (await asyncio.wait_for(receipts.get(), 5)).data == {"order": {"x": 1}, "by": "p1"}
         vote = await client.consensus(capability="panel", proposal="go", rule="unanimous")

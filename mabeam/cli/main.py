@@ -42,6 +42,7 @@ COMMANDS: Final[dict[str, str]] = {
     "status": "status",
     "dashboard": "dashboard",
     "perf": "perf",
+    "asyncapi": "asyncapi",
 }
 """Command → the module of `mabeam.cli` that registers it. Running a command imports only its
 module, so a runner does not pay for the imports of the demo, the status view or the perf suite

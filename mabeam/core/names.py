@@ -175,6 +175,11 @@ class Subjects:
         """The subject every runner answers with its record: `P.ctl.runners`."""
         return f"{self.prefix}.ctl.runners"
 
+    @property
+    def types(self) -> str:
+        """The subject every runner answers with the interfaces of its types: `P.ctl.types`."""
+        return f"{self.prefix}.ctl.types"
+
     def runner_control(self, runner_id: str, verb: str) -> str:
         """A request to one runner: `P.ctl.<runner_id>.<verb>` (spawn, drain)."""
         return f"{self.prefix}.ctl.{runner_id}.{verb}"
