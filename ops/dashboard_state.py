@@ -9,11 +9,11 @@ its last record, dead, for `DEPARTED_SHOWN_SECONDS` (a stopped runner leaves at 
 
 Its timeline (`Timeline`) holds what happened to the system, newest last, at most
 `TIMELINE_LENGTH` entries: the system events `runner.up`, `runner.down` (a runner that stopped),
-`agent.crashed` and `agent.restarted` (a crash, a requested restart, a take-over); `runner.dead`
-when a runner of the view stops being live (3 heartbeats missed: it was killed or cut off); and
-the moves seen in the agent replica: an agent whose record names another runner than before
-`agent.moved`, or `agent.failed_over` when the runner it left is no longer live. Agent entries
-are counted between two samples and entered as one line per kind, runner and reason, so a
+`agent.crashed` and `agent.restarted` (after a crash or when asked: a take-over is a move);
+`runner.dead` when a runner of the view stops being live (3 heartbeats missed: killed or cut
+off); and the moves seen in the agent replica: an agent whose record names another runner than
+before `agent.moved`, or `agent.failed_over` when the runner it left is no longer live. Agent
+entries are counted between two samples and entered as one line per kind, runner and reason, so a
 runner's 500 agents failing over make one line, not 500.
 """
 
@@ -244,6 +244,8 @@ class Timeline:
             return
         verb = event.topic.removeprefix("agent.")
         reason = data.get("reason")
+        if reason == "restarted":
+            return  # a take-over: entered as agent.failed_over / agent.moved from the registry
         detail = f"{verb} on {data.get('runner', '?')}" + (f" ({reason})" if reason else "")
         self.count(event.topic, str(data.get("runner", "?")), detail, subject)
 

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from mabeam.agents.runner import RunnerSettings
+from mabeam.bus.event import Event
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.ops import dashboard as dashboard_module
@@ -223,3 +224,22 @@ async def test_the_command_serves_until_sigterm(config: Config) -> None:
     finally:
         process.terminate()
         assert await asyncio.wait_for(process.wait(), 10) == 0
+
+
+def system_event(topic: str, **data: Any) -> Event:
+    return Event(id="e", source="/runners/r1", type=topic, time="2026-01-01T00:00:00Z",
+                 topic=topic, subject=f"P.events.{topic}", data=data)  # fmt: skip
+
+
+def test_the_timeline_takes_runner_events_and_counts_restarts_but_not_take_overs() -> None:
+    timeline = Timeline()
+    timeline.on_event(system_event("runner.up", id="r1"))
+    timeline.on_event(system_event("agent.started", id="a1", runner="r1"))  # not an entry
+    for agent_id in ("a1", "a2"):
+        timeline.on_event(system_event("agent.restarted", id=agent_id, runner="r1", reason="crash"))
+    timeline.on_event(system_event("agent.restarted", id="a3", runner="r1", reason="restarted"))
+    timeline.flush()
+    assert [(e.kind, e.detail) for e in timeline.entries()] == [
+        ("runner.up", "r1 up"),
+        ("agent.restarted", "2 agents restarted on r1 (crash): a1, a2"),
+    ]
