@@ -20,6 +20,7 @@ runner's 500 agents failing over make one line, not 500.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from typing import Final
@@ -113,6 +114,8 @@ class LiveState:
         self._snapshot: Snapshot | None = None
         self._fresh = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
+        self._changes: ChangeStream[AgentRecord] | None = None
+        self._stopping = asyncio.Event()
         self._closed = False
 
     @property
@@ -124,17 +127,21 @@ class LiveState:
         """Follow the system events and the agent replica, and start sampling."""
         for pattern in ("runner.*", "agent.*"):  # ended by the bus's owner closing it
             await self._bus.subscribe(pattern, self.timeline.on_event)
-        changes = self._registry.agents.changes(include_existing=True)
+        self._changes = self._registry.agents.changes(include_existing=True)
         self._tasks = [
-            asyncio.create_task(self._follow_owners(changes), name="dashboard-owners"),
+            asyncio.create_task(self._follow_owners(self._changes), name="dashboard-owners"),
             asyncio.create_task(self._sample_forever(), name="dashboard-sampler"),
         ]
 
     async def close(self) -> None:
-        """Stop sampling and wake every waiter (they get the last snapshot); safe twice."""
+        """Stop sampling and wake every waiter (they get None); safe twice.
+
+        The tasks are ended by a flag and the change stream's end, not by a cancellation:
+        Python 3.11's `wait_for` inside nats-py's requests (a sample's) can swallow one."""
         self._closed = True
-        for task in self._tasks:
-            task.cancel()
+        self._stopping.set()
+        if self._changes is not None:
+            self._changes.close()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         async with self._fresh:
@@ -152,7 +159,7 @@ class LiveState:
         """Sample every `interval`; a failed sample (NATS away) is logged and skipped."""
         before: Sample | None = None
         seq = 0
-        while True:
+        while not self._closed:
             try:
                 after = await self._sampler.sample()
             except MabeamError as error:
@@ -162,7 +169,9 @@ class LiveState:
                     seq += 1
                     await self._publish(seq, before, after)
                 before = after
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._stopping.wait()
 
     async def _publish(self, seq: int, before: Sample, after: Sample) -> None:
         view = build_view(self._registry, before, after, self._departed())
