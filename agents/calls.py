@@ -18,11 +18,8 @@ until `Config.call_retry_for` seconds have passed since it began.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
 import random
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -39,6 +36,7 @@ from mabeam.core.errors import (
     TooLargeError,
     UnavailableError,
 )
+from mabeam.core.ids import unique_id
 from mabeam.core.names import CALL_ID_HEADER, validate_id
 from mabeam.core.replies import result_of
 from mabeam.registry.buckets import Bucket
@@ -121,28 +119,9 @@ class ForwardsCalls:
         await self._calls_target.cast(agent_id, action, args, call_id=call_id)
 
 
-class _CallIds:
-    """Unique call ids, cheaply: a random per-process prefix and a counter (a uuid4 per call
-    costs a system call). A forked child draws a new prefix."""
-
-    def __init__(self) -> None:
-        self.reset()
-        os.register_at_fork(after_in_child=self.reset)
-
-    def reset(self) -> None:
-        self._prefix = uuid.uuid4().hex[:20]
-        self._counter = itertools.count()
-
-    def next(self) -> str:
-        return f"{self._prefix}{next(self._counter):x}"
-
-
-_call_ids = _CallIds()
-
-
 def new_call_id() -> str:
     """A call id unique across processes and restarts (80 random bits, then a counter)."""
-    return _call_ids.next()
+    return unique_id()
 
 
 class LocalTarget(Protocol):
@@ -248,11 +227,10 @@ class Caller:
             Envelope(EnvelopeKind.ACTION, action, decode(body), future=future, headers=headers)
         )
         try:
-            async with deadline(timeout):
-                result = await future
+            with deadline(timeout):
+                return await future  # a copy already: the agent's replier made it
         except TimeoutError:
             raise ReplyTimeoutError("request timed out") from None
-        return decode(encode(result))
 
     async def _worth_retrying(self, error: MabeamError, agent_id: str) -> bool:
         """Whether `error` may pass once the agent has an owner again: a timeout, a 503, a

@@ -32,7 +32,7 @@ from mabeam.agents.interface import describe
 from mabeam.agents.mailbox import Envelope, EnvelopeKind, Mailbox
 from mabeam.agents.model import Agent, EventHandlerSpec
 from mabeam.agents.recent_calls import RecentCalls, Reply
-from mabeam.agents.replier import Outgoing, Replier
+from mabeam.agents.replier import Outgoing, Replier, set_local_result
 from mabeam.agents.services import TRACEPARENT, HostServices
 from mabeam.agents.supervisor import RestartPolicy, Supervisor
 from mabeam.agents.timers import Timer
@@ -384,7 +384,7 @@ class AgentHost(HostServices):
     async def _answer_locally(self, action: str, future: asyncio.Future[Any]) -> None:
         reply = await self._immediate_reply(action)
         if not future.done():
-            future.set_result(reply)
+            set_local_result(future, reply)
 
     def ping(self) -> dict[str, Any]:
         """The `_ping` reply."""
@@ -403,7 +403,8 @@ class AgentHost(HostServices):
     # ----------------------------------------------------------------- processing
 
     async def _process(self, envelope: Envelope) -> None:
-        if self.state is not HostState.RUNNING or not self._serving():
+        runtime = self.runtime
+        if self.state is not HostState.RUNNING or not runtime.serving(self._incarnation):
             status = self.state.value if self.state is not HostState.RUNNING else "fenced"
             await self.replier.error(
                 envelope, UnavailableError(f"agent {self.agent_id} is {status}")
@@ -412,16 +413,17 @@ class AgentHost(HostServices):
         # Every line logged while handling the message names the agent, action and trace.
         context = MessageContext(self.agent_id, envelope.name, _traceparent(envelope))
         token = current_message.set(context)
-        self.runtime.handling = context
+        runtime.handling = context
         try:
-            if envelope.kind is EnvelopeKind.ACTION:
+            kind = envelope.kind
+            if kind is EnvelopeKind.ACTION:
                 await self._run_action(envelope)
-            elif envelope.kind is EnvelopeKind.CONTROL:
+            elif kind is EnvelopeKind.CONTROL:
                 await self._run_control(envelope)
             else:
                 await self._run_callback(envelope)
         finally:
-            self.runtime.handling = None
+            runtime.handling = None
             current_message.reset(token)
 
     async def _run_action(self, envelope: Envelope) -> None:
@@ -437,7 +439,7 @@ class AgentHost(HostServices):
         try:
             kwargs = spec.parse(envelope.args)
             method = getattr(self.agent, spec.method_name)
-            async with deadline(self.agent_type.action_timeout):
+            with deadline(self.agent_type.action_timeout):
                 result = await method(**kwargs)
         except BadRequestError as invalid:
             await self._finish(envelope, call_id, "bad_request", started, error=invalid)
@@ -504,7 +506,7 @@ class AgentHost(HostServices):
 
     async def _run_callback(self, envelope: Envelope) -> None:
         try:
-            async with deadline(self.agent_type.action_timeout):
+            with deadline(self.agent_type.action_timeout):
                 if envelope.kind is EnvelopeKind.EVENT:
                     await getattr(self.agent, envelope.name)(envelope.payload)
                 else:

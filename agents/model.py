@@ -133,8 +133,7 @@ def _convert_struct(schema: type[msgspec.Struct], args: dict[str, Any], what: st
 
 
 def _convert(schema: type[msgspec.Struct], args: dict[str, Any], what: str) -> dict[str, Any]:
-    parsed = _convert_struct(schema, args, what)
-    return {field: getattr(parsed, field) for field in parsed.__struct_fields__}
+    return msgspec.structs.asdict(_convert_struct(schema, args, what))
 
 
 def _action_spec(cls: type, attribute: str, function: Callable[..., Any]) -> ActionSpec:

@@ -55,6 +55,13 @@ class RunnerObserver:
     def loop_blocked(self, handler: str, seconds: float) -> None:
         """The event loop was blocked for `seconds` (past one heartbeat) while `handler` ran."""
 
+    def agent_moved(self, agent_type: str, outcome: str) -> None:
+        """A rebalancing move of an agent away from here ended: `moved`, or `abandoned` (the
+        target refused it and it runs here again)."""
+
+    def reminder_unroutable(self, agent_type: str) -> None:
+        """A reminder fired for an agent of a type that no runner hosts (it comes again)."""
+
 
 class ObserverGroup(RunnerObserver):
     """Calls several observers in turn; a failing observer is logged and skipped."""
@@ -116,3 +123,11 @@ class ObserverGroup(RunnerObserver):
     def loop_blocked(self, handler: str, seconds: float) -> None:
         """Tell every observer."""
         self._each("loop_blocked", handler, seconds)
+
+    def agent_moved(self, agent_type: str, outcome: str) -> None:
+        """Tell every observer."""
+        self._each("agent_moved", agent_type, outcome)
+
+    def reminder_unroutable(self, agent_type: str) -> None:
+        """Tell every observer."""
+        self._each("reminder_unroutable", agent_type)

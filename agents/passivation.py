@@ -94,6 +94,7 @@ class Passivator:
             limit is not None
             and host.record.virtual
             and host.state is HostState.RUNNING
+            and host.agent_id not in self._runtime.moving
             and now - host.last_active >= limit
             and not host.mailbox
             and not host.replier.held

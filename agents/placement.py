@@ -16,21 +16,36 @@ agents / capacity and rss / memory limit), as this process's runner replica show
   lost race, never a second owner. `TakeOverShare` adds the way out: an orphan still there after
   `patience` seconds is adopted by whichever host gets to it, so an assignee that never acts (it
   died too, or its replica disagrees) cannot strand an agent.
+- `plan_moves` picks the agents a live runner hands to lighter hosts of their types (live
+  rebalancing, `mabeam.agents.rebalance`): while its share of its capacity is more than 20 %
+  above the lightest such host's, a move does not make that host the heavier one, and neither
+  goes more than one agent past the fair share.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mabeam.registry.records import AgentRecord, RunnerRecord
 from mabeam.registry.runner_replica import RunnerReplica
 
-__all__ = ["MAX_FORWARDS", "Placement", "TakeOverShare", "share_orphans"]
+__all__ = [
+    "BALANCE_TOLERANCE",
+    "MAX_FORWARDS",
+    "Placement",
+    "TakeOverShare",
+    "plan_moves",
+    "share_orphans",
+]
 
 MAX_FORWARDS = 3
 """Hosts a runner tries, in turn, for a spawn it does not serve itself."""
+BALANCE_TOLERANCE = 0.2
+"""Runners are balanced when the heavier one's share of its capacity is at most this much more
+than the lighter one's (`plan_moves`)."""
 
 
 class Placement:
@@ -46,7 +61,7 @@ class Placement:
         (counting what was sent to them since their record); `prefer` wins a tie."""
 
         def key(record: RunnerRecord) -> tuple[float, bool, int, str]:
-            pending = self._pending(record)
+            pending = self.pending(record)
             return (record.load(pending), record.id != prefer, record.agents + pending, record.id)
 
         return [record.id for record in sorted(self._runners.hosts(agent_type), key=key)]
@@ -74,7 +89,8 @@ class Placement:
         if len(self._sent) > len(self._runners):  # forget runners that left the registry
             self._sent = {key: value for key, value in self._sent.items() if self._runners.get(key)}
 
-    def _pending(self, record: RunnerRecord) -> int:
+    def pending(self, record: RunnerRecord) -> int:
+        """Spawns (and moves) sent from this process to `record`'s runner since that record."""
         beat, count = self._sent.get(record.id, ("", 0))
         return count if beat == record.heartbeat_at else 0
 
@@ -163,3 +179,62 @@ class TakeOverShare:
             if shares.get(record.id) == self.runner_id
             or now - self._seen[record.id] >= self.patience
         ]
+
+
+def plan_moves(
+    here: RunnerRecord,
+    movable: Sequence[AgentRecord],
+    hosts: Sequence[RunnerRecord],
+    *,
+    limit: int,
+    pending: Callable[[RunnerRecord], int] = lambda _record: 0,
+) -> list[tuple[str, str]]:
+    """Up to `limit` (agent id, runner id) moves of `movable` agents of runner `here` to lighter
+    hosts of their types, `pending(record)` being the agents already sent to a host since its
+    record. An agent goes to the host of its type with the smallest share of its capacity
+    (agents / capacity, counting the moves planned before it), and only while
+
+    - `here`'s share is more than `BALANCE_TOLERANCE` above that host's (so moves stop within
+      the tolerance), and stays at least that host's after the move (no receiver is made the
+      heavier one);
+    - `here` keeps, and that host gets, no more than one agent past the fair share: the
+      agents of `here` and the hosts of its agents' types over their capacity. So several
+      heavy runners that see one light runner at once do not all fill it up to their own load.
+    """
+    types = {agent.type for agent in movable}
+    others = [
+        host
+        for host in hosts
+        if host.id != here.id and host.capacity > 0 and types.intersection(host.types)
+    ]
+    if here.capacity <= 0 or not others:
+        return []
+    extra = {host.id: pending(host) for host in others}
+    agents = here.agents + sum(host.agents + extra[host.id] for host in others)
+    fair = agents / (here.capacity + sum(host.capacity for host in others))
+    gone = 0
+    moves: list[tuple[str, str]] = []
+    for agent in movable:
+        if len(moves) >= limit:
+            break
+        candidates = [host for host in others if agent.type in host.types]
+        if not candidates:
+            continue
+        target = min(candidates, key=lambda host: (_share(host, extra[host.id]), host.id))
+        sent = extra[target.id]
+        if (
+            _share(here, -gone) <= _share(target, sent) * (1 + BALANCE_TOLERANCE)
+            or _share(here, -gone - 1) < _share(target, sent + 1)
+            or here.agents - gone - 1 < math.floor(fair * here.capacity)
+            or target.agents + sent + 1 > min(math.ceil(fair * target.capacity), target.capacity)
+        ):
+            continue
+        moves.append((agent.id, target.id))
+        extra[target.id] += 1
+        gone += 1
+    return moves
+
+
+def _share(record: RunnerRecord, extra: int) -> float:
+    """Agents / capacity, counting `extra` agents more (or fewer)."""
+    return (record.agents + extra) / record.capacity

@@ -41,6 +41,7 @@ from mabeam.core.errors import (
     ReplyTimeoutError,
     UnavailableError,
     UnknownActionError,
+    UnknownTypeError,
 )
 from mabeam.core.jetstream import (
     AckPolicy,
@@ -86,6 +87,11 @@ ACK_WAIT: Final = 6.0
 still working on one tells the server so every third of it)."""
 RETRY_DELAY: Final = 1.0
 """Seconds before a firing that reached no agent is delivered again."""
+UNHOSTED_DELAY: Final = 10.0
+"""Seconds before a firing for a type that no runner hosts is delivered again: no host of a type
+is most often a deploy between its old runners and its new ones, and a dropped firing would be
+lost for good, so it waits (without spinning) up to `MAX_DELIVERIES` deliveries, then it is
+given up."""
 MAX_DELIVERIES: Final = 100
 """Deliveries of one firing that reached no agent before it is given up (terminated, logged):
 more than any take-over needs, and a bound for an action that keeps answering 503."""
@@ -259,10 +265,17 @@ class Reminders:
     """The reminders of one system as one runner sees them: it defines and forgets them, and
     takes its share of the firings."""
 
-    def __init__(self, connection: Connection, route: Route) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        route: Route,
+        unhosted: Callable[[str], None] = lambda _type: None,
+    ) -> None:
         self._connection = connection
         self.route = route
         """Where firings go (see `call_owner`)."""
+        self._unhosted = unhosted
+        """Told the type of each firing that found no runner hosting it."""
         self._subscription: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.unsupported: str | None = None
@@ -412,6 +425,9 @@ class Reminders:
             log.error("reminder.given_up", agent=reminder.agent, name=reminder.name)
             await settle(msg.term())
             return
+        except UnknownTypeError as unhosted:
+            await self._unhosted_firing(msg, reminder, unhosted)
+            return
         except NotFoundError as gone:
             log.warning(
                 "reminder.dropped", agent=reminder.agent, name=reminder.name, error=gone.message
@@ -428,6 +444,24 @@ class Reminders:
         finally:
             working.cancel()
         await settle(msg.ack())
+
+    async def _unhosted_firing(
+        self, msg: Message, reminder: Reminder, error: UnknownTypeError
+    ) -> None:
+        """A firing for a type no runner hosts: logged, counted, and delivered again after
+        `UNHOSTED_DELAY` (a host may be on its way), until `MAX_DELIVERIES`."""
+        self._unhosted(reminder.type)
+        given_up = msg.metadata.num_delivered >= MAX_DELIVERIES
+        log.error(
+            "reminder.no_host",
+            agent=reminder.agent,
+            type=reminder.type,
+            name=reminder.name,
+            error=error.message,
+            deliveries=msg.metadata.num_delivered,
+            given_up=given_up,
+        )
+        await settle(msg.term() if given_up else msg.nak(delay=UNHOSTED_DELAY))
 
 
 async def _keep_in_progress(msg: Message) -> None:

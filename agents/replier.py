@@ -10,17 +10,19 @@ lease sends 503 instead of a result: an agent that may have a successor answers 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from mabeam.agents.mailbox import Envelope, EnvelopeKind
 from mabeam.agents.recent_calls import Reply
+from mabeam.core.codec import decode, encode
 from mabeam.core.errors import BadRequestError, MabeamError, UnavailableError
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
-__all__ = ["Outgoing", "Replier"]
+__all__ = ["Outgoing", "Replier", "set_local_result"]
 
 Publish = Callable[[str, bytes, "dict[str, str] | None"], Awaitable[None]]
 
@@ -163,4 +165,14 @@ def _settle(outgoing: Outgoing) -> None:
     elif outgoing.error is not None:
         future.set_exception(outgoing.error)
     else:
-        future.set_result(outgoing.result)
+        set_local_result(future, outgoing.result)
+
+
+def set_local_result(future: asyncio.Future[Any], result: Any) -> None:
+    """Give a local caller `result` as a wire caller would get it: a copy made by the JSON
+    round trip (so it shares nothing with the agent's state), or the error of a result that
+    is not JSON. (A remembered `Reply` is decoded afresh already.)"""
+    try:
+        future.set_result(decode(encode(result)))
+    except MabeamError as error:
+        future.set_exception(error)

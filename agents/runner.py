@@ -9,6 +9,7 @@ runner record, and serves:
   chosen host's `P.ctl.<id>.spawn`, whose spawns are always served where they land;
 - `P.ctl.runners` (every runner answers with its record), `P.ctl.types` (every runner answers
   with the interfaces of the types it hosts) and `P.ctl.<id>.drain`;
+- `P.ctl.<id>.adopt`: an agent another runner moves here (`MoveReceiver`);
 - `$SRV.PING|INFO|STATS` as a NATS micro service (`RunnerService`), counting each request on
   these subjects, and the agent traffic, on its endpoints.
 
@@ -22,7 +23,9 @@ unless another runner took it first.
 Every heartbeat it also looks for agents whose runner's lease is gone (its record expired, or it
 drained), and takes over its share (`TakeOverShare`) of the `permanent` ones (and `transient` ones
 that had crashed) of the types it hosts, each exactly once: a compare-and-set on the agent record
-decides which survivor wins.
+decides which survivor wins. And unless `--rebalance off`, it moves agents to lighter hosts of
+their types while it holds more than its share (`Rebalancer`, the drain's hand-over one agent at
+a time).
 
 Everything a runner starts (its tasks, its NATS callbacks, its agents) runs in a context where
 structlog's context variables carry `runner=<id>`, so every line it logs names it.
@@ -54,6 +57,7 @@ from mabeam.agents.model import Agent
 from mabeam.agents.observer import ObserverGroup, RunnerObserver
 from mabeam.agents.passivation import Passivator, idle_limits
 from mabeam.agents.placement import Placement, TakeOverShare
+from mabeam.agents.rebalance import MoveReceiver, Rebalancer
 from mabeam.agents.runner_service import ActionTally, RunnerService
 from mabeam.agents.runtime import Runtime
 from mabeam.agents.snapshots import SnapshotStore
@@ -113,6 +117,9 @@ class RunnerSettings:
     """The URL of this runner's Prometheus endpoint, announced in its record (empty: none)."""
     passivate_after: float = DEFAULT_PASSIVATE_AFTER
     """Seconds an idle virtual agent stays active, for types without their own (0: forever)."""
+    rebalance: bool = True
+    """Move agents to lighter runners while this one holds more than its share (live
+    rebalancing); it receives moves either way."""
 
     def __post_init__(self) -> None:
         validate_runner_id(self.runner_id)
@@ -150,6 +157,8 @@ class Runner(AsyncResource):
         self._placement: Placement | None = None
         self._passivator: Passivator | None = None
         self._virtual: VirtualRouter | None = None
+        self._rebalancer: Rebalancer | None = None
+        self._receiver: MoveReceiver | None = None
         self._share = TakeOverShare(
             self.id, patience=_SHARE_PATIENCE * self.settings.heartbeat_interval
         )
@@ -158,7 +167,8 @@ class Runner(AsyncResource):
         self._watchdog: LoopWatchdog | None = None
         self._fence_task: asyncio.Task[None] | None = None
         self._dropped: set[str] = set()
-        """Agents a fence dropped while their records still name this runner (to take back)."""
+        """Agents a fence dropped while their records still name this runner (to take back),
+        and agents whose adoption (a take-over or a move) failed after it may have claimed them."""
         self._drain_task: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._tally = ActionTally()
@@ -172,6 +182,11 @@ class Runner(AsyncResource):
         if self._runtime is None:
             raise UnavailableError(f"runner {self.id} is not started")
         return self._runtime
+
+    @property
+    def rebalancer(self) -> Rebalancer | None:
+        """What moves agents away from here (None before the start, or with rebalancing off)."""
+        return self._rebalancer
 
     # ----------------------------------------------------------------- start / stop
 
@@ -205,6 +220,7 @@ class Runner(AsyncResource):
             intensity=self.settings.intensity,
         )
         self._placement = Placement(registry.runners)
+        self._receiver = MoveReceiver(self._runtime, self._may_receive, self._dropped.add)
         self._heartbeat = RunnerHeartbeat(registry, self.record, on_lost=self._lease_lost)
         await self._heartbeat.start()
         self._runtime.lease_valid = self._heartbeat.valid
@@ -225,6 +241,17 @@ class Runner(AsyncResource):
         loop = asyncio.get_running_loop()
         self._loops.append(loop.create_task(self._take_over_loop()))
         self._loops.append(loop.create_task(self._guard_lease()))
+        if self.settings.rebalance:
+            self._rebalancer = Rebalancer(
+                self._runtime,
+                self._placement,
+                self.record,
+                interval=self.settings.heartbeat_interval,
+                may_move=self._may_move,
+                claimed_maybe=self._dropped.add,
+                passivating=self._passivating,
+            )
+            self._rebalancer.start()
         await bus.publish("runner.up", self._record_dict(), source=f"/runners/{self.id}")
         log.info("runner.started", runner=self.id, types=sorted(self.types))
         return self
@@ -247,6 +274,7 @@ class Runner(AsyncResource):
             await connection.subscribe(subjects.runners, self._on_runners),
             await connection.subscribe(subjects.types, self._on_types),
             await connection.subscribe(subjects.runner_control(self.id, "drain"), self._on_drain),
+            await connection.subscribe(subjects.runner_control(self.id, "adopt"), self._on_adopt),
         ]
         await connection.flush()
 
@@ -281,6 +309,7 @@ class Runner(AsyncResource):
             return
         self.draining = True
         log.info("runner.draining", runner=self.id, agents=len(self.runtime.hosts))
+        await self._stop_rebalancing()
         await self._unsubscribe(self._spawn_subs)
         await self._stop_virtual()
         await self.runtime.stop_all(handover=True)
@@ -313,6 +342,7 @@ class Runner(AsyncResource):
         await asyncio.gather(*self._loops, return_exceptions=True)
         if self._watchdog is not None:
             self._watchdog.stop()
+        await self._stop_rebalancing()
         runtime = self.runtime
         await self._stop_virtual()
         await runtime.reminders.close()
@@ -329,6 +359,11 @@ class Runner(AsyncResource):
         await connection.close()
         self.stopped.set()
         log.info("runner.stopped", runner=self.id)
+
+    async def _stop_rebalancing(self) -> None:
+        """No more moves from here (the ones in flight finish)."""
+        if self._rebalancer is not None:
+            await self._rebalancer.close()
 
     async def _leave_registry(self) -> None:
         try:
@@ -479,6 +514,29 @@ class Runner(AsyncResource):
             reply = encode({"runner": self.id, "types": interfaces})
             await self.runtime.publish_reply(msg.reply, reply)
             endpoint.end(started)
+
+    async def _on_adopt(self, msg: Message) -> None:
+        """`P.ctl.<id>.adopt`: take an agent another runner moves here."""
+        endpoint, started = self._endpoint(msg)
+        if self._receiver is not None:
+            await self._receiver.on_move(msg)
+        endpoint.end(started)
+
+    def _may_receive(self, agent_type: str) -> None:
+        """Raise unless this runner takes a moved agent of `agent_type` now."""
+        if self.draining or self._closing is not None:
+            raise UnavailableError(f"runner {self.id} is draining or closing")
+        if agent_type not in self.types:
+            raise UnknownTypeError(f"runner {self.id} does not host agent type {agent_type!r}")
+        self.guard.check(len(self.runtime.hosts))
+
+    def _passivating(self, agent_id: str) -> bool:
+        """Whether the passivation of virtual agent `agent_id` is under way here."""
+        return self._passivator is not None and self._passivator.pending(agent_id) is not None
+
+    def _may_move(self) -> bool:
+        """Whether this runner may move agents away now: serving, and not draining."""
+        return not self.draining and self.runtime.lease_valid()
 
     async def _on_drain(self, msg: Message) -> None:
         endpoint, started = self._endpoint(msg)

@@ -6,7 +6,8 @@ instance id, so `$SRV.INFO.mabeam_runners.<runner id>` reaches one runner:
 
 - `spawn` (`P.ctl.spawn`), `spawn-<type>` (`P.ctl.spawn.<type>`), both in queue group
   `P.runners`, and `spawn-here` (`P.ctl.<id>.spawn`);
-- `runners` (`P.ctl.runners`, no queue group: every runner answers) and `drain`;
+- `runners` (`P.ctl.runners`, no queue group: every runner answers), `drain` and `adopt`
+  (`P.ctl.<id>.adopt`, a rebalancing move);
 - `agents` (`P.agent.*.*`): the agent traffic this runner serves, counted by `ActionTally`,
   with `data` holding the agents it hosts, their mailbox depth and the actions by outcome.
 
@@ -102,6 +103,7 @@ class RunnerService:
             Endpoint("runners", subjects.runners),
             Endpoint("types", subjects.types),
             Endpoint("drain", subjects.runner_control(runner_id, "drain")),
+            Endpoint("adopt", subjects.runner_control(runner_id, "adopt")),
         ]
         self._by_subject: Mapping[str, Endpoint] = {
             endpoint.subject: self.service.add(endpoint) for endpoint in endpoints

@@ -76,7 +76,9 @@ class Runtime:
         self.hosts: dict[str, AgentHost] = {}
         self.caller = Caller(connection, local=self.hosts.get)
         self.reminders = Reminders(
-            connection, call_owner(self.caller, connection.subjects, registry)
+            connection,
+            call_owner(self.caller, connection.subjects, registry),
+            unhosted=observer.reminder_unroutable,
         )
         """Durable reminders; its `route` says where firings go (the runner starts it)."""
         self.handling: MessageContext | None = None
@@ -89,6 +91,9 @@ class Runtime:
         """Called when a message finds the lease lapsed (the runner fences itself)."""
         self._elections: Elections | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.moving: set[str] = set()
+        """Ids this runner is moving away (`mabeam.agents.rebalance`), from their release to
+        the target's answer: not hosted here, yet no orphan to take back nor to passivate."""
         self._spawning: set[str] = set()
         """Ids being spawned or adopted here: a second spawn of one is refused before it reads
         anything, a second adoption is lost at once."""
@@ -164,10 +169,13 @@ class Runtime:
         value: dict[str, Any] = msgspec.to_builtins(record)
         return value
 
-    async def _lifecycle_event(self, kind: str, record: AgentRecord, reason: str | None) -> None:
+    async def _lifecycle_event(
+        self, kind: str, record: AgentRecord, reason: str | None, **extra: str
+    ) -> None:
         data = self.record_dict(record)
         if reason is not None:
             data["reason"] = reason
+        data.update(extra)
         try:
             await self.bus.publish(f"agent.{kind}", data, source=f"/runners/{self.runner_id}")
         except MabeamError as error:
@@ -245,7 +253,12 @@ class Runtime:
         revision: int,
         started: str,
         stored: Stored | None,
+        *,
+        reason: str | None = None,
+        **extra: str,
     ) -> dict[str, Any]:
+        """Start `record` here and announce it as `agent.<started>` (with `reason`, else the
+        kind itself for anything but a spawn, and `extra` fields)."""
         host = AgentHost(self, agent_type, record, revision)
         self.hosts[record.id] = host
         try:
@@ -255,7 +268,9 @@ class Runtime:
             raise ActionFailedError(f"agent {record.id} failed to start: {exc}") from exc
         running = record if record.status == "running" else await self._set_status(host, "running")
         self.observer.agent_started(agent_type.type_name)
-        await self._lifecycle_event(started, running, None if started == "started" else started)
+        if reason is None and started != "started":
+            reason = started
+        await self._lifecycle_event(started, running, reason, **extra)
         return self.record_dict(running)
 
     async def _abandon(self, host: AgentHost) -> None:
@@ -272,7 +287,9 @@ class Runtime:
         host.record = record
         return record
 
-    async def adopt(self, record: AgentRecord, revision: int) -> bool:
+    async def adopt(
+        self, record: AgentRecord, revision: int, *, moved_from: str | None = None
+    ) -> bool:
         """Take over an agent whose owner's lease lapsed; False when another runner won.
 
         The record is claimed by compare-and-set with the next epoch, then the snapshot is
@@ -280,13 +297,18 @@ class Runtime:
         observer hears the fail-over time: from the dead runner's last heartbeat to the agent
         running here (not for an agent whose runner's record is gone: a drain handed it over,
         nothing failed).
+
+        With `moved_from`, the agent was released by that live runner for a rebalancing move
+        (`mabeam.agents.rebalance`): the same claim, announced as `agent.moved` with `from`, or,
+        when `moved_from` is this runner (a move it took back), as `agent.restarted`; no
+        fail-over time either way.
         """
         agent_type = self.types.get(record.type)
         if agent_type is None or record.id in self._spawning:
             return False
         self._spawning.add(record.id)
         try:
-            return await self._adopt(agent_type, record, revision)
+            return await self._adopt(agent_type, record, revision, moved_from)
         finally:
             self._spawning.discard(record.id)
 
@@ -294,7 +316,9 @@ class Runtime:
         """True while `agent_id` is being spawned or adopted here (not in `hosts` yet)."""
         return agent_id in self._spawning
 
-    async def _adopt(self, agent_type: type[Agent], record: AgentRecord, revision: int) -> bool:
+    async def _adopt(
+        self, agent_type: type[Agent], record: AgentRecord, revision: int, moved_from: str | None
+    ) -> bool:
         last_beat = self.registry.runners.last_heartbeat(record.runner)
         claimed = record.with_(
             runner=self.runner_id, node=self.node, status="starting", epoch=record.epoch + 1
@@ -304,9 +328,24 @@ class Runtime:
         except MabeamError:
             return False  # another runner's compare-and-set won, or the record moved on
         stored = await self._claim_state(agent_type, claimed.id)
-        await self._run(agent_type, claimed, new_revision, started="restarted", stored=stored)
-        if last_beat is not None:
-            self.observer.agent_taken_over(agent_type.type_name, time.time() - last_beat)
+        if moved_from is None:
+            await self._run(agent_type, claimed, new_revision, started="restarted", stored=stored)
+            if last_beat is not None:
+                self.observer.agent_taken_over(agent_type.type_name, time.time() - last_beat)
+        elif moved_from == self.runner_id:
+            await self._run(
+                agent_type, claimed, new_revision, "restarted", stored, reason="move abandoned"
+            )
+        else:
+            await self._run(
+                agent_type,
+                claimed,
+                new_revision,
+                "moved",
+                stored,
+                reason="rebalance",
+                **{"from": moved_from},
+            )
         return True
 
     async def _claim_state(self, agent_type: type[Agent], agent_id: str) -> Stored | None:

@@ -207,7 +207,11 @@ class VirtualRouter:
 
 def _orphaned_here(runtime: Runtime, agent_id: str) -> bool:
     """Whether an agent registered under this runner runs nowhere (its passivation failed to
-    remove its record, say): not hosted, not being started, and the lease holds."""
+    remove its record, say): not hosted, not being started nor moved away, and the lease
+    holds."""
     return (
-        agent_id not in runtime.hosts and not runtime.starting(agent_id) and runtime.lease_valid()
+        agent_id not in runtime.hosts
+        and not runtime.starting(agent_id)
+        and agent_id not in runtime.moving
+        and runtime.lease_valid()
     )

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from mabeam.bus.durable import DEFAULT_MAX_DELIVER, open_durable
 from mabeam.bus.event import (
     Event,
-    event_headers,
+    EventMode,
+    encode_event,
     new_event,
     validate_extensions,
     validate_source,
@@ -26,10 +27,9 @@ from mabeam.bus.fanout import Fanout
 from mabeam.bus.history import read_last
 from mabeam.bus.stream import ensure_stream
 from mabeam.bus.subscription import Handler, Subscription
-from mabeam.core.codec import encode
 from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError, TooLargeError, UnavailableError
-from mabeam.core.names import validate_id, validate_pattern, validate_topic
+from mabeam.core.names import pattern_covers, validate_id, validate_pattern, validate_topic
 from mabeam.core.resource import AsyncResource
 
 __all__ = ["DEFAULT_QUEUE_SIZE", "MAX_HISTORY", "BusState", "EventBus"]
@@ -38,6 +38,8 @@ DEFAULT_QUEUE_SIZE = 1000
 """Events a queued subscriber (async handler or iterator) holds before new ones are dropped."""
 MAX_HISTORY = 10_000
 """The most events one `history` call returns."""
+_KNOWN_TOPICS = 4096
+"""Topics whose subject a bus remembers, validated, before it starts afresh."""
 
 
 class BusState(enum.Enum):
@@ -65,6 +67,8 @@ class EventBus(AsyncResource):
         self._durables: dict[Subscription, None] = {}
         self._stream_ready = False
         self._stream_task: asyncio.Future[None] | None = None
+        self._mode = cast(EventMode, connection.config.events_mode)
+        self._subjects: dict[str, str] = {}
 
     @property
     def patterns(self) -> list[str]:
@@ -82,28 +86,40 @@ class EventBus(AsyncResource):
     ) -> Event:
         """Publish `data` (any JSON value) as an event on `topic`; return the event sent.
 
-        `extensions` are CloudEvents extension attributes, sent as `ce-<name>` headers (names of
-        1..20 lowercase letters and digits). Raises `BadRequestError` for a bad topic, source,
-        traceparent, extension or non-JSON data, and
-        `TooLargeError` when the encoded data is above the config's `max_payload`.
+        It goes out in the config's `events_mode` (structured by default). `extensions` are
+        CloudEvents extension attributes (names of 1..20 lowercase letters and digits), members
+        of the event's JSON in structured mode, `ce-<name>` headers in binary mode. Raises
+        `BadRequestError` for a bad topic, source, traceparent, extension or non-JSON data, and
+        `TooLargeError` when the encoded body is above the config's `max_payload`.
         """
         self._check_open()
         event = new_event(
-            validate_topic(topic),
-            self.connection.subjects.event(topic),
+            topic,
+            self._subject_of(topic),
             data,
             source=self.source if source is None else validate_source(source),
             traceparent=None if traceparent is None else validate_traceparent(traceparent),
             extensions=None if extensions is None else validate_extensions(extensions),
         )
-        body = encode(data)
+        body, headers = encode_event(event, self._mode)
         limit = self.connection.config.max_payload
         if len(body) > limit:
-            raise TooLargeError(f"event data of {len(body)} bytes is above the limit of {limit}")
-        await self._ensure_stream()
-        await self.connection.publish(event.subject, body, headers=event_headers(event))
+            raise TooLargeError(f"event of {len(body)} bytes is above the limit of {limit}")
+        if not self._stream_ready:
+            await self._ensure_stream()
+        await self.connection.publish(event.subject, body, headers=headers)
         self.stats.published += 1
         return event
+
+    def _subject_of(self, topic: str) -> str:
+        """The subject of a topic, validated once (topics repeat: a few hundred at most)."""
+        subject = self._subjects.get(topic) if isinstance(topic, str) else None
+        if subject is None:
+            subject = self.connection.subjects.event(validate_topic(topic))
+            if len(self._subjects) >= _KNOWN_TOPICS:
+                self._subjects.clear()
+            self._subjects[topic] = subject
+        return subject
 
     async def subscribe(
         self,
@@ -132,6 +148,12 @@ class EventBus(AsyncResource):
         _check_count("max_deliver", max_deliver)
         if handler is None:
             raise BadRequestError("a durable subscription needs a handler")
+        history = self.connection.config.events_history
+        if not any(pattern_covers(kept, pattern) for kept in history):
+            raise BadRequestError(
+                f"a durable subscription to {pattern!r} needs its events kept: the history "
+                f"stream captures only {', '.join(history)} (events_history)"
+            )
         await self._ensure_stream()
         subscription = await open_durable(
             self.connection,
@@ -146,7 +168,8 @@ class EventBus(AsyncResource):
         return subscription
 
     async def history(self, pattern: str, *, last: int = 10) -> list[Event]:
-        """The last `last` events on `pattern` kept in `P_EVENTS`, oldest first."""
+        """The last `last` events on `pattern` kept in `P_EVENTS`, oldest first (only those
+        of the topics the config's `events_history` captures)."""
         self._check_open()
         validate_pattern(pattern)
         if isinstance(last, bool) or not isinstance(last, int) or not 0 <= last <= MAX_HISTORY:

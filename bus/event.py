@@ -1,12 +1,20 @@
-"""The `Event` record and its CloudEvents 1.0 binary mode on NATS (PROTOCOL.md "Events"). No I/O.
+"""The `Event` record and its CloudEvents 1.0 NATS binding, both content modes (PROTOCOL.md
+"Events"). No I/O.
 
-On the wire an event is a NATS message on `P.events.<topic>`: the body is the event data as JSON,
-and the headers carry the CloudEvents attributes (`ce-specversion`, `ce-id`, `ce-source`,
-`ce-type`, `ce-time`, `content-type`), its extension attributes as `ce-<name>`, plus an optional
-W3C `traceparent`. Header values are percent-encoded as the binding says (space, `"`, `%` and
-anything outside printable ASCII) and decoded at receipt. `ce-datacontenttype` is read when
-`content-type` is absent. A message whose `content-type` is `application/cloudevents+json`
-(structured mode) carries the whole event as one JSON object, attributes and `data`.
+On the wire an event is a NATS message on `P.events.<topic>`, in one of two modes:
+
+- structured (what MABEAM publishes by default): one header, `content-type:
+  application/cloudevents+json`, and a body that is the whole event as one JSON object (the
+  attributes, the extensions, `traceparent` and `data`): one encode and one decode, no header
+  block to build or parse, which is what makes it the fast mode;
+- binary: the body is the event data as JSON, and the headers carry the CloudEvents attributes
+  (`ce-specversion`, `ce-id`, `ce-source`, `ce-type`, `ce-time`, `content-type`), its extension
+  attributes as `ce-<name>`, plus an optional W3C `traceparent`. Header values are
+  percent-encoded as the binding says (space, `"`, `%` and anything outside printable ASCII) and
+  decoded at receipt. `ce-datacontenttype` is read when `content-type` is absent.
+
+A receiver tells them apart as the binding says: a `content-type` starting with
+`application/cloudevents` (any case) is structured mode, anything else binary mode.
 
 A message from a foreign publisher may have no headers at all (`nats pub P.events.x '{}'`); the
 missing attributes are filled at receipt: a new UUID as `id`, `UNKNOWN_SOURCE` as `source`, the
@@ -22,20 +30,23 @@ import re
 import time as _time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final, Literal
 from urllib.parse import quote, unquote
 
 import msgspec
 
-from mabeam.core.codec import JSON_CONTENT_TYPE, decode, now_rfc3339
+from mabeam.core.codec import JSON_CONTENT_TYPE, decode, encode, now_rfc3339
 from mabeam.core.errors import BadRequestError
+from mabeam.core.ids import unique_id
 
 __all__ = [
     "SPEC_VERSION",
     "STRUCTURED_CONTENT_TYPE",
     "UNKNOWN_SOURCE",
     "Event",
+    "EventMode",
     "decode_event",
+    "encode_event",
     "event_headers",
     "new_event",
     "validate_extensions",
@@ -56,6 +67,16 @@ _KNOWN_HEADERS = frozenset(f"ce-{name}" for name in _ATTRIBUTES)
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in ' "%')
 """Printable ASCII but space, `"` and `%`: what a header value carries unencoded."""
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+"""The `content-type` of a structured-mode event (the JSON event format)."""
+_STRUCTURED_PREFIX = "application/cloudevents"
+"""What the binding says a receiver looks for to tell structured mode, matched in any case."""
+_STRUCTURED_HEADERS: Final = {"content-type": STRUCTURED_CONTENT_TYPE}
+_DATA_KEYS = frozenset(("data", "data_base64"))
+_DOCUMENT_ATTRIBUTES = frozenset((*_ATTRIBUTES, "traceparent", *_DATA_KEYS))
+"""The members of a structured event that are not extensions."""
+
+EventMode = Literal["structured", "binary"]
+"""The CloudEvents content mode events are published in (`Config.events_mode`)."""
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
@@ -160,9 +181,9 @@ def new_event(
     traceparent: str | None = None,
     extensions: Mapping[str, str] | None = None,
 ) -> Event:
-    """A new event to publish: a fresh UUID as `id`, now as `time`, the topic as `type`."""
+    """A new event to publish: a fresh unique id as `id`, now as `time`, the topic as `type`."""
     return Event(
-        id=str(uuid.uuid4()),
+        id=unique_id(),
         source=source,
         type=topic,
         time=now_rfc3339(),
@@ -172,6 +193,27 @@ def new_event(
         traceparent=traceparent,
         extensions=extensions or None,
     )
+
+
+def encode_event(event: Event, mode: EventMode) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of `event` in content mode `mode`; `BadRequestError` when its data
+    is not JSON. The headers of structured mode are one shared dict: do not change them."""
+    if mode == "binary":
+        return encode(event.data), event_headers(event)
+    document: dict[str, Any] = {
+        "specversion": event.specversion,
+        "id": event.id,
+        "source": event.source,
+        "type": event.type,
+        "time": event.time,
+        "datacontenttype": event.datacontenttype,
+    }
+    if event.traceparent is not None:
+        document["traceparent"] = event.traceparent
+    if event.extensions:
+        document.update(event.extensions)
+    document["data"] = event.data
+    return encode(document), _STRUCTURED_HEADERS
 
 
 def event_headers(event: Event) -> dict[str, str]:
@@ -210,16 +252,37 @@ def decode_event(
     max_size: int,
     stored: tuple[str, str] | None = None,
 ) -> Event:
-    """Build the event a received message carries, filling missing attributes.
+    """Build the event a received message carries (either mode), filling missing attributes.
 
     `stored` is `(id, time)` to fill in for a message read back from the stream. Raises
     `BadRequestError` if the body is not JSON (or, in structured mode, not an event) and
     `TooLargeError` if it is above `max_size`.
     """
     data = decode(body, max_size=max_size)
+    if headers:
+        content_type = headers.get("content-type") or _header(headers, "content-type")
+        if content_type and content_type[: len(_STRUCTURED_PREFIX)].lower() == _STRUCTURED_PREFIX:
+            return _from_document(subject, topic, data, stored)
+    return _from_headers(subject, topic, headers, data, stored)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """The value of header `name` (lowercase) whatever the case it was sent in."""
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _from_headers(
+    subject: str,
+    topic: str,
+    headers: Mapping[str, str] | None,
+    data: Any,
+    stored: tuple[str, str] | None,
+) -> Event:
+    """A binary-mode (or headerless) event: the attributes are headers, the body is the data."""
     attributes = {key.lower(): value for key, value in headers.items()} if headers else {}
-    if attributes.get("content-type", "").startswith(STRUCTURED_CONTENT_TYPE):
-        data, attributes = _structured(data)
     extensions = {
         key[3:]: _decoded(value)
         for key, value in attributes.items()
@@ -246,23 +309,52 @@ def decode_event(
     )
 
 
-def _structured(document: Any) -> tuple[Any, dict[str, str]]:
-    """The data and the attributes (as `ce-` headers would give them) of a structured event."""
+def _from_document(
+    subject: str, topic: str, document: Any, stored: tuple[str, str] | None
+) -> Event:
+    """A structured-mode event: one JSON object of attributes, extensions and `data` (or
+    `data_base64`, base64 of JSON). Values are plain JSON: nothing is percent-decoded."""
     if not isinstance(document, dict):
         raise BadRequestError("a structured-mode event must be a JSON object")
-    attributes: dict[str, str] = {}
-    for name, value in document.items():
-        if name in ("data", "data_base64"):
-            continue
-        if not isinstance(value, str | int | bool):
-            raise BadRequestError(f"attribute {name!r} of a structured event is not a scalar")
-        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-        key = "content-type" if name == "datacontenttype" else f"ce-{name}"
-        attributes[key] = text.replace("%", "%25")  # plain in JSON: not percent-encoded
-    attributes.setdefault("content-type", JSON_CONTENT_TYPE)
-    if "data_base64" in document:
-        try:
-            return decode(base64.b64decode(document["data_base64"], validate=True)), attributes
-        except (ValueError, TypeError) as exc:
-            raise BadRequestError(f"data_base64 is not base64 JSON: {exc}") from exc
-    return document.get("data"), attributes
+    extensions = None
+    if not document.keys() <= _DOCUMENT_ATTRIBUTES:
+        extensions = {
+            name: _text(name, value)
+            for name, value in document.items()
+            if name not in _DOCUMENT_ATTRIBUTES
+        }
+    get = document.get
+    return Event(
+        id=_text("id", get("id")) or (stored[0] if stored else str(uuid.uuid4())),
+        source=_text("source", get("source")) or UNKNOWN_SOURCE,
+        type=_text("type", get("type")) or topic,
+        time=_text("time", get("time")) or (stored[1] if stored else now_rfc3339()),
+        topic=topic,
+        subject=subject,
+        data=get("data") if "data_base64" not in document else _data_base64(document),
+        specversion=_text("specversion", get("specversion")) or SPEC_VERSION,
+        datacontenttype=_text("datacontenttype", get("datacontenttype")) or JSON_CONTENT_TYPE,
+        traceparent=_text("traceparent", get("traceparent")) or None,
+        received_at=_time.perf_counter(),
+        extensions=extensions,
+    )
+
+
+def _text(name: str, value: Any) -> str:
+    """The value of attribute `name` of a structured event as text ("" when absent)."""
+    if value.__class__ is str:
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    raise BadRequestError(f"attribute {name!r} of a structured event is not a scalar")
+
+
+def _data_base64(document: dict[str, Any]) -> Any:
+    try:
+        return decode(base64.b64decode(document["data_base64"], validate=True))
+    except (ValueError, TypeError) as exc:
+        raise BadRequestError(f"data_base64 is not base64 JSON: {exc}") from exc

@@ -1,8 +1,10 @@
 """The `P_EVENTS` JetStream stream that keeps event history (PROTOCOL.md "Events").
 
-It captures every message on `P.events.>`, bounded by the config's `events_max_age` and
-`events_max_msgs`, with direct get enabled (history reads use it). Creating it is idempotent:
-an existing stream is kept, and only its limits (and direct get) are updated when they differ.
+It captures the topics of the config's `events_history` (every one, `P.events.>`, by default),
+bounded by its `events_max_age` and `events_max_msgs`, with direct get enabled (history reads
+use it). Creating it is idempotent: an existing stream is kept, and only its subjects, limits
+(and direct get) are updated when they differ, so every process of a system should share one
+`events_history`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from mabeam.core.connection import Connection
 from mabeam.core.errors import ConflictError, NotFoundError
 from mabeam.core.jetstream import StreamConfig, StreamInfo
 
-__all__ = ["ensure_stream"]
+__all__ = ["ensure_stream", "history_subjects"]
 
 log = structlog.get_logger("mabeam.bus")
 
@@ -40,7 +42,7 @@ async def _stream_info(connection: Connection, name: str) -> StreamInfo | None:
 async def _create(connection: Connection, name: str) -> StreamInfo:
     config = StreamConfig(
         name=name,
-        subjects=[connection.subjects.event(">")],
+        subjects=history_subjects(connection),
         max_age=connection.config.events_max_age,
         max_msgs=connection.config.events_max_msgs,
         allow_direct=True,
@@ -54,11 +56,17 @@ async def _create(connection: Connection, name: str) -> StreamInfo:
     return info
 
 
+def history_subjects(connection: Connection) -> list[str]:
+    """The subjects `P_EVENTS` captures: those of the config's `events_history` patterns."""
+    return [connection.subjects.event(pattern) for pattern in connection.config.events_history]
+
+
 def _needs_update(connection: Connection, config: StreamConfig) -> bool:
     wanted_age_ns = round(connection.config.events_max_age * 1e9)
     current_age_ns = round((config.max_age or 0) * 1e9)
     return (
-        current_age_ns != wanted_age_ns
+        sorted(config.subjects or []) != sorted(history_subjects(connection))
+        or current_age_ns != wanted_age_ns
         or config.max_msgs != connection.config.events_max_msgs
         or not config.allow_direct
     )
@@ -67,6 +75,7 @@ def _needs_update(connection: Connection, config: StreamConfig) -> bool:
 async def _update(connection: Connection, current: StreamConfig) -> None:
     config = dataclasses.replace(
         current,
+        subjects=history_subjects(connection),
         max_age=connection.config.events_max_age,
         max_msgs=connection.config.events_max_msgs,
         allow_direct=True,
@@ -75,6 +84,7 @@ async def _update(connection: Connection, current: StreamConfig) -> None:
     log.info(
         "events.stream_updated",
         stream=current.name,
+        subjects=config.subjects,
         max_age=connection.config.events_max_age,
         max_msgs=connection.config.events_max_msgs,
     )

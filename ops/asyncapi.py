@@ -7,8 +7,10 @@
   virtual, `P.virtual.<type>.{key}.<action>`: a `send` operation whose request is the action's
   argument schema and whose reply is the result or the service-API error;
 - the events: what anyone may publish on `P.events.{topic}`, and the patterns each type handles,
-  as CloudEvents in binary mode (the attributes as `ce-` headers);
-- the runners' control subjects: spawns, the runner listing, the type listing and drains.
+  as CloudEvents in structured mode, MABEAM's default (one JSON object; binary mode, the
+  attributes as `ce-` headers, is taken too);
+- the runners' control subjects: spawns, the runner listing, the type listing, drains and
+  rebalancing moves.
 
 Each action's schema keeps what msgspec generated (JSON Schema, which AsyncAPI's default schema
 format accepts); the definitions a schema shares through `$defs` move to `components.schemas`,
@@ -24,6 +26,7 @@ from urllib.parse import urlsplit
 
 from mabeam.agents.control import SpawnRequest
 from mabeam.agents.interface import struct_schema
+from mabeam.agents.rebalance import MoveRequest
 from mabeam.core.names import Subjects
 from mabeam.registry.records import AgentRecord, RunnerRecord
 
@@ -67,16 +70,20 @@ _CALL_HEADERS: Final[dict[str, Any]] = {
 }
 _CLOUDEVENT_HEADERS: Final[dict[str, Any]] = {
     "type": "object",
-    "required": ["ce-specversion", "ce-id", "ce-source", "ce-type"],
-    "properties": {
-        "ce-specversion": {"const": "1.0"},
-        "ce-id": {"type": "string"},
-        "ce-source": {"type": "string", "description": "/agents/<id>, /runners/<id>, ..."},
-        "ce-type": {"type": "string", "description": "the topic"},
-        "ce-time": {"type": "string", "format": "date-time"},
-        "content-type": {"const": "application/json"},
-    },
-    "description": "CloudEvents 1.0, NATS binding, binary mode; `ce-<name>` extensions too",
+    "required": ["content-type"],
+    "properties": {"content-type": {"const": "application/cloudevents+json"}},
+    "description": "CloudEvents 1.0, NATS binding, structured mode (MABEAM publishes it by "
+    "default); binary mode, the attributes as `ce-` headers and the data as the body, is "
+    'taken too (docs/PROTOCOL.md "Events")',
+}
+_CLOUDEVENT_ATTRIBUTES: Final[dict[str, Any]] = {
+    "specversion": {"const": "1.0"},
+    "id": {"type": "string"},
+    "source": {"type": "string", "description": "/agents/<id>, /runners/<id>, ..."},
+    "type": {"type": "string", "description": "the topic"},
+    "time": {"type": "string", "format": "date-time"},
+    "datacontenttype": {"const": "application/json"},
+    "traceparent": {"type": "string", "description": "W3C trace context"},
 }
 
 
@@ -165,7 +172,7 @@ class _Document:
         self.operations["publish.event"] = {
             "action": "send",
             "channel": _ref("channels", "events"),
-            "summary": "publish an event (a CloudEvent in binary mode)",
+            "summary": "publish an event (a CloudEvent, structured or binary mode)",
         }
         for name, interface in interfaces.items():
             for pattern in interface["events"]:
@@ -229,6 +236,14 @@ class _Document:
             "drain this runner: it hands its agents over and exits",
             {"type": "object", "properties": {"draining": {"const": True}}},
         )
+        self._request(
+            "ctl.runner.adopt",
+            f"{prefix}.ctl.{{runner}}.adopt",
+            runner_param,
+            self._hoisted("control", struct_schema(MoveRequest)),
+            "runner to runner: adopt an agent the sender released (live rebalancing)",
+            record,
+        )
 
     def _request(
         self,
@@ -275,7 +290,15 @@ class _Document:
         return result
 
 
-def _event_message(name: str, payload: dict[str, Any]) -> dict[str, Any]:
+def _event_message(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A CloudEvent in structured mode whose `data` follows the schema `data`; the other
+    members are its extensions (strings)."""
+    payload = {
+        "type": "object",
+        "required": ["specversion", "id", "source", "type"],
+        "properties": {**_CLOUDEVENT_ATTRIBUTES, "data": data},
+        "additionalProperties": {"type": "string", "description": "an extension attribute"},
+    }
     return {"name": name, "headers": _CLOUDEVENT_HEADERS, "payload": payload}
 
 

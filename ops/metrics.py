@@ -132,6 +132,19 @@ class PrometheusObserver(RunnerObserver):
             ["handler"],
             registry=registry,
         )
+        self._moves = Counter(
+            "mabeam_agent_moves",
+            "Rebalancing moves of agents away from this runner, by type and outcome (moved, or"
+            " abandoned: the target refused and the agent runs here again).",
+            ["type", "outcome"],
+            registry=registry,
+        )
+        self._unroutable = Counter(
+            "mabeam_reminder_firings_unroutable",
+            "Reminder firings for an agent type no runner hosts (each is delivered again later).",
+            ["type"],
+            registry=registry,
+        )
         self._failover = Histogram(
             "mabeam_failover_duration_seconds",
             "Time from a dead runner's last heartbeat to its agent running here, per take-over.",
@@ -211,3 +224,11 @@ class PrometheusObserver(RunnerObserver):
     def loop_blocked(self, handler: str, seconds: float) -> None:
         """Count a blocked loop, by the agent type and action that blocked it."""
         self._blocked.labels(handler).inc()
+
+    def agent_moved(self, agent_type: str, outcome: str) -> None:
+        """Count a rebalancing move."""
+        self._moves.labels(agent_type, outcome).inc()
+
+    def reminder_unroutable(self, agent_type: str) -> None:
+        """Count a reminder firing that found no host of its type."""
+        self._unroutable.labels(agent_type).inc()

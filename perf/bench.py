@@ -10,11 +10,12 @@ import itertools
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nats
 import nats.js.errors
 
+from mabeam.bus.event import EventMode, encode_event, new_event
 from mabeam.core.config import Config
 from mabeam.perf.procs import PerfError, WorkerProcess, child_env
 from mabeam.perf.sizes import FULL, QUICK, Sizes, quick_notes
@@ -170,7 +171,7 @@ async def _reqrep(bench: Bench) -> dict[str, Any]:
     return result
 
 
-async def _pubsub(bench: Bench) -> dict[str, Any]:
+async def _pubsub(bench: Bench, **peak: Any) -> dict[str, Any]:
     sizes = bench.sizes
     subject = f"{bench.prefix('raw')}.raw"
     timeout = sizes.event_seconds + 120
@@ -181,11 +182,21 @@ async def _pubsub(bench: Bench) -> dict[str, Any]:
         timeout=timeout,
         subject=subject,
         rate=10_000,
-        duration=sizes.event_seconds,
+        duration=sizes.event_seconds if not peak else 0.5,
         peak_count=sizes.event_peak,
+        **peak,
     )
     received = await subscriber.result(timeout)
     return {**published, **received}
+
+
+async def _pubsub_event(bench: Bench) -> dict[str, Any]:
+    """`_pubsub` whose flat-out messages are a CloudEvent as MABEAM publishes it (the
+    config's `events_mode`): what nats-py alone does with the same bytes."""
+    config = Config.from_env(nats_url=bench.url, prefix="perf")
+    event = new_event("bench.peak", "perf.events.bench.peak", {"i": 0}, source="/clients/perf")
+    body, headers = encode_event(event, cast(EventMode, config.events_mode))
+    return await _pubsub(bench, peak_body=body.decode(), peak_headers=headers)
 
 
 async def _kv(bench: Bench) -> dict[str, Any]:
@@ -236,6 +247,7 @@ async def _startup(bench: Bench) -> dict[str, Any]:
 _LIMITS = {
     "reqrep": _reqrep,
     "pubsub": _pubsub,
+    "pubsub_event": _pubsub_event,
     "kv": _kv,
     "spawn": _spawn,
     "startup": _startup,

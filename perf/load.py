@@ -53,6 +53,13 @@ class LoadResult:
         """The latency distribution (milliseconds by default)."""
         return summarize(self.latencies, scale=scale)
 
+    def add(self, part: LoadResult) -> None:
+        """Count the closed loop `part` (run after this one) into this result."""
+        self.latencies.extend(part.latencies)
+        self.failed += part.failed
+        self.elapsed += part.elapsed
+        self.errors = (self.errors + part.errors)[:_ERRORS_KEPT]
+
     def summary(self, scale: float = 1000.0) -> dict[str, Any]:
         """Rate, success and latency distribution as one JSON-able object."""
         return {

@@ -5,7 +5,8 @@ program needs for the pattern the framework figure uses:
 
 - `reqrep_responder` / `reqrep_requester`: request → reply to 100 subscriptions;
 - `pubsub_subscriber` / `pubsub_publisher`: publish → subscribe, paced with the publish time in
-  the body (latency) and then flat out (peak rate);
+  the body (latency) and then flat out (peak rate), 16 bytes with no headers, or a given body
+  and headers (a CloudEvent as MABEAM sends it);
 - `kv_bench`: KV create, get, purge, concurrent puts, and put → seen by a watcher;
 - `spawn_responder` / `spawn_client`: a spawn by hand (KV create + one subscription + reply), ping,
   stop (unsubscribe + KV purge), the key checked gone, and the responder's RSS per agent;
@@ -119,7 +120,8 @@ async def pubsub_subscriber(params: dict[str, Any]) -> dict[str, Any]:
 
 
 async def pubsub_publisher(params: dict[str, Any]) -> dict[str, Any]:
-    """Publish `rate`/s for `duration` s with the time in the body, then `peak_count` flat out."""
+    """Publish `rate`/s for `duration` s with the time in the body, then `peak_count` flat out
+    (16 bytes, or `peak_body` with `peak_headers` when given)."""
     nc = await _connect(params)
     subject = params["subject"]
     paced_subject = f"{subject}.paced"
@@ -130,10 +132,12 @@ async def pubsub_publisher(params: dict[str, Any]) -> dict[str, Any]:
     shape = await paced(float(params["rate"]), float(params["duration"]), fire)
     await nc.flush()
     await asyncio.sleep(0.3)
-    peak_subject, body = f"{subject}.peak", b"x" * 16
+    peak_subject = f"{subject}.peak"
+    body = params["peak_body"].encode() if "peak_body" in params else b"x" * 16
+    headers = params.get("peak_headers")
     began = time.perf_counter()
     for index in range(int(params["peak_count"])):
-        await nc.publish(peak_subject, body)
+        await nc.publish(peak_subject, body, headers=headers)
         if index % _YIELD_EVERY == 0:
             await asyncio.sleep(0)
     await nc.flush()

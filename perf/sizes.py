@@ -48,6 +48,8 @@ class Sizes:
     passivate_after: float = 2.0
     scale_runners: tuple[int, ...] = (1, 2, 4)
     scale_calls: int = 60_000
+    rebalance_agents: int = 1000
+    reminder_agents: int = 1000
 
 
 FULL = Sizes()
@@ -83,6 +85,8 @@ QUICK = Sizes(
     virtual_first=300,
     passivation_keys=20_000,
     scale_calls=10_000,
+    rebalance_agents=200,
+    reminder_agents=200,
 )
 """The sizes of `--quick`."""
 

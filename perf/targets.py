@@ -178,6 +178,32 @@ _ROWS = (
         ),
     ),
     RowSpec(
+        "rebalancing",
+        "a runner joins one that hosts 1000 `demo` agents while a client process calls"
+        " `increment` on them, 64 in flight, until the two runners' agents are within 20 %",
+        (
+            FigureSpec("moved_rate", "agents moved per second", "/s", "—", (), "higher"),
+            FigureSpec("balanced", "join → within 20 %", "s", "—", (), "lower"),
+            FigureSpec("failed", "client calls failed meanwhile", "", "—", (_at_most(0),), "lower"),
+            FigureSpec("call_latency", "call latency meanwhile", "ms", "—", (), "lower"),
+            FigureSpec("call_rate", "calls per second meanwhile", "/s", "—", (), "higher"),
+        ),
+    ),
+    RowSpec(
+        "reminders",
+        "a client process asks 1000 `demo` agents of one runner for `schedule_increment` after"
+        " 3 s (one JetStream message schedule each), 64 in flight, then times the acknowledged"
+        " firings and reads every counter",
+        (
+            FigureSpec("set_rate", "reminders set per second", "/s", "—", (), "higher"),
+            FigureSpec(
+                "fire_rate", "firings per second, first due → last acked", "/s", "—", (), "higher"
+            ),
+            FigureSpec("lag", "last due → last firing acked", "s", "—", (), "lower"),
+            FigureSpec("once", "firings that took effect once", "%", "—", (_at_least(100),)),
+        ),
+    ),
+    RowSpec(
         "system_startup",
         "`mabeam runner` process start → answering P.ctl.runners; init = Runner.start() "
         "(connect, buckets, replicas, subscriptions); overhead = idle runner RSS - RSS of a "

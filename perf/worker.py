@@ -34,6 +34,8 @@ FAMILIES = {
     "registry": "mabeam.perf.scenarios.registry_rows",
     "limits": "mabeam.perf.scenarios.limit_rows",
     "virtual": "mabeam.perf.scenarios.virtual_rows",
+    "rebalance": "mabeam.perf.scenarios.rebalance_rows",
+    "reminders": "mabeam.perf.scenarios.reminder_rows",
     "scale": "mabeam.perf.scenarios.scale_rows",
 }
 """Family name → module that holds its `WORKERS`."""

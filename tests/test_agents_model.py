@@ -134,3 +134,43 @@ async def test_timers_fire_once_or_repeatedly_and_cancel() -> None:
     assert not once.active and not repeating.active
     with pytest.raises(BadRequestError):
         Timer(0, noop, repeat=False, fire=fired.append)
+
+
+async def test_idle_mailboxes_are_run_by_one_shared_task_not_one_each() -> None:
+    tasks: set[asyncio.Task[object] | None] = set()
+    seen: list[str] = []
+
+    async def process(envelope: Envelope) -> None:
+        tasks.add(asyncio.current_task())
+        seen.append(envelope.name)
+
+    mailboxes = [Mailbox(10, process) for _ in range(1000)]
+    for index, mailbox in enumerate(mailboxes):
+        assert mailbox.offer(Envelope(EnvelopeKind.EVENT, f"e{index}"))
+    for mailbox in mailboxes:
+        await mailbox.wait_idle()
+    assert seen == [f"e{index}" for index in range(1000)]
+    assert len(tasks) == 1 and None not in tasks
+
+
+async def test_a_mailbox_that_waits_holds_up_no_other_and_keeps_its_order() -> None:
+    release = asyncio.Event()
+    seen: list[str] = []
+
+    async def waits(envelope: Envelope) -> None:
+        if envelope.name == "first":
+            await release.wait()
+        seen.append(envelope.name)
+
+    async def quick(envelope: Envelope) -> None:
+        seen.append(envelope.name)
+
+    slow, other = Mailbox(500, waits), Mailbox(10, quick)
+    for name in ["first", *(f"n{index}" for index in range(200))]:  # more than one batch
+        assert slow.offer(Envelope(EnvelopeKind.ACTION, name))
+    assert other.offer(Envelope(EnvelopeKind.ACTION, "other"))
+    await other.wait_idle()
+    assert seen == ["other"] and slow.busy
+    release.set()
+    await slow.wait_idle()
+    assert seen == ["other", "first", *(f"n{index}" for index in range(200))]

@@ -24,9 +24,15 @@ HEARTBEAT = 0.3
 
 @pytest.fixture
 def runners(config: Config) -> Iterator[dict[str, RunnerProcess]]:
+    # No rebalancing: these tests say which runner owns each agent after a fault (moves between
+    # live runners are checked in test_agents_rebalance.py).
     started = {
         name: RunnerProcess(
-            config, name, heartbeat=HEARTBEAT, log_path=Path(f"/tmp/own-{name}.log")
+            config,
+            name,
+            heartbeat=HEARTBEAT,
+            extra_args=["--rebalance", "off"],
+            log_path=Path(f"/tmp/own-{name}.log"),
         ).wait_ready()
         for name in ("r1", "r2")
     }

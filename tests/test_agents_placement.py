@@ -193,13 +193,11 @@ async def test_a_mixed_fleet_spawns_every_thermostat_on_the_runner_that_hosts_it
 
 
 async def test_the_least_loaded_host_gets_the_new_agents(config: Config, raw: Any) -> None:
+    # Spawns alone must even the load out here: no rebalancing moves the old agents.
+    settings = {"max_agents": 100, "coordinator_id": None, "rebalance": False}
     async with (
-        Runner(
-            config, RunnerSettings(runner_id="busy", max_agents=100, coordinator_id=None)
-        ) as busy,
-        Runner(
-            config, RunnerSettings(runner_id="idle", max_agents=100, coordinator_id=None)
-        ) as idle,
+        Runner(config, RunnerSettings(runner_id="busy", **settings)) as busy,
+        Runner(config, RunnerSettings(runner_id="idle", **settings)) as idle,
         Client(config) as client,
     ):
         await asyncio.gather(

@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mabeam.agents.reminders import SERVER_NEEDED, schedule_of, server_version_of
+from mabeam.agents.runner import RunnerSettings
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
 from mabeam.core.embedded_server import EmbeddedServer
 from mabeam.core.errors import BadRequestError, UnknownActionError
+from mabeam.ops.service import ObservedRunner
 from mabeam.testing import eventually
 from mabeam.testing.processes import RunnerProcess
 
@@ -235,3 +238,35 @@ def test_servers_without_message_schedules_are_told_apart() -> None:
     assert server_version_of("2.11.4") < SERVER_NEEDED <= server_version_of("2.12.0-RC.1")
     assert server_version_of("2.15.0") >= SERVER_NEEDED
     assert server_version_of("") == (0, 0)
+
+
+async def test_a_firing_for_a_type_no_runner_hosts_is_counted_and_comes_again(
+    config: Config, r1: RunnerProcess, client: Client
+) -> None:
+    settings = RunnerSettings(runner_id="plain", heartbeat_interval=0.3)  # no `Reminded` here
+    async with ObservedRunner(config, settings) as plain:
+        reminded = client.virtual("Reminded", "late")
+        await reminded.call("remind_me", {"name": "late", "after": 2})
+        r1.kill()  # no runner hosts `Reminded` when it fires: `plain` gets the firing
+        await eventually(lambda: unroutable(plain), until=lambda n: n >= 1, timeout=15)
+        r3 = RunnerProcess(config, "r3", agents=[REMINDED]).wait_ready()
+        try:  # the firing comes again (10 s later) and takes effect once, there
+            found = await eventually(
+                lambda: reminded.call("ticks_now"),
+                until=lambda result: len(result["ticks"]) == 1,
+                timeout=25,
+                ignoring=(Exception,),
+            )
+            assert len(found["ticks"]) == 1
+        finally:
+            r3.kill()
+
+
+async def unroutable(observed: ObservedRunner) -> float:
+    """`mabeam_reminder_firings_unroutable_total{type="Reminded"}` of `observed` now."""
+    name = "mabeam_reminder_firings_unroutable_total"
+    for family in text_string_to_metric_families(observed.metrics.render().decode()):
+        for sample in family.samples:
+            if sample.name == name and sample.labels.get("type") == "Reminded":
+                return sample.value
+    return 0.0

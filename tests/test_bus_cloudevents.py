@@ -84,22 +84,30 @@ async def test_ce_datacontenttype_is_read_when_content_type_is_absent(
     await bus.close()
 
 
-async def test_published_extensions_are_read_by_the_sdk(
-    connection: Connection, prefix: str
+@pytest.mark.parametrize("mode", ["structured", "binary"])
+async def test_published_events_are_read_by_the_sdk_in_either_mode(
+    config: Config, prefix: str, mode: str
 ) -> None:
-    raw = await connection.nc.subscribe(f"{prefix}.events.>")
-    await connection.flush()
-    bus = EventBus(connection, source='/clients/a"b%c')
-    sent = await bus.publish("orders", {"n": 1}, extensions={"tenant": "acme corp", "tries": 2})
-    message = await raw.next_msg(timeout=5)
-    assert message.headers["ce-tenant"] == "acme%20corp"
-    parsed = http.from_binary_event(HTTPMessage(headers=message.headers, body=message.data))
-    assert parsed.get_extension("tenant") == "acme corp"
-    assert parsed.get_extension("tries") == "2"
-    assert parsed.get_source() == '/clients/a"b%c'
-    assert (parsed.get_id(), parsed.get_data()) == (sent.id, {"n": 1})
-    assert sent.extensions == {"tenant": "acme corp", "tries": "2"}
-    await bus.close()
+    async with await Connection.open(config.with_(events_mode=mode)) as connection:
+        raw = await connection.nc.subscribe(f"{prefix}.events.>")
+        await connection.flush()
+        bus = EventBus(connection, source='/clients/a"b%c')
+        extensions = {"tenant": "acme corp", "tries": 2}
+        sent = await bus.publish("orders", {"n": 1}, extensions=extensions)
+        message = await raw.next_msg(timeout=5)
+        received = HTTPMessage(headers=message.headers, body=message.data)
+        if mode == "binary":
+            assert message.headers["ce-tenant"] == "acme%20corp"
+            parsed = http.from_binary_event(received)
+        else:
+            assert message.headers == {"content-type": "application/cloudevents+json"}
+            parsed = http.from_structured_event(received)
+        assert parsed.get_extension("tenant") == "acme corp"
+        assert parsed.get_extension("tries") == "2"
+        assert parsed.get_source() == '/clients/a"b%c'
+        assert (parsed.get_id(), parsed.get_data()) == (sent.id, {"n": 1})
+        assert sent.extensions == {"tenant": "acme corp", "tries": "2"}
+        await bus.close()
 
 
 @pytest.mark.parametrize(

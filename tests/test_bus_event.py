@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import re
+import time
 import uuid
+from datetime import UTC, datetime
 
 import msgspec
 import pytest
 
 import mabeam.bus
 from mabeam.bus.event import (
+    STRUCTURED_CONTENT_TYPE,
     UNKNOWN_SOURCE,
     Event,
     decode_event,
+    encode_event,
     event_headers,
     new_event,
     validate_source,
     validate_traceparent,
 )
-from mabeam.core.codec import parse_rfc3339
+from mabeam.core.codec import decode, now_rfc3339, parse_rfc3339
 from mabeam.core.errors import BadRequestError, TooLargeError
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -44,9 +49,11 @@ def test_the_package_exports_exactly_its_public_api() -> None:
         assert getattr(mabeam.bus, name) is not None
 
 
-def test_new_event_has_a_uuid_now_and_the_topic_as_type() -> None:
+def test_new_event_has_a_unique_id_now_and_the_topic_as_type() -> None:
     event = new_event("orders.created", "p.events.orders.created", {"x": 1}, source="/clients/c")
-    uuid.UUID(event.id)
+    again = new_event("orders.created", "p.events.orders.created", {"x": 1}, source="/clients/c")
+    assert event.id != again.id
+    assert re.fullmatch(r"[0-9a-f]{21,}", event.id)
     parse_rfc3339(event.time)
     assert (event.type, event.topic, event.specversion) == (
         "orders.created",
@@ -146,3 +153,72 @@ def test_bad_sources_are_refused(source: object) -> None:
 def test_bad_traceparents_are_refused(traceparent: str) -> None:
     with pytest.raises(BadRequestError, match="traceparent"):
         validate_traceparent(traceparent)
+
+
+def test_now_is_rfc3339_in_utc_with_microseconds_and_follows_the_clock() -> None:
+    before = datetime.now(UTC)
+    stamp = now_rfc3339()
+    after = datetime.now(UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp)
+    assert before <= parse_rfc3339(stamp) <= after
+    time.sleep(1.001)  # a new second: the cached date and time of day move on
+    assert parse_rfc3339(now_rfc3339()) >= parse_rfc3339(stamp).replace(microsecond=0)
+
+
+def test_structured_mode_is_one_json_object_and_one_header() -> None:
+    event = new_event(
+        "a.b",
+        "p.events.a.b",
+        {"k": 1},
+        source="/agents/x",
+        traceparent=TRACEPARENT,
+        extensions={"tenant": "acme corp"},
+    )
+    body, headers = encode_event(event, "structured")
+    assert headers == {"content-type": STRUCTURED_CONTENT_TYPE}
+    assert decode(body) == {
+        "specversion": "1.0",
+        "id": event.id,
+        "source": "/agents/x",
+        "type": "a.b",
+        "time": event.time,
+        "datacontenttype": "application/json",
+        "traceparent": TRACEPARENT,
+        "tenant": "acme corp",
+        "data": {"k": 1},
+    }
+
+
+@pytest.mark.parametrize("mode", ["structured", "binary"])
+def test_either_mode_decodes_to_the_event_that_was_encoded(mode: str) -> None:
+    sent = new_event(
+        "a.b",
+        "p.events.a.b",
+        [1, "two"],
+        source='/x "y" 100%',
+        traceparent=TRACEPARENT,
+        extensions={"tenant": "é 1%"},
+    )
+    body, headers = encode_event(sent, mode)  # type: ignore[arg-type]
+    received = decode_event("p.events.a.b", "a.b", headers, body, max_size=1000)
+    assert msgspec.structs.replace(received, received_at=0.0) == sent
+
+
+def test_structured_mode_is_recognised_in_any_case_and_filled_like_binary() -> None:
+    headers = {"Content-Type": "Application/CloudEvents+JSON; charset=utf-8"}
+    body = b'{"specversion": "1.0", "id": 7, "retry": true, "data": null}'
+    event = decode_event("p.events.a", "a", headers, body, max_size=1000)
+    assert (event.id, event.source, event.type, event.data) == ("7", UNKNOWN_SOURCE, "a", None)
+    assert event.extensions == {"retry": "true"}
+    stored = ("P_EVENTS-3", "2026-01-02T03:04:05Z")
+    event = decode_event("p.events.a", "a", headers, b"{}", max_size=100, stored=stored)
+    assert (event.id, event.time) == stored
+
+
+@pytest.mark.parametrize(
+    "body", [b"[1]", b'{"id": {"x": 1}}', b'{"tenant": [1]}', b'{"data_base64": "!!"}']
+)
+def test_a_structured_body_that_is_not_an_event_is_a_bad_request(body: bytes) -> None:
+    headers = {"content-type": STRUCTURED_CONTENT_TYPE}
+    with pytest.raises(BadRequestError):
+        decode_event("p.events.a", "a", headers, body, max_size=100)

@@ -14,6 +14,7 @@ from mabeam.core.codec import parse_rfc3339
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError
+from mabeam.core.names import pattern_covers
 from mabeam.testing import NatsEndpoint, eventually
 
 
@@ -131,3 +132,43 @@ async def test_an_existing_stream_is_kept_and_its_limits_updated(config: Config)
 async def test_a_bad_count_is_refused(bus: EventBus, last: object) -> None:
     with pytest.raises(BadRequestError, match="last"):
         await bus.history("a.>", last=last)  # type: ignore[arg-type]
+
+
+async def test_history_keeps_only_the_configured_topics_and_follows_a_change(
+    config: Config,
+) -> None:
+    narrow = config.with_(events_history=("orders.>",))
+    async with await Connection.open(narrow) as connection, EventBus(connection) as bus:
+        await bus.publish("users.u1.created", {"n": 0})
+        await bus.publish("orders.eu.created", {"n": 1})
+        await wait_stored(connection, 1)
+        assert [event.data for event in await bus.history(">", last=10)] == [{"n": 1}]
+        stream = await connection.js.stream_info(connection.subjects.events_stream)
+        assert stream.config.subjects == [f"{config.prefix}.events.orders.>"]
+        with pytest.raises(BadRequestError, match="events_history"):
+            await bus.subscribe("users.>", lambda event: None, durable="d1")
+    widened = config.with_(events_history=("orders.>", "users.*.created"))
+    async with await Connection.open(widened) as connection, EventBus(connection) as bus:
+        await bus.publish("users.u2.created", {"n": 2})
+        await wait_stored(connection, 2)
+        assert [event.data["n"] for event in await bus.history(">", last=10)] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("outer", "inner", "covered"),
+    [
+        (">", "a.b", True),
+        (">", ">", True),
+        ("a.>", "a.b.>", True),
+        ("a.>", "a", False),
+        ("a.*", "a.b", True),
+        ("a.*", "a.*", True),
+        ("a.*", "a.>", False),
+        ("a.b", "a.*", False),
+        ("a.*.c", "a.x.c", True),
+        ("a.*.c", "a.x.d", False),
+        ("a.b", "a.b.c", False),
+    ],
+)
+def test_a_pattern_covers_exactly_what_it_matches(outer: str, inner: str, covered: bool) -> None:
+    assert pattern_covers(outer, inner) is covered

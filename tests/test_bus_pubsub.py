@@ -79,7 +79,7 @@ async def test_star_matches_one_token_and_gt_matches_all_the_rest(bus: EventBus)
     assert bus.stats.published == 5
 
 
-async def test_published_events_carry_cloudevents_headers_on_the_wire(
+async def test_published_events_are_structured_cloudevents_on_the_wire_by_default(
     bus: EventBus, prefix: str
 ) -> None:
     raw = await bus.connection.nc.subscribe(f"{prefix}.events.>")
@@ -88,6 +88,32 @@ async def test_published_events_carry_cloudevents_headers_on_the_wire(
     )
     message = await raw.next_msg(timeout=5)
     assert message.subject == f"{prefix}.events.orders.eu.created"
+    assert message.headers == {"content-type": "application/cloudevents+json"}
+    assert json.loads(message.data) == {
+        "specversion": "1.0",
+        "id": sent.id,
+        "source": "/agents/a1",
+        "type": "orders.eu.created",
+        "time": sent.time,
+        "datacontenttype": "application/json",
+        "traceparent": TRACEPARENT,
+        "data": {"x": 1},
+    }
+    assert abs(parse_rfc3339(sent.time) - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+async def test_binary_mode_events_carry_cloudevents_headers_on_the_wire(
+    config: Config, prefix: str
+) -> None:
+    async with (
+        await Connection.open(config.with_(events_mode="binary")) as connection,
+        EventBus(connection) as bus,
+    ):
+        raw = await connection.nc.subscribe(f"{prefix}.events.>")
+        sent = await bus.publish(
+            "orders.eu.created", {"x": 1}, source="/agents/a1", traceparent=TRACEPARENT
+        )
+        message = await raw.next_msg(timeout=5)
     assert json.loads(message.data) == {"x": 1}
     assert message.headers == {
         "ce-specversion": "1.0",
@@ -98,7 +124,6 @@ async def test_published_events_carry_cloudevents_headers_on_the_wire(
         "content-type": "application/json",
         "traceparent": TRACEPARENT,
     }
-    assert abs(parse_rfc3339(sent.time) - datetime.now(UTC)) < timedelta(seconds=5)
 
 
 async def test_a_headerless_foreign_publish_arrives_with_its_attributes_filled(

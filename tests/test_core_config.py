@@ -57,3 +57,14 @@ def test_unknown_override_is_refused() -> None:
 def test_with_revalidates() -> None:
     with pytest.raises(ConfigError):
         Config().with_(prefix="")
+
+
+def test_events_mode_and_history_come_from_the_environment_and_are_checked() -> None:
+    config = Config.from_env({"MABEAM_EVENTS_MODE": "binary", "MABEAM_EVENTS_HISTORY": "a.>, b.*"})
+    assert (config.events_mode, config.events_history) == ("binary", ("a.>", "b.*"))
+    assert (Config().events_mode, Config().events_history) == ("structured", (">",))
+    with pytest.raises(ConfigError, match="events_mode"):
+        Config(events_mode="xml")
+    for bad in ((), ("a..b",), ">"):
+        with pytest.raises(ConfigError, match="events_history"):
+            Config(events_history=bad)  # type: ignore[arg-type]

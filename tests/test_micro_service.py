@@ -23,7 +23,8 @@ from tests.micro_schema import MICRO_SCHEMAS
 async def runners(config: Config) -> AsyncIterator[list[Runner]]:
     started = []
     for runner_id in ("m1", "m2"):
-        settings = RunnerSettings(runner_id=runner_id, heartbeat_interval=0.2)
+        # No rebalancing: the stats are checked per runner, so agents stay where they are spawned.
+        settings = RunnerSettings(runner_id=runner_id, heartbeat_interval=0.2, rebalance=False)
         started.append(await Runner(config, settings).start())
     yield started
     for runner in started:

@@ -48,8 +48,11 @@ def status_command(config: Config, *options: str) -> list[str]:
 @pytest.fixture
 async def client(config: Config) -> AsyncIterator[Client]:
     """A system of two runners, one with HTTP (s1) and one without (s2), and four agents."""
-    observed = ObservedRunner(config, RunnerSettings(runner_id="s1", heartbeat_interval=0.3))
-    plain = Runner(config, RunnerSettings(runner_id="s2", heartbeat_interval=0.3))
+    # Agents stay where they were spawned (no rebalancing): the view is checked per runner.
+    observed = ObservedRunner(
+        config, RunnerSettings(runner_id="s1", heartbeat_interval=0.3, rebalance=False)
+    )
+    plain = Runner(config, RunnerSettings(runner_id="s2", heartbeat_interval=0.3, rebalance=False))
     async with observed, plain, Client(config) as connected:
         for agent_id in AGENTS:
             await connected.spawn("demo", id=agent_id, runner="s1")

@@ -21,6 +21,24 @@ function errorCode(msg) {
   return msg.headers?.get("Nats-Service-Error-Code") || null;
 }
 
+// A CloudEvent in either content mode of the NATS binding: structured (content-type
+// application/cloudevents+json, the whole event as JSON: what MABEAM publishes) or binary
+// (the attributes in ce- headers, the data as the body).
+function cloudEvent(msg) {
+  const contentType = msg.headers?.get("content-type") || "";
+  if (contentType.toLowerCase().startsWith("application/cloudevents")) {
+    return json.decode(msg.data);
+  }
+  const attribute = (name) => decodeURIComponent(msg.headers?.get(`ce-${name}`) || "");
+  return {
+    specversion: attribute("specversion"),
+    type: attribute("type"),
+    source: attribute("source"),
+    id: attribute("id"),
+    data: json.decode(msg.data),
+  };
+}
+
 const nc = await connect({ servers: url, name: "mabeam-node-example" });
 const seen = {};
 
@@ -33,13 +51,14 @@ check(errorCode(spawned) === null, `spawn failed: ${spawned.string()}`);
 seen.spawned = json.decode(spawned.data);
 check(seen.spawned.id === agentId && seen.spawned.status === "running", "spawn reply is not the record");
 
-for await (const event of started) {
+for await (const message of started) {
+  const event = cloudEvent(message);
   seen.started_event = {
-    specversion: event.headers.get("ce-specversion"),
-    type: event.headers.get("ce-type"),
-    source: event.headers.get("ce-source"),
-    id: event.headers.get("ce-id"),
-    data_id: json.decode(event.data).id,
+    specversion: event.specversion,
+    type: event.type,
+    source: event.source,
+    id: event.id,
+    data_id: event.data.id,
   };
 }
 check(seen.started_event.specversion === "1.0" && seen.started_event.type === "agent.started", "started event");
@@ -62,8 +81,9 @@ h.set("ce-type", "node.js.hello");
 h.set("ce-time", new Date().toISOString());
 h.set("content-type", "application/json");
 nc.publish(`${prefix}.events.node.js.hello`, json.encode({ from: "node" }), { headers: h });
-for await (const event of echo) {
-  seen.echo = { subject: event.subject, source: event.headers.get("ce-source"), data: json.decode(event.data) };
+for await (const message of echo) {
+  const event = cloudEvent(message);
+  seen.echo = { subject: message.subject, source: event.source, data: event.data };
 }
 check(seen.echo.data.from === "node", "own event not received");
 

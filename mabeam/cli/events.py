@@ -30,14 +30,14 @@ def register(commands: Any) -> None:
     )
     publish.add_argument("topic", metavar="TOPIC", help="the topic, e.g. orders.eu.created")
     publish.add_argument("data", metavar="JSON", nargs="?", help="the event data (default {})")
-    publish.add_argument("--source", metavar="S", help="ce-source (default /clients/<name>)")
+    publish.add_argument("--source", metavar="S", help="the event source (default /clients/<name>)")
     publish.add_argument(
         "--extension",
         "-e",
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a CloudEvents extension attribute, sent as ce-NAME (repeatable)",
+        help="a CloudEvents extension attribute (ce-NAME in binary mode; repeatable)",
     )
     add_connection_options(publish)
     publish.set_defaults(run=run_publish, log_level=CLIENT_LOG_LEVEL)

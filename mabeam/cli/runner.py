@@ -46,6 +46,13 @@ def register(commands: Any) -> None:
         help="passivate virtual agents idle this long, for types without their own (0: never)",
     )
     runner.add_argument(
+        "--rebalance",
+        choices=["on", "off"],
+        default="on",
+        help="move agents to lighter runners while this one holds more than its share (off:"
+        " never move any away; moves to it are still taken)",
+    )
+    runner.add_argument(
         "--embedded", action="store_true", help="start a nats-server when none answers"
     )
     runner.add_argument(
@@ -98,6 +105,7 @@ async def run_runner(args: argparse.Namespace) -> int:
         max_memory_mb=args.max_memory,
         heartbeat_interval=args.heartbeat,
         passivate_after=args.passivate_after,
+        rebalance=args.rebalance == "on",
     )
     server = await _embedded_server(config) if args.embedded else None
     try:

@@ -6,7 +6,8 @@ a body that is not JSON, not an object, or too large is a `BadRequestError` / `T
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -55,9 +56,31 @@ def decode_object(body: bytes, *, max_size: int | None = None) -> dict[str, Any]
     return value
 
 
+class _Clock:
+    """RFC 3339 stamps of the wall clock, the date and time of day formatted once per second
+    (a `datetime.isoformat` per stamp costs more than the rest of an event's publish)."""
+
+    __slots__ = ("_second", "_text")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def now(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._text = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+            self._second = second
+        return f"{self._text}{min(int((now - second) * 1e6), 999_999):06d}Z"
+
+
+_clock = _Clock()
+
+
 def now_rfc3339() -> str:
     """The current UTC time as RFC 3339 with microseconds and a `Z` suffix."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return _clock.now()
 
 
 def parse_rfc3339(text: str) -> datetime:

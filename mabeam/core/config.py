@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from mabeam.core.errors import BadRequestError, ConfigError
-from mabeam.core.names import Subjects, validate_prefix
+from mabeam.core.names import Subjects, validate_pattern, validate_prefix
 
 __all__ = ["DEFAULT_NATS_URL", "DEFAULT_PREFIX", "Config", "redact_url"]
 
@@ -48,6 +48,7 @@ _CREDS = re.compile(
     re.DOTALL,
 )
 _MAX_KEY_FILE = 64 * 1024  # seeds and creds files are a few hundred bytes
+_EVENT_MODES = ("structured", "binary")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -61,6 +62,8 @@ _ENV: dict[str, tuple[str, str]] = {
     "MABEAM_MAX_PAYLOAD": ("max_payload", "int"),
     "MABEAM_EVENTS_MAX_AGE": ("events_max_age", "float"),
     "MABEAM_EVENTS_MAX_MSGS": ("events_max_msgs", "int"),
+    "MABEAM_EVENTS_MODE": ("events_mode", "str"),
+    "MABEAM_EVENTS_HISTORY": ("events_history", "list"),
     "MABEAM_USER": ("user", "str"),
     "MABEAM_PASSWORD": ("password", "str"),
     "MABEAM_TOKEN": ("token", "str"),
@@ -99,6 +102,12 @@ class Config:
     """Seconds the `P_EVENTS` stream keeps an event."""
     events_max_msgs: int = 1_000_000
     """Most events the `P_EVENTS` stream keeps."""
+    events_mode: str = "structured"
+    """The CloudEvents content mode events are published in: `structured` (one JSON body, the
+    fast mode) or `binary` (attributes in `ce-` headers); receivers take both."""
+    events_history: tuple[str, ...] = (">",)
+    """The topic patterns the `P_EVENTS` stream captures (history and durable subscriptions
+    exist only for them); every topic by default (PROTOCOL.md "Events" gives the cost)."""
     user: str | None = None
     """User name for user/password authentication (needs `password`)."""
     password: str | None = None
@@ -134,6 +143,7 @@ class Config:
         self._check_positive("connect_timeout", "request_timeout", "events_max_age")
         self._check_positive("max_payload", "events_max_msgs")
         self._check_not_negative("call_retry_for")
+        self._check_events()
         self._check_auth()
         self._check_files()
         self._check_tls()
@@ -228,6 +238,22 @@ class Config:
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
                 raise ConfigError(f"{name} must be a number of 0 or more, got {value!r}")
 
+    def _check_events(self) -> None:
+        if self.events_mode not in _EVENT_MODES:
+            raise ConfigError(
+                f"events_mode must be one of {', '.join(_EVENT_MODES)}, got {self.events_mode!r}"
+            )
+        history = self.events_history
+        if isinstance(history, str) or not isinstance(history, tuple) or not history:
+            raise ConfigError(
+                f"events_history must be a non-empty tuple of topic patterns, got {history!r}"
+            )
+        for pattern in history:
+            try:
+                validate_pattern(pattern)
+            except BadRequestError as exc:
+                raise ConfigError(f"events_history: {exc.message}") from exc
+
     def _check_auth(self) -> None:
         for name in ("user", "password", "token"):
             value = getattr(self, name)
@@ -314,6 +340,8 @@ def _read_text(path: str) -> str:
 def _parse(variable: str, raw: str, kind: str) -> Any:
     if kind == "str":
         return raw
+    if kind == "list":
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
     if kind == "bool":
         if raw.lower() in _TRUE | _FALSE:
             return raw.lower() in _TRUE

@@ -17,6 +17,7 @@ __all__ = [
     "CALL_ID_HEADER",
     "ID_PATTERN",
     "Subjects",
+    "pattern_covers",
     "validate_id",
     "validate_pattern",
     "validate_prefix",
@@ -104,6 +105,20 @@ def validate_pattern(value: object) -> str:
                 f"pattern {value!r}: token {token!r} may not contain spaces or partial wildcards"
             )
     return str(value)
+
+
+def pattern_covers(outer: str, inner: str) -> bool:
+    """True when every subject (or topic) that valid pattern `inner` matches also matches valid
+    pattern `outer` (`*` one token, a final `>` one or more)."""
+    outer_tokens, inner_tokens = outer.split("."), inner.split(".")
+    for index, token in enumerate(outer_tokens):
+        if token == ">":
+            return len(inner_tokens) > index
+        if index >= len(inner_tokens) or inner_tokens[index] == ">":
+            return False
+        if token != "*" and token != inner_tokens[index]:
+            return False
+    return len(inner_tokens) == len(outer_tokens)
 
 
 def _split_tokens(value: object, kind: str) -> list[str]:

@@ -72,6 +72,13 @@ async def event_system(bench: Bench, m: Measurements) -> None:
         m.set("peak", peak["rate"], note=delivered)
     m.limit("peak", raw["peak_rate"], "raw pub→sub flat out")
     m.note("the subscriber is a `bench_sink` agent (mailbox 200,000) on its own runner")
+    same = (await bench.limit("pubsub_event"))["peak_rate"]
+    if same and peak["rate"] is not None:
+        m.note(
+            f"raw nats-py flat out with the same CloudEvent (its header, its body): "
+            f"{same:,.0f}/s, {same / raw['peak_rate']:.2f}x the 16-byte limit; the peak above "
+            f"is {peak['rate'] / same:.2f}x of it"
+        )
 
 
 async def event_load(params: dict[str, Any]) -> dict[str, Any]:

@@ -40,8 +40,11 @@ _STALL_POLLS = 30
 
 
 def client_for(params: dict[str, Any], *, registry: bool = False) -> Client:
-    """A client of the system a worker measures (`url`, `prefix` from its params)."""
-    config = Config(nats_url=params["url"], prefix=params["prefix"], name="mabeam-perf-load")
+    """A client of the system a worker measures (`url`, `prefix` from its params; the rest
+    from `MABEAM_*`, as the runners of the run read them, e.g. `MABEAM_EVENTS_MODE`)."""
+    config = Config.from_env(
+        nats_url=params["url"], prefix=params["prefix"], name="mabeam-perf-load"
+    )
     return Client(config, with_registry=registry)
 
 

@@ -101,21 +101,13 @@ async def calls_load(params: dict[str, Any]) -> dict[str, Any]:
         results = {name: LoadResult() for name in loads}
         for _ in range(_ROUNDS):  # interleaved, so that a drift of the machine hits all three
             for name, call in loads.items():
-                _add(results[name], await closed_loop(call, total // _ROUNDS, 256))
+                results[name].add(await closed_loop(call, total // _ROUNDS, 256))
     return {
         "first_one": first_one.summary(),
         "spawned_one": spawned_one.summary(),
         "first_many": first_many.summary(),
         **{name: result.summary() for name, result in results.items()},
     }
-
-
-def _add(total: LoadResult, part: LoadResult) -> None:
-    """Count the closed loop `part` into `total`."""
-    total.latencies.extend(part.latencies)
-    total.failed += part.failed
-    total.elapsed += part.elapsed
-    total.errors = (total.errors + part.errors)[:5]
 
 
 # ---------------------------------------------------------------------- virtual_passivation

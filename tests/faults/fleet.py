@@ -114,7 +114,8 @@ class Child:
 
 
 class Fleet:
-    """A nats-server and `runners` runner processes, runner i connected through proxy i."""
+    """A nats-server and `runners` runner processes, runner i connected through proxy i, and
+    `joining` more (with their proxies) that `join()` starts later."""
 
     def __init__(
         self,
@@ -124,6 +125,7 @@ class Fleet:
         tap_prefix: str,
         *,
         runners: int = 3,
+        joining: int = 0,
         heartbeat: float = 1.0,
         hog_runner: int | None = None,
     ) -> None:
@@ -133,9 +135,12 @@ class Fleet:
         store = workdir / "store"
         server_cmd = [_binary("nats-server"), "-a", "127.0.0.1", "-p", str(self.port)]
         self.server = Child([*server_cmd, "-js", "-sd", str(store)], workdir / "nats.log")
-        self.runner_ids = [f"r{i}" for i in range(runners)]
+        every_id = [f"r{i}" for i in range(runners + joining)]
+        self.runner_ids = every_id[:runners]
+        """The runners started so far."""
+        self.joining_ids = every_id[runners:]
         self.proxies = [
-            Proxy(self.port, tap_prefix, self._recorder(history, rid)) for rid in self.runner_ids
+            Proxy(self.port, tap_prefix, self._recorder(history, rid)) for rid in every_id
         ]
         self._heartbeat = heartbeat
         self._hog_runner = hog_runner
@@ -154,15 +159,28 @@ class Fleet:
         await self.server.start("Server is ready")
         for proxy in self.proxies:
             await proxy.start()
-        for index, (rid, proxy) in enumerate(zip(self.runner_ids, self.proxies, strict=True)):
-            command = [_binary("mabeam"), "runner", "--nats", f"nats://127.0.0.1:{proxy.port}"]
+        await self._start_runners(self.runner_ids)
+        return self
+
+    async def join(self) -> None:
+        """Start the joining runners, each until it serves."""
+        joining, self.joining_ids = self.joining_ids, []
+        self.runner_ids = [*self.runner_ids, *joining]
+        await self._start_runners(joining)
+
+    async def _start_runners(self, runner_ids: list[str]) -> None:
+        started = []
+        for rid in runner_ids:
+            index = int(rid[1:])
+            port = self.proxies[index].port
+            command = [_binary("mabeam"), "runner", "--nats", f"nats://127.0.0.1:{port}"]
             command += ["--prefix", self.prefix, "--id", rid, "--heartbeat", str(self._heartbeat)]
             if index == self._hog_runner:
                 command += ["--agents", HOG_TYPE]
-            self.runners.append(Child(command, self._workdir / f"{rid}.log"))
-        pairs = zip(self.runners, self.runner_ids, strict=True)
+            started.append(Child(command, self._workdir / f"{rid}.log"))
+        self.runners.extend(started)
+        pairs = zip(started, runner_ids, strict=True)
         await asyncio.gather(*(runner.start(f"runner {rid} serving") for runner, rid in pairs))
-        return self
 
     async def restart_server(self, down_for: float) -> None:
         """Stop nats-server (SIGTERM), wait `down_for` seconds, start it on the same store."""

@@ -73,6 +73,15 @@ async def kill_9(stage: Stage) -> None:
     victim.kill()
 
 
+async def join(stage: Stage) -> None:
+    """A runner joins mid-workload: the others move agents to it (live rebalancing) while the
+    clients call them; then the victim is killed with -9 while moves may still be in flight."""
+    await stage.fleet.join()
+    await asyncio.sleep(HOLD / 5)
+    stage.fleet.runners[VICTIM].kill()
+    await asyncio.sleep(HOLD)
+
+
 async def freeze(stage: Stage) -> None:
     """SIGSTOP the victim past the dead threshold, then SIGCONT."""
     victim = stage.fleet.runners[VICTIM]
@@ -126,11 +135,13 @@ async def hog_cpu(stage: Stage) -> None:
 
 @dataclass(frozen=True)
 class Scenario:
-    """A named fault; `hog` starts the victim with the hog agent type."""
+    """A named fault; `hog` starts the victim with the hog agent type; `joining` runners are
+    started by the fault."""
 
     name: str
     fault: Fault
     hog: bool = False
+    joining: int = 0
 
 
 SCENARIOS = {
@@ -139,6 +150,7 @@ SCENARIOS = {
         Scenario("control", no_fault),
         Scenario("kill_9", kill_9),
         Scenario("sigstop", freeze),
+        Scenario("join", join, joining=1),
         Scenario("server_restart", restart_server),
         Scenario("partition", partition),
         Scenario("cpu_hog", hog_cpu, hog=True),
@@ -152,7 +164,15 @@ async def run(scenario: Scenario, workdir: Path) -> History:
     inbox = f"_FAULTS.{prefix}"
     history = History()
     hog_runner = VICTIM if scenario.hog else None
-    fleet = Fleet(workdir, prefix, history, inbox, heartbeat=HEARTBEAT, hog_runner=hog_runner)
+    fleet = Fleet(
+        workdir,
+        prefix,
+        history,
+        inbox,
+        joining=scenario.joining,
+        heartbeat=HEARTBEAT,
+        hog_runner=hog_runner,
+    )
     wires: list[Wire] = []
     try:
         async with asyncio.timeout(TIMEOUT):

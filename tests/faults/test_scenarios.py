@@ -37,6 +37,11 @@ def _moved(history: History) -> bool:
     )
 
 
+def _joined(history: History) -> bool:
+    """An agent moved to the runner that joined, and the victim's agents left it."""
+    return _moved(history) and any(c.runner == "r3" for c in history.ownership)
+
+
 def _retried(history: History) -> bool:
     return any(len(op.attempts) > 1 for op in history.operations)
 
@@ -53,6 +58,7 @@ TOOK_EFFECT = {
     "control": lambda history: True,
     "kill_9": _moved,
     "sigstop": _moved,
+    "join": _joined,
     "server_restart": _retried,
     "partition": _moved,
     "cpu_hog": _victim_stalled,
