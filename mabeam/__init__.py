@@ -8,6 +8,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from mabeam.core.websocket import defer_aiohttp
+
+defer_aiohttp()  # before anything imports nats-py: no aiohttp at start-up (see the module)
+
 __version__ = "0.1.0"
 
 # public name → defining module

@@ -3,17 +3,21 @@
 It starts an embedded nats-server and two runner processes, spawns 1000 agents of the market
 scenario (`mabeam.agents.examples.market`), lets them trade through auctions and consensus, kills
 one runner with SIGKILL halfway through, measures how long its agents take to come back on the
-other runner, and prints a summary. Every process it started is stopped at the end, also on
-Ctrl-C.
+other runner, and prints a summary. While the market runs it serves the dashboard
+(`mabeam.ops.dashboard`) and prints its URL; its runners serve their metrics (`--http-port 0`),
+so the dashboard shows their action rates. Every process it started is stopped at the end, also
+on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -22,6 +26,7 @@ from mabeam.agents.examples.market import GOODS
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.core.embedded_server import EmbeddedServer
+from mabeam.ops.dashboard import Dashboard
 from mabeam.testing.processes import RunnerProcess
 
 __all__ = ["DemoPlan", "run_demo"]
@@ -42,6 +47,8 @@ class DemoPlan:
     kill_at: float = 12.0
     heartbeat: float = 0.5
     prefix: str = "demo"
+    dashboard_port: int | None = 0
+    """The dashboard's port (0: any free port; None: no dashboard)."""
 
     @property
     def agents(self) -> int:
@@ -71,6 +78,7 @@ async def run_demo(plan: DemoPlan, out: TextIO = sys.stdout) -> dict[str, Any]:
                 agents=[
                     f"{MARKET}:{kind}" for kind in ("Producer", "Consumer", "Broker", "Ledger")
                 ],
+                extra_args=["--http-port", "0"],
                 log_path=log_dir / f"{name}.log",
             )
             for name in RUNNERS
@@ -78,7 +86,7 @@ async def run_demo(plan: DemoPlan, out: TextIO = sys.stdout) -> dict[str, Any]:
         try:
             for runner in runners:
                 await asyncio.to_thread(runner.wait_ready)
-            async with Client(config) as client:
+            async with Client(config) as client, _dashboard(config, plan, out):
                 summary = await _scenario(client, plan, runners, out)
         finally:
             for runner in runners:
@@ -86,6 +94,17 @@ async def run_demo(plan: DemoPlan, out: TextIO = sys.stdout) -> dict[str, Any]:
     summary["logs"] = str(log_dir)
     _print_summary(summary, out)
     return summary
+
+
+@contextlib.asynccontextmanager
+async def _dashboard(config: Config, plan: DemoPlan, out: TextIO) -> AsyncIterator[None]:
+    if plan.dashboard_port is None:
+        yield
+        return
+    async with Dashboard(config, port=plan.dashboard_port, heartbeat=plan.heartbeat) as board:
+        out.write(f"dashboard {board.url} (live while the market runs)\n")
+        out.flush()
+        yield
 
 
 async def _scenario(

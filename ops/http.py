@@ -1,41 +1,58 @@
-"""`OpsServer`: a tiny HTTP/1.1 server in the runner's event loop, for metrics and health.
+"""`OpsServer`: HTTP in the process's event loop, on aiohttp, for metrics, health and the dashboard.
 
-It serves a fixed table of paths, GET and HEAD only, one request per connection
-(`Connection: close`), on `asyncio.start_server` with no dependency. It never trusts the
-client: a request head must arrive within `read_timeout` seconds and `MAX_HEAD_BYTES` bytes;
-anything it cannot parse is answered 400 and closed, an unknown path 404, another method 405,
-and a handler that raises 500 (logged). A bad client costs one task, never the runner.
+aiohttp (the asyncio HTTP server most used and kept up) parses the requests; this module sets
+its limits and answers. It never trusts the client: a request line and each header line are at
+most `MAX_HEAD_BYTES` bytes and a head has at most `MAX_HEADERS` headers, and a connection that
+has not sent a whole request within `read_timeout` seconds (or stays idle that long after one)
+is closed. What it cannot parse (an HTTP/1.1 request without `Host` too) is answered 400, an
+unknown path 404, a method other than GET and HEAD 405 (with `Allow: GET, HEAD`), and a handler
+that raises 500 (logged), each with a one-line plain-text body such as `404 Not Found`.
+Connections are kept alive between requests. A bad client costs one task, never the process.
 
 The listening socket is bound when the server is built, so its URL (with the port the system
-chose for port 0) is known before the runner it serves starts.
+chose for port 0) is known before the runner it serves starts. aiohttp is imported with this
+module, which `mabeam runner` imports only with `--http-port`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final
-from urllib.parse import urlsplit
 
 import structlog
+from aiohttp import web
 
 from mabeam.core.errors import ConfigError
 from mabeam.core.resource import AsyncResource
 
-__all__ = ["MAX_HEAD_BYTES", "READ_TIMEOUT", "Handler", "OpsServer", "Response"]
+__all__ = [
+    "MAX_HEADERS",
+    "MAX_HEAD_BYTES",
+    "READ_TIMEOUT",
+    "Handler",
+    "OpsServer",
+    "Response",
+    "RouteTable",
+    "plain",
+]
 
 log = structlog.get_logger("mabeam.ops.http")
 
 READ_TIMEOUT: Final = 5.0
-"""Seconds a client has to send its request head, by default."""
+"""Seconds a client has to send a whole request (and may stay idle between two), by default."""
 MAX_HEAD_BYTES: Final = 8192
-"""Largest request head (request line and headers) accepted."""
+"""Longest request line, and longest header line, accepted."""
+MAX_HEADERS: Final = 64
+"""Most headers accepted in one request."""
 _METHODS: Final = ("GET", "HEAD")
 _TEXT: Final = "text/plain; charset=utf-8"
+_SHUTDOWN_SECONDS: Final = 1.0
+_PARSER_LOG: Final = logging.getLogger("mabeam.ops.http.requests")
+_PARSER_LOG.setLevel(logging.CRITICAL)  # a malformed request is the client's fault: a 400, no log
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +65,14 @@ class Response:
 
 
 Handler = Callable[[], Awaitable[Response]]
-"""An endpoint: called for each GET or HEAD of its path."""
+"""A fixed endpoint: called for each GET or HEAD of its path."""
+
+RouteTable = Mapping[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
+"""Path (an aiohttp route pattern such as `/agents/{id}`) → a handler of aiohttp requests."""
 
 
 class OpsServer(AsyncResource):
-    """Serves `routes` (path → handler) on `host:port`; port 0 lets the system choose."""
+    """Serves GET and HEAD of a table of paths on `host:port`; port 0 lets the system choose."""
 
     def __init__(
         self, *, host: str = "127.0.0.1", port: int = 0, read_timeout: float = READ_TIMEOUT
@@ -69,12 +89,10 @@ class OpsServer(AsyncResource):
             raise ConfigError(f"cannot listen for HTTP on {host}:{port}: {exc}") from exc
         self.host = host
         self.read_timeout = read_timeout
-        """Seconds a client has to send its request head."""
+        """Seconds a client has to send a request."""
         self.port: int = self._socket.getsockname()[1]
         """The port it listens on (the chosen one when 0 was asked)."""
-        self._routes: Mapping[str, Handler] = {}
-        self._server: asyncio.Server | None = None
-        self._clients: set[asyncio.StreamWriter] = set()
+        self._runner: web.AppRunner | None = None
 
     def url(self, path: str = "") -> str:
         """The URL of `path` on this server (a wildcard host is named by the machine's name)."""
@@ -82,88 +100,74 @@ class OpsServer(AsyncResource):
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}{path}"
 
     async def serve(self, routes: Mapping[str, Handler]) -> OpsServer:
-        """Begin serving `routes` in the running event loop."""
-        self._routes = dict(routes)
-        self._server = await asyncio.start_server(
-            self._serve, sock=self._socket, limit=MAX_HEAD_BYTES
+        """Begin serving fixed endpoints (`path → Handler`) in the running event loop."""
+        return await self.serve_requests({path: _adapt(h) for path, h in routes.items()})
+
+    async def serve_requests(self, routes: RouteTable) -> OpsServer:
+        """Begin serving handlers that read the request (its query, its path's parts)."""
+        app = web.Application(middlewares=[_answer_plainly])
+        for path, handler in routes.items():
+            app.router.add_get(path, handler)  # and HEAD, answered without the body
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            logger=_PARSER_LOG,
+            handle_signals=False,
+            shutdown_timeout=_SHUTDOWN_SECONDS,
+            keepalive_timeout=self.read_timeout,
+            max_line_size=MAX_HEAD_BYTES,
+            max_field_size=MAX_HEAD_BYTES,
+            max_headers=MAX_HEADERS,
         )
+        await self._runner.setup()
+        await web.SockSite(self._runner, self._socket).start()
         return self
 
     async def close(self) -> None:
         """Stop listening and close open connections; safe to call twice."""
-        server, self._server = self._server, None
-        if server is None:
+        runner, self._runner = self._runner, None
+        if runner is None:
             self._socket.close()
             return
-        server.close()
-        for writer in list(self._clients):
-            writer.close()
-        await server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._clients.add(writer)
-        try:
-            method, path = await self._read_head(reader)
-            response = await self._respond(method, path)
-            await _send(writer, response, head_only=method == "HEAD")
-        except _BadRequest:
-            with contextlib.suppress(OSError):
-                await _send(writer, _plain(HTTPStatus.BAD_REQUEST), head_only=False)
-        except OSError:
-            pass  # the client went away
-        finally:
-            self._clients.discard(writer)
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-
-    async def _read_head(self, reader: asyncio.StreamReader) -> tuple[str, str]:
-        try:
-            async with asyncio.timeout(self.read_timeout):
-                head = await reader.readuntil(b"\r\n\r\n")
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-            raise _BadRequest from exc
-        parts = head.split(b"\r\n", 1)[0].split(b" ")
-        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-            raise _BadRequest
-        try:
-            method, target = parts[0].decode("ascii"), parts[1].decode("ascii")
-        except UnicodeDecodeError as exc:
-            raise _BadRequest from exc
-        return method, urlsplit(target).path
-
-    async def _respond(self, method: str, path: str) -> Response:
-        handler = self._routes.get(path)
-        if handler is None:
-            return _plain(HTTPStatus.NOT_FOUND)
-        if method not in _METHODS:
-            return _plain(HTTPStatus.METHOD_NOT_ALLOWED)
-        try:
-            return await handler()
-        except Exception:
-            log.exception("http.handler_failed", path=path)
-            return _plain(HTTPStatus.INTERNAL_SERVER_ERROR)
+        await runner.cleanup()
+        self._socket.close()
 
 
-class _BadRequest(Exception):
-    """The request head is missing, too large, too slow or not HTTP/1.x."""
+def plain(status: HTTPStatus) -> web.Response:
+    """A response of `status` whose body is its one-line name, e.g. `404 Not Found`."""
+    headers = {"Allow": ", ".join(_METHODS)} if status is HTTPStatus.METHOD_NOT_ALLOWED else None
+    return web.Response(
+        status=status.value,
+        body=f"{status.value} {status.phrase}\n".encode(),
+        content_type="text/plain",
+        charset="utf-8",
+        headers=headers,
+    )
 
 
-def _plain(status: HTTPStatus) -> Response:
-    return Response(status, f"{status.value} {status.phrase}\n".encode())
+def _adapt(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        response = await handler()
+        return web.Response(
+            status=response.status,
+            body=response.body,
+            headers={"Content-Type": response.content_type},
+        )
+
+    return answer
 
 
-async def _send(writer: asyncio.StreamWriter, response: Response, *, head_only: bool) -> None:
-    status = HTTPStatus(response.status)
-    lines = [
-        f"HTTP/1.1 {status.value} {status.phrase}",
-        f"Content-Type: {response.content_type}",
-        f"Content-Length: {len(response.body)}",
-        "Connection: close",
-    ]
-    if status is HTTPStatus.METHOD_NOT_ALLOWED:
-        lines.append(f"Allow: {', '.join(_METHODS)}")
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
-    if not head_only:
-        writer.write(response.body)
-    await writer.drain()
+@web.middleware
+async def _answer_plainly(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's own 404 / 405 bodies replaced by ours, and a failing handler answered 500."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status in (HTTPStatus.NOT_FOUND, HTTPStatus.METHOD_NOT_ALLOWED):
+            return plain(HTTPStatus(exc.status))
+        raise
+    except Exception:
+        log.exception("http.handler_failed", path=request.path)
+        return plain(HTTPStatus.INTERNAL_SERVER_ERROR)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -163,14 +164,18 @@ class StatusSampler:
         return int(info.state.last_seq or 0)
 
 
-def build_view(registry: Registry, before: Sample, after: Sample) -> StatusView:
-    """The view of the system now, with rates between two samples."""
+def build_view(
+    registry: Registry, before: Sample, after: Sample, departed: Sequence[RunnerRecord] = ()
+) -> StatusView:
+    """The view of the system now, with rates between two samples. `departed` are last records
+    of runners no longer in the registry (a killed runner's lease expires about when it is
+    found dead) to show after the others, dead."""
     seconds = max(after.at - before.at, 1e-9)
     lines = [
         _runner_line(
             registry, record, before.runners.get(record.id), after.runners.get(record.id), seconds
         )
-        for record in registry.runners.all()
+        for record in [*registry.runners.all(), *departed]
     ]
     known = [line.actions_per_s for line in lines if line.actions_per_s is not None]
     return StatusView(

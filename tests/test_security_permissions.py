@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -35,6 +36,7 @@ from mabeam.core.config import DEFAULT_PREFIX, Config
 from mabeam.core.connection import Connection
 from mabeam.core.embedded_server import EmbeddedServer
 from mabeam.core.errors import ConflictError, PermissionError
+from mabeam.ops.dashboard import Dashboard
 from mabeam.registry.buckets import Bucket
 from mabeam.registry.records import AgentRecord
 from mabeam.registry.registry import Registry
@@ -436,3 +438,38 @@ async def test_the_cli_exits_1_at_once_naming_the_refused_subject(
         assert done.returncode == 1, done.stderr
         assert f"'{system.prefix}.agent.d1._" in done.stderr and "permission denied" in done.stderr
         assert time.monotonic() - began < 10  # not the 30 s request timeout
+
+
+async def test_the_dashboard_needs_no_right_beyond_a_clients(
+    system: System, runners: list[Runner]
+) -> None:
+    async with (
+        Client(system.config("client", **SMALLER_HISTORY)) as client,
+        Dashboard(system.config("client"), interval=0.2, heartbeat=0.2) as dashboard,
+        aiohttp.ClientSession(dashboard.http.url()) as http,
+    ):
+        await client.spawn("demo", id="d1", runner="r1")
+        await client.call("d1", "increment")
+
+        async def snapshot() -> Any:
+            async with http.get("/api/snapshot") as answer:
+                return await answer.json() if answer.status == 200 else {}
+
+        seen = await eventually(
+            snapshot, until=lambda s: s and s["view"]["agents"].get("demo", {}).get("running")
+        )
+        assert {runner["id"] for runner in seen["view"]["runners"]} == {"r1", "r2"}
+        assert seen["view"]["events_per_s"] is not None  # the stream's info is readable
+        async with http.get("/api/agents/d1") as answer:
+            assert (await answer.json())["info"]["processed"] == 1
+        async with http.get("/api/tail?pattern=orders.>") as tail:
+            await client.publish("orders.eu", {"n": 1})
+            async with asyncio.timeout(5):
+                async for line in tail.content:
+                    if line.startswith(b"data: "):
+                        assert b'"orders.eu"' in line
+                        break
+    for runner in runners:
+        await runner.close()
+    await asyncio.to_thread(system.server.stop)  # its log is complete once stopped
+    assert system.violations("client") == []

@@ -15,6 +15,7 @@ __all__ = [
     "add_connection_options",
     "config_from_args",
     "parse_json_argument",
+    "port_number",
     "print_json",
 ]
 
@@ -94,3 +95,14 @@ def print_json(value: Any) -> None:
     """Print one value as a single JSON line and flush (for pipes and `--json` output)."""
     sys.stdout.write(encode(value).decode() + "\n")
     sys.stdout.flush()
+
+
+def port_number(text: str) -> int:
+    """Parse a port number of the command line (0: any free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not in 0..65535 (0: any free port)")
+    return port

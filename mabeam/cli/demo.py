@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from mabeam.cli.common import port_number
 from mabeam.core.errors import ConfigError
 from mabeam.market_demo import DemoPlan, run_demo
 
@@ -20,6 +21,14 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--kill-at", type=float, default=DemoPlan.kill_at, help="when runner-a is killed (s)"
     )
+    parser.add_argument(
+        "--dashboard-port",
+        type=port_number,
+        default=0,
+        metavar="N",
+        help="serve the dashboard on this port while the market runs (default 0: any free port)",
+    )
+    parser.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
     parser.set_defaults(run=run, log_level="error")
 
 
@@ -27,5 +36,6 @@ async def run(args: argparse.Namespace) -> int:
     """Run the demo."""
     if not 0 < args.kill_at < args.seconds:
         raise ConfigError("--kill-at must be between 0 and --seconds")
-    await run_demo(DemoPlan(seconds=args.seconds, kill_at=args.kill_at))
+    port = None if args.no_dashboard else args.dashboard_port
+    await run_demo(DemoPlan(seconds=args.seconds, kill_at=args.kill_at, dashboard_port=port))
     return 0

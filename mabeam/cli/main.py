@@ -40,6 +40,7 @@ COMMANDS: Final[dict[str, str]] = {
     "pick": "coordination",
     "demo": "demo",
     "status": "status",
+    "dashboard": "dashboard",
     "perf": "perf",
     "asyncapi": "asyncapi",
 }

@@ -15,13 +15,12 @@ import structlog
 
 from mabeam.agents.model import Agent
 from mabeam.agents.runner import DEFAULT_PASSIVATE_AFTER, Runner, RunnerSettings
-from mabeam.cli.common import add_connection_options, config_from_args
+from mabeam.cli.common import add_connection_options, config_from_args, port_number
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection, is_auth_error
 from mabeam.core.embedded_server import EmbeddedServer
 from mabeam.core.errors import ConfigError, ConnectError
 from mabeam.ops.logging import LEVELS, configure_logging
-from mabeam.ops.service import ObservedRunner
 
 __all__ = ["load_agent_type", "register"]
 
@@ -58,7 +57,7 @@ def register(commands: Any) -> None:
     )
     runner.add_argument(
         "--http-port",
-        type=_http_port,
+        type=port_number,
         default=None,
         metavar="N",
         help="serve /metrics, /healthz and /readyz on this port (0: any free port)",
@@ -76,16 +75,6 @@ def register(commands: Any) -> None:
         help="log lines as JSON or for people (auto: console on a terminal, JSON otherwise)",
     )
     runner.set_defaults(run=run_runner)
-
-
-def _http_port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not in 0..65535 (0: any free port)")
-    return port
 
 
 def load_agent_type(spec: str) -> type[Agent]:
@@ -123,6 +112,8 @@ async def run_runner(args: argparse.Namespace) -> int:
         if args.http_port is None:
             await _serve(await Runner(config, settings).start(), config, "")
         else:
+            from mabeam.ops.service import ObservedRunner  # aiohttp only when HTTP is served
+
             observed = ObservedRunner(
                 config, settings, http_host=args.http_host, http_port=args.http_port
             )

@@ -27,6 +27,7 @@ import math
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats.errors
 import structlog
@@ -43,6 +44,7 @@ from mabeam.core.names import Subjects
 from mabeam.core.refusals import Refusals
 from mabeam.core.resource import AsyncResource
 from mabeam.core.security import security_options, wants_tls
+from mabeam.core.websocket import WEBSOCKET_SCHEMES, enable_websocket
 
 __all__ = [
     "Connection",
@@ -110,6 +112,8 @@ class Connection(AsyncResource):
             **({"inbox_prefix": self.config.inbox_prefix} if self.config.inbox_prefix else {}),
             **self.config.extra,
         }
+        if any(urlsplit(url).scheme in WEBSOCKET_SCHEMES for url in self.config.servers):
+            enable_websocket()
         self._nc = NatsClient()
         try:
             await self._nc.connect(**options)

@@ -55,6 +55,7 @@ _WARM_UP = 0.1
 """Share of a soak before its RSS baseline is taken (buffers and caches fill first)."""
 _DEPENDENCIES_PROBE = (
     "import sys\nfrom mabeam.cli.main import build_parser\nbuild_parser('runner')\n"
+    "import mabeam.ops.service\n"  # what RUNNER_OPTIONS' --http-port imports (aiohttp)
     "names = {n.split('.')[0] for n in sys.modules}\n"
     "print(' '.join(sorted(n for n in names if n not in sys.stdlib_module_names and "
     "not n.startswith('_') and n != 'mabeam' and getattr(sys.modules.get(n), '__file__', None))))"
