@@ -50,6 +50,7 @@ from mabeam.core.jetstream import (
     DeliverPolicy,
     StorageType,
     StreamConfig,
+    retrying_setup,
 )
 from mabeam.core.messages import Message, Subscription, settle, unsubscribe_all
 from mabeam.core.names import validate_id
@@ -313,8 +314,8 @@ class Reminders:
             )
             log.error("reminders.unsupported", reason=self.unsupported)
             return
-        await self.ensure_stream()
-        info = await self._ensure_consumer()
+        await retrying_setup(f"stream {self._stream}", self.ensure_stream)
+        info = await retrying_setup(f"consumer {CONSUMER}", self._ensure_consumer)
         self._subscription = await self._connection.jetstream.bind(
             self._stream, CONSUMER, info.config, self._on_firing
         )

@@ -15,7 +15,7 @@ import structlog
 
 from mabeam.core.connection import Connection
 from mabeam.core.errors import ConflictError, NotFoundError
-from mabeam.core.jetstream import StreamConfig, StreamInfo
+from mabeam.core.jetstream import StreamConfig, StreamInfo, retrying_setup
 
 __all__ = ["ensure_stream", "history_subjects"]
 
@@ -23,8 +23,13 @@ log = structlog.get_logger("mabeam.bus")
 
 
 async def ensure_stream(connection: Connection) -> None:
-    """Create `P_EVENTS` if it is missing, or bring its limits in line with the config."""
+    """Create `P_EVENTS` if it is missing, or bring its limits in line with the config (a
+    request that goes unanswered is tried again: `retrying_setup`)."""
     name = connection.subjects.events_stream
+    await retrying_setup(f"stream {name}", lambda: _ensure(connection, name))
+
+
+async def _ensure(connection: Connection, name: str) -> None:
     info = await _stream_info(connection, name)
     if info is None:
         info = await _create(connection, name)

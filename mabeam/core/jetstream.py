@@ -9,17 +9,18 @@ above never import `nats`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
+import structlog
 from nats.js import api
 from nats.js.client import JetStreamContext
 
 from mabeam.core.acks import PipelinedPublisher
 from mabeam.core.codec import encode
 from mabeam.core.error_map import nats_errors
-from mabeam.core.errors import MabeamError, UnavailableError
+from mabeam.core.errors import DeadlineError, MabeamError, UnavailableError
 from mabeam.core.gather import gather_replies
 from mabeam.core.messages import Message, MessageHandler, Subscription
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from mabeam.core.connection import Connection
 
 __all__ = [
+    "SETUP_ATTEMPTS",
     "AckPolicy",
     "ConsumerConfig",
     "ConsumerInfo",
@@ -39,6 +41,7 @@ __all__ = [
     "StreamConfig",
     "StreamInfo",
     "Watch",
+    "retrying_setup",
 ]
 
 AckPolicy: TypeAlias = api.AckPolicy
@@ -53,6 +56,25 @@ StreamConfig: TypeAlias = api.StreamConfig
 StreamInfo: TypeAlias = api.StreamInfo
 
 _DIRECT_GET = "$JS.API.DIRECT.GET.{stream}"
+
+SETUP_ATTEMPTS: Final = 3
+"""How many times `retrying_setup` tries a set-up request that goes unanswered."""
+
+log = structlog.get_logger("mabeam.core")
+T = TypeVar("T")
+
+
+async def retrying_setup(what: str, setup: Callable[[], Awaitable[T]]) -> T:
+    """Run `setup`, an idempotent set-up of `what` (a stream, bucket or consumer created
+    unless it exists), again when it times out, `SETUP_ATTEMPTS` times in all: in a cluster a
+    request about a stream that another process is creating, or whose leader is being elected
+    (seconds on a cluster that just formed), can go unanswered."""
+    for attempt in range(1, SETUP_ATTEMPTS):
+        try:
+            return await setup()
+        except DeadlineError as exc:
+            log.warning("jetstream.setup_retry", what=what, attempt=attempt, error=exc.message)
+    return await setup()
 
 
 class Watch(Subscription):

@@ -40,6 +40,7 @@ from mabeam.core.jetstream import (
     StoredMessage,
     StreamInfo,
     Watch,
+    retrying_setup,
 )
 from mabeam.core.messages import Message, MessageHandler
 
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
     from mabeam.core.connection import Connection
 
 __all__ = [
-    "ENSURE_ATTEMPTS",
     "TOMBSTONE_TTL",
     "UNANSWERED_WRITE_WAITS",
     "Entry",
@@ -58,8 +58,6 @@ __all__ = [
 
 log = structlog.get_logger("mabeam.registry")
 
-ENSURE_ATTEMPTS: Final = 3
-"""How often `Bucket.ensure` asks when JetStream does not answer in time."""
 UNANSWERED_WRITE_WAITS: Final = (0.05, 0.1, 0.2, 0.4)
 """Seconds between the attempts of a write that no stream answered. On a cluster, a bucket just
 created on another node is reachable from this one once the route has carried its interest over
@@ -131,21 +129,10 @@ class KeyValue:
         return self.key_prefix + key
 
     async def ensure(self) -> None:
-        """Create the bucket unless it exists, then learn whether it takes per-message TTLs.
-
-        In a cluster, a request about a bucket that another process is creating at that moment
-        can go unanswered; such a timeout is retried (`ENSURE_ATTEMPTS` tries in all).
-        """
-        for attempt in range(1, ENSURE_ATTEMPTS + 1):
-            try:
-                info = await self._ensure_once()
-            except DeadlineError as exc:
-                if attempt == ENSURE_ATTEMPTS:
-                    raise
-                log.warning("registry.bucket_ensure_retry", bucket=self.name, error=exc.message)
-            else:
-                self.allows_ttl = bool(info.config.allow_msg_ttl)
-                return
+        """Create the bucket unless it exists, then learn whether it takes per-message TTLs
+        (a request that goes unanswered is tried again: `retrying_setup`)."""
+        info = await retrying_setup(f"bucket {self.name}", self._ensure_once)
+        self.allows_ttl = bool(info.config.allow_msg_ttl)
 
     async def _ensure_once(self) -> StreamInfo:
         jetstream = self.connection.jetstream
