@@ -19,6 +19,7 @@ import structlog
 from mabeam.agents.host import HostState
 from mabeam.agents.model import Agent
 from mabeam.core.errors import ConfigError
+from mabeam.core.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from mabeam.agents.host import AgentHost
@@ -64,9 +65,7 @@ class Passivator:
     async def close(self) -> None:
         """Stop scanning and let passivations in flight finish; safe twice."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
         await asyncio.gather(*self._pending.values(), return_exceptions=True)
 
     def pending(self, agent_id: str) -> asyncio.Task[None] | None:

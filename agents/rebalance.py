@@ -48,6 +48,7 @@ from mabeam.core.errors import (
 from mabeam.core.messages import Message
 from mabeam.core.names import validate_id, validate_runner_id
 from mabeam.core.replies import error_reply, result_of
+from mabeam.core.tasks import cancel_and_wait
 from mabeam.registry.buckets import Bucket
 from mabeam.registry.records import AgentRecord, RunnerRecord, decode_agent
 
@@ -187,9 +188,7 @@ class Rebalancer:
     async def close(self) -> None:
         """Stop planning; moves in flight finish first. Safe twice."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
         if self._batch is not None:
             await asyncio.gather(self._batch, return_exceptions=True)
 

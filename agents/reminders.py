@@ -54,6 +54,7 @@ from mabeam.core.jetstream import (
 )
 from mabeam.core.messages import Message, Subscription, settle, unsubscribe_all
 from mabeam.core.names import validate_id
+from mabeam.core.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from mabeam.agents.calls import Caller
@@ -352,10 +353,7 @@ class Reminders:
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             await unsubscribe_all([subscription], log, "reminders.unsubscribe_failed")
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
 
     async def set(self, reminder: Reminder) -> None:
         """Store the definition (replacing one of the same name); the server schedules it."""

@@ -82,6 +82,7 @@ from mabeam.core.micro import Endpoint
 from mabeam.core.names import validate_runner_id
 from mabeam.core.replies import error_of, error_reply, result_of
 from mabeam.core.resource import AsyncResource
+from mabeam.core.tasks import cancel_and_wait
 from mabeam.registry.buckets import Bucket
 from mabeam.registry.heartbeat import RunnerHeartbeat
 from mabeam.registry.records import AgentRecord, RunnerRecord
@@ -337,9 +338,7 @@ class Runner(AsyncResource):
         connection = self._connection
         if connection is None:
             return
-        for task in self._loops:
-            task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await cancel_and_wait(*self._loops)
         if self._watchdog is not None:
             self._watchdog.stop()
         await self._stop_rebalancing()

@@ -41,6 +41,7 @@ from mabeam.core.errors import (
     UnavailableError,
 )
 from mabeam.core.names import Subjects
+from mabeam.core.tasks import cancel_and_wait
 from mabeam.registry.records import AgentRecord
 from mabeam.registry.registry import Registry
 
@@ -148,10 +149,7 @@ class Runtime:
 
     async def cancel_tasks(self) -> None:
         """Cancel background tasks (at shutdown)."""
-        tasks = [task for task in self._tasks if task is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*(task for task in self._tasks if task is not asyncio.current_task()))
 
     async def publish_reply(
         self, subject: str, body: bytes, headers: dict[str, str] | None = None
@@ -216,8 +214,7 @@ class Runtime:
             revision = await self.registry.register(record)
         except BaseException:
             if loading is not None:
-                loading.cancel()
-                await asyncio.gather(loading, return_exceptions=True)
+                await cancel_and_wait(loading)
                 self.snapshots.forget(record.id)  # another runner owns it: keep nothing of it
             raise
         stored = None if loading is None else await loading

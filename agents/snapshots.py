@@ -29,6 +29,7 @@ from mabeam.agents.replier import Outgoing, Replier
 from mabeam.core.codec import decode
 from mabeam.core.errors import ConflictError, MabeamError, TooLargeError, UnavailableError
 from mabeam.core.kv import Entry
+from mabeam.core.tasks import cancel_and_wait
 from mabeam.registry.buckets import Bucket
 
 __all__ = ["CALLS_HEADER", "CLAIM_ATTEMPTS", "SnapshotStore", "Snapshotted", "Stored"]
@@ -119,8 +120,7 @@ class SnapshotStore:
         """Write what is dirty and stop; safe twice."""
         flusher, self._flusher = self._flusher, None
         if flusher is not None:
-            flusher.cancel()
-            await asyncio.gather(flusher, return_exceptions=True)
+            await cancel_and_wait(flusher)
             self._later, dirty = {}, {**self._now, **self._later}
             self._now = {}
             await self._write_many(list(dirty.values()))

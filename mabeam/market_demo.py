@@ -26,6 +26,7 @@ from mabeam.agents.examples.market import GOODS
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.core.embedded_server import EmbeddedServer
+from mabeam.core.tasks import cancel_and_wait
 from mabeam.ops.dashboard import Dashboard
 from mabeam.testing.processes import RunnerProcess
 
@@ -119,8 +120,7 @@ async def _scenario(
     await _sleep_until(progress, plan.kill_at)
     progress.failover = await _kill_and_recover(client, runners[0], progress)
     await _sleep_until(progress, plan.seconds)
-    trading.cancel()
-    await asyncio.gather(trading, return_exceptions=True)
+    await cancel_and_wait(trading)
     out.write("\n")
     await sales.unsubscribe()
     return await _summarise(client, plan, progress, spawned)

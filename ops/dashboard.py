@@ -37,6 +37,7 @@ from mabeam.core.connection import Connection
 from mabeam.core.errors import ConfigError, MabeamError
 from mabeam.core.names import validate_pattern
 from mabeam.core.resource import AsyncResource
+from mabeam.core.tasks import cancel_and_wait
 from mabeam.ops.dashboard_state import LiveState
 from mabeam.ops.http import OpsServer, plain
 from mabeam.registry.records import AgentRecord
@@ -247,9 +248,7 @@ class Dashboard(AsyncResource):
         except ConnectionError:
             pass  # the browser left
         finally:
-            if pending is not None:  # settled before the generator is closed
-                pending.cancel()
-                await asyncio.gather(pending, return_exceptions=True)
+            await cancel_and_wait(pending)  # settled before the generator is closed
         return response
 
     def _live(self) -> LiveState:

@@ -23,6 +23,7 @@ from mabeam.agents.coordination.locks import Lock
 from mabeam.core import codec
 from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError, ConflictError, DeadlineError, MabeamError
+from mabeam.core.tasks import cancel_and_wait
 from mabeam.registry.buckets import Bucket
 from mabeam.registry.leases import MAX_TTL, MIN_TTL, Leases
 
@@ -191,9 +192,7 @@ class Campaign:
     async def stop(self) -> None:
         """Stop campaigning and give the lease up if held, so another term starts at once."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
         lock, self._lock = self._lock, None
         if lock is not None:
             await lock.release()

@@ -17,6 +17,7 @@ from types import TracebackType
 import structlog
 
 from mabeam.core.errors import ConflictError, DeadlineError, MabeamError
+from mabeam.core.tasks import cancel_and_wait
 from mabeam.registry.leases import Lease, Leases
 
 __all__ = ["Lock"]
@@ -66,9 +67,7 @@ class Lock:
     async def release(self) -> None:
         """Give the lock up; safe to call twice."""
         renewer, self._renewer = self._renewer, None
-        if renewer is not None:
-            renewer.cancel()
-            await asyncio.gather(renewer, return_exceptions=True)
+        await cancel_and_wait(renewer)
         lease, self._lease = self._lease, None
         if lease is not None:
             with contextlib.suppress(MabeamError):
