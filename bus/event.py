@@ -116,18 +116,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     def to_dict(self) -> dict[str, Any]:
         """The CloudEvents attributes, topic, subject and data as one JSON-able object."""
-        record: dict[str, Any] = {
-            "specversion": self.specversion,
-            "id": self.id,
-            "source": self.source,
-            "type": self.type,
-            "time": self.time,
-            "datacontenttype": self.datacontenttype,
-            "topic": self.topic,
-            "subject": self.subject,
-        }
-        if self.traceparent is not None:
-            record["traceparent"] = self.traceparent
+        record = _attributes(self)
+        record["topic"] = self.topic
+        record["subject"] = self.subject
         if self.extensions:
             record["extensions"] = dict(self.extensions)
         record["data"] = self.data
@@ -195,12 +186,10 @@ def new_event(
     )
 
 
-def encode_event(event: Event, mode: EventMode) -> tuple[bytes, dict[str, str]]:
-    """The body and headers of `event` in content mode `mode`; `BadRequestError` when its data
-    is not JSON. The headers of structured mode are one shared dict: do not change them."""
-    if mode == "binary":
-        return encode(event.data), event_headers(event)
-    document: dict[str, Any] = {
+def _attributes(event: Event) -> dict[str, Any]:
+    """The CloudEvents attributes of `event` by their JSON names (`traceparent` when it has
+    one): the start of its structured-mode document and of `Event.to_dict`."""
+    attributes: dict[str, Any] = {
         "specversion": event.specversion,
         "id": event.id,
         "source": event.source,
@@ -209,7 +198,16 @@ def encode_event(event: Event, mode: EventMode) -> tuple[bytes, dict[str, str]]:
         "datacontenttype": event.datacontenttype,
     }
     if event.traceparent is not None:
-        document["traceparent"] = event.traceparent
+        attributes["traceparent"] = event.traceparent
+    return attributes
+
+
+def encode_event(event: Event, mode: EventMode) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of `event` in content mode `mode`; `BadRequestError` when its data
+    is not JSON. The headers of structured mode are one shared dict: do not change them."""
+    if mode == "binary":
+        return encode(event.data), event_headers(event)
+    document = _attributes(event)
     if event.extensions:
         document.update(event.extensions)
     document["data"] = event.data
