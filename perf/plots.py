@@ -70,20 +70,38 @@ def _curve(pyplot: Any, directory: Path, row: str, series: Series) -> str:
 
 def _ratios(pyplot: Any, directory: Path, figures: list[tuple[str, Figure]]) -> str:
     """One bar per figure that has a raw limit: its performance as a fraction of the limit's
-    (1 = as fast as raw nats-py or plain asyncio), green where the figure passes."""
+    (1 = as fast as raw nats-py or plain asyncio), green where the figure passes, red where it
+    fails, grey where it has no goal. The axis is logarithmic: ratios run from a few hundredths
+    (the event path) to thousands (a replica lookup against a network KV get), and each bar is
+    labelled with its value."""
     labels = [_shortened(label) for label, _ in figures]
-    values = [figure.ratio or 0.0 for _, figure in figures]
-    colours = ["#228833" if figure.verdict == "pass" else "#cc3311" for _, figure in figures]
+    values = [max(figure.ratio or 0.0, _RATIO_FLOOR) for _, figure in figures]
+    colours = [_VERDICT_COLOURS.get(figure.verdict, _NO_GOAL_COLOUR) for _, figure in figures]
     fig, axes = pyplot.subplots(figsize=(9, 0.32 * len(figures) + 1.2))
     positions = range(len(figures))
     axes.barh(positions, values, color=colours)
+    axes.set_xscale("log")
+    for position, value in zip(positions, values, strict=True):
+        axes.annotate(
+            f"{value:.2f}x",
+            (value, position),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=6,
+        )
     axes.set_yticks(list(positions), labels, fontsize=7)
     axes.invert_yaxis()
     axes.axvline(1.0, color="#222222", linewidth=0.8)
-    axes.set_xlabel("ratio to the raw limit (higher is better; green: the figure passes)")
+    axes.set_xlabel("ratio to the raw limit, log scale (green: passes, red: fails, grey: no goal)")
     axes.set_title("every figure beside its raw limit")
     axes.grid(True, axis="x", alpha=0.3)
     return _save(pyplot, fig, directory / "ratios.png")
+
+
+_RATIO_FLOOR = 0.01
+_VERDICT_COLOURS = {"pass": "#228833", "fail": "#cc3311"}
+_NO_GOAL_COLOUR = "#999999"
 
 
 def _shortened(label: str, width: int = 70) -> str:
