@@ -189,9 +189,13 @@ class BenchProbe(Agent):
                 worker.cancel()
 
     @action
-    async def asyncio_fanout(self, subscribers: int, events: int) -> list[dict[str, float]]:
+    async def asyncio_fanout(
+        self, subscribers: int, events: int, gap: float = 0.0
+    ) -> list[dict[str, float]]:
         """One item handed to `subscribers` queues, each drained by its own task: per item,
-        the µs from the hand-over to the first and last consumer."""
+        the µs from the hand-over to the first and last consumer. Items go `gap` seconds
+        apart, as the events they are compared with do (a loop idle for milliseconds runs its
+        next hand-over cold: slower than back to back)."""
         stamps: list[float] = []
         done = asyncio.Event()
         queues = [asyncio.Queue[float]() for _ in range(subscribers)]
@@ -199,6 +203,7 @@ class BenchProbe(Agent):
         results: list[dict[str, float]] = []
         try:
             for _ in range(events):
+                await asyncio.sleep(gap)
                 stamps.clear()
                 done.clear()
                 began = time.perf_counter()
