@@ -16,9 +16,11 @@ runner record, and serves:
 Its runner record is its lease (`RunnerHeartbeat`): it serves agents only while the lease is
 valid by its own monotonic clock, and fences itself (drops every local copy, writing nothing) the
 moment the lease lapses or a renewal finds it lost, which is before the server can remove the
-record and so before any other runner may take its agents over. A watchdog thread names a
-handler that blocks the event loop. Once its lease holds again, it takes back what it dropped
-unless another runner took it first.
+record and so before any other runner may take its agents over. The lease is renewed over a
+second NATS connection of its own, so a flood of messages on the serving one cannot delay a
+renewal into a lapse; it is renewed only while the serving connection is up. A watchdog thread
+names a handler that blocks the event loop. Once its lease holds again, it takes back what it
+dropped unless another runner took it first.
 
 Every heartbeat it also looks for agents whose runner's lease is gone (its record expired, or it
 drained), and takes over its share (`TakeOverShare`) of the `permanent` ones (and `transient` ones
@@ -150,6 +152,8 @@ class Runner(AsyncResource):
         self.draining = False
         self.stopped = asyncio.Event()
         self._connection: Connection | None = None
+        self._lease_connection: Connection | None = None
+        """The heartbeat's own connection (see `RunnerHeartbeat`)."""
         self._runtime: Runtime | None = None
         self._control: list[Subscription] = []
         self._spawn_subs: list[Subscription] = []
@@ -199,7 +203,14 @@ class Runner(AsyncResource):
     async def _start(self) -> Runner:
         connection = await Connection.open(self.config.with_(name=f"mabeam-runner-{self.id}"))
         self._connection = connection
-        registry = Registry(connection, heartbeat_interval=self.settings.heartbeat_interval)
+        self._lease_connection = await Connection.open(
+            self.config.with_(name=f"mabeam-runner-{self.id}-lease")
+        )
+        registry = Registry(
+            connection,
+            heartbeat_interval=self.settings.heartbeat_interval,
+            lease_connection=self._lease_connection,
+        )
         await registry.start()
         bus = EventBus(connection, source=f"/runners/{self.id}")
         state = Bucket(connection, "state", kind="snapshot", expiring=True)
@@ -222,7 +233,9 @@ class Runner(AsyncResource):
         )
         self._placement = Placement(registry.runners)
         self._receiver = MoveReceiver(self._runtime, self._may_receive, self._dropped.add)
-        self._heartbeat = RunnerHeartbeat(registry, self.record, on_lost=self._lease_lost)
+        self._heartbeat = RunnerHeartbeat(
+            registry, self.record, on_lost=self._lease_lost, serving=lambda: connection.is_connected
+        )
         await self._heartbeat.start()
         self._runtime.lease_valid = self._heartbeat.valid
         self._runtime.lease_incarnation = self._heartbeat.current_incarnation
@@ -356,6 +369,8 @@ class Runner(AsyncResource):
         await runtime.bus.close()
         self._connection = None
         await connection.close()
+        if self._lease_connection is not None:
+            await self._lease_connection.close()
         self.stopped.set()
         log.info("runner.stopped", runner=self.id)
 

@@ -11,10 +11,13 @@ The runner itself trusts its lease only until `FENCE_MARGIN` intervals before th
 remove it, counted from the moment the renewing write was *sent*, by its own monotonic clock
 (`valid`): no clock is compared between machines. A renewal the server refuses (the record
 expired or was replaced) means the lease is lost: `on_lost` is called, and the next beat claims
-a new lease with a create. Where the bucket takes no per-message TTLs (made by an older server or
-another tool) the record is simply rewritten and peers judge liveness by its heartbeat's age. A
-write that fails (NATS unreachable) is logged and retried at the
-next beat; the lease simply runs out if none succeeds in time.
+a new lease with a create. A runner writes its renewals over a connection of their own, so that
+a backlog of messages on the connection it serves over cannot hold up the renewal's reply; it
+renews only while that serving connection is connected (`serving`): a runner cut off from its
+callers lets its lease run out rather than keep agents nobody can reach. Where the bucket takes
+no per-message TTLs (made by an older server or another tool) the record is simply rewritten and
+peers judge liveness by its heartbeat's age. A write that fails (NATS unreachable) is logged and
+retried at the next beat; the lease simply runs out if none succeeds in time.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Final, Self
 import structlog
 
 from mabeam.core.codec import now_rfc3339
-from mabeam.core.errors import BadRequestError, ConflictError, MabeamError
+from mabeam.core.errors import BadRequestError, ConflictError, MabeamError, UnavailableError
 from mabeam.core.resource import AsyncResource
 from mabeam.registry.records import RunnerRecord
 from mabeam.registry.registry import Registry
@@ -57,6 +60,7 @@ class RunnerHeartbeat(AsyncResource):
         *,
         interval: float | None = None,
         on_lost: Callable[[], None] | None = None,
+        serving: Callable[[], bool] | None = None,
     ) -> None:
         interval = registry.heartbeat_interval if interval is None else interval
         if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
@@ -68,6 +72,7 @@ class RunnerHeartbeat(AsyncResource):
         """Seconds the server keeps the record after a write: whole seconds, its granularity."""
         self._snapshot = snapshot
         self._on_lost = on_lost
+        self._serving = serving
         self._task: asyncio.Task[None] | None = None
         self._revision: int | None = None
         self._valid_until = 0.0
@@ -98,8 +103,11 @@ class RunnerHeartbeat(AsyncResource):
     async def beat(self) -> int:
         """Renew the lease now (claim it when none is held); returns the record's revision.
 
-        `ConflictError` when a renewal finds the lease lost, or a claim finds another holder.
+        `ConflictError` when a renewal finds the lease lost, or a claim finds another holder;
+        `UnavailableError` (nothing written) while `serving` says the runner cannot serve.
         """
+        if self._serving is not None and not self._serving():
+            raise UnavailableError("the serving connection is down: the lease is not renewed")
         record = self._snapshot().with_(heartbeat_at=now_rfc3339())
         sent = time.monotonic()
         fresh = self._revision is None

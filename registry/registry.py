@@ -39,11 +39,23 @@ class Registry(AsyncResource):
     """Agent and runner records in JetStream KV, with local replicas and leases."""
 
     def __init__(
-        self, connection: Connection, *, heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+        self,
+        connection: Connection,
+        *,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+        lease_connection: Connection | None = None,
     ) -> None:
         self.connection = connection
         self._agents = Bucket(connection, "agents", kind="agent")
         self._runners = Bucket(connection, "runners", kind="runner", expiring=True)
+        self._runner_writes = (
+            Bucket(lease_connection, "runners", kind="runner", expiring=True)
+            if lease_connection is not None
+            else self._runners
+        )
+        """Where runner records are written: over `lease_connection` when one is given (a
+        runner's heartbeat, so that a backlog on its serving connection cannot hold up the
+        renewal of its lease), else over `connection`."""
         self.agents = AgentReplica(self._agents)
         """The local replica of every agent record."""
         self.runners = RunnerReplica(self._runners, heartbeat_interval=heartbeat_interval)
@@ -65,6 +77,7 @@ class Registry(AsyncResource):
             return self
         try:
             await asyncio.gather(self._agents.ensure(), self._runners.ensure(), self.leases.start())
+            self._runner_writes.allows_ttl = self._runners.allows_ttl  # the same bucket
             await asyncio.gather(self.agents.start(), self.runners.start())
         except BaseException:
             await self.close()
@@ -121,21 +134,23 @@ class Registry(AsyncResource):
         """Write a runner's record whatever the key holds (no lease: tools and tests)."""
         data = _encode(record, RunnerRecord)
         self._check_started()
-        return await self._write("put_runner", self._runners.put(record.id, data))
+        return await self._write("put_runner", self._runner_writes.put(record.id, data))
 
     async def claim_runner(self, record: RunnerRecord, *, ttl: float) -> int:
         """Write a runner's record only if the key holds no live one: the runner's lease, which
         the server removes `ttl` seconds after the last write (`ConflictError` if it is held)."""
         data = _encode(record, RunnerRecord)
         self._check_started()
-        return await self._write("claim_runner", self._runners.create(record.id, data, ttl=ttl))
+        return await self._write(
+            "claim_runner", self._runner_writes.create(record.id, data, ttl=ttl)
+        )
 
     async def renew_runner(self, record: RunnerRecord, *, revision: int, ttl: float) -> int:
         """Rewrite a runner's record if `revision` is still its latest, restarting its TTL;
         `ConflictError` once the lease expired (the server removed the record) or moved on."""
         data = _encode(record, RunnerRecord)
         self._check_started()
-        write = self._runners.update(record.id, data, revision=revision, ttl=ttl)
+        write = self._runner_writes.update(record.id, data, revision=revision, ttl=ttl)
         return await self._write("renew_runner", write)
 
     @property
@@ -147,7 +162,7 @@ class Registry(AsyncResource):
         """Remove a runner's record; returns the removal's revision."""
         validate_id(runner_id, "runner id")
         self._check_started()
-        return await self._write("remove_runner", self._runners.purge(runner_id))
+        return await self._write("remove_runner", self._runner_writes.purge(runner_id))
 
     async def _write(self, operation: str, write: Awaitable[int]) -> int:
         """Await one KV write and count it by its outcome."""

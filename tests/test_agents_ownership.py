@@ -187,3 +187,30 @@ async def test_a_handler_that_blocks_the_loop_is_named_and_its_runner_fences_its
     finally:
         for runner in started:
             runner.kill()
+
+
+async def test_a_flood_past_the_runners_pace_does_not_lapse_its_lease(
+    config: Config, tmp_path: Path
+) -> None:
+    """Events published faster than the runner handles them queue up in the runner; the lease
+    renewals go over the heartbeat's own connection, so none waits behind them."""
+    log = tmp_path / "f1.log"
+    sinks = ["tests.agents_support.types:SlowSink"]
+    runner = RunnerProcess(config, "f1", heartbeat=HEARTBEAT, agents=sinks, log_path=log)
+    try:
+        runner.wait_ready()
+        async with Client(config) as client:
+            await client.spawn("SlowSink", id="sink", runner="f1")
+            loop = asyncio.get_running_loop()
+            flood_until, sent = loop.time() + 4.0, 0  # two leases of 2 s
+            while loop.time() < flood_until:
+                for _ in range(500):
+                    await client.publish("flood.x", {"i": sent})
+                    sent += 1
+                await asyncio.sleep(0)
+            await asyncio.sleep(2.0)  # the backlog is still being handled
+            record = client.agents.get("sink")
+        assert '"event": "runner.fenced"' not in log.read_text(), f"fenced after {sent} events"
+        assert record is not None and record.runner == "f1" and record.epoch == 1
+    finally:
+        runner.kill()

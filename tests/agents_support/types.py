@@ -117,6 +117,28 @@ class Hog(Agent):
         return {"spun": seconds}
 
 
+class SlowSink(Agent):
+    """Takes `flood.>` events at about 10,000 a second: each handler spins 0.1 ms (a handler
+    with real work), with room for 500,000 in its mailbox."""
+
+    mailbox_size = 500_000
+    action_timeout = 60.0
+
+    async def on_start(self) -> None:
+        self.handled = 0
+
+    @on_event("flood.>")
+    async def on_flood(self, event: Event) -> None:
+        until = time.perf_counter() + 0.0001
+        while time.perf_counter() < until:
+            pass
+        self.handled += 1
+
+    @action
+    async def count(self) -> dict[str, int]:
+        return {"handled": self.handled}
+
+
 class Pinned(Agent):
     """Refuses virtual calls (`virtual = False`) and calls virtual agents from its actions."""
 
