@@ -51,7 +51,7 @@ from mabeam.core.messages import Message, Subscription
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
-    from mabeam.agents.runtime import Runtime
+    from mabeam.agents.host_ports import HostRuntime
     from mabeam.agents.snapshots import Stored
     from mabeam.bus.event import Event
     from mabeam.registry.records import AgentRecord
@@ -78,9 +78,12 @@ class HostState(enum.Enum):
 class AgentHost(HostServices):
     """Runs one agent for a runner; the agent's `AgentServices`."""
 
+    runtime: HostRuntime[AgentHost]
+    """The runner, as far as a host needs it (`mabeam.agents.host_ports`)."""
+
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: HostRuntime[AgentHost],
         agent_type: type[Agent],
         record: AgentRecord,
         revision: int,

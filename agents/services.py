@@ -17,10 +17,11 @@ from mabeam.core.errors import OverloadedError
 from mabeam.core.names import validate_id
 
 if TYPE_CHECKING:
+    from mabeam.agents.host_ports import AgentInfrastructure
     from mabeam.agents.model import Agent
     from mabeam.agents.observer import RunnerObserver
-    from mabeam.agents.runtime import Runtime
     from mabeam.registry.records import AgentRecord
+    from mabeam.registry.registry import Registry
 
 __all__ = ["TRACEPARENT", "HostServices", "current_traceparent"]
 
@@ -30,14 +31,14 @@ TRACEPARENT = "traceparent"
 class HostServices:
     """The `AgentServices` of one hosted agent (mixed into `AgentHost`)."""
 
-    runtime: Runtime
+    runtime: AgentInfrastructure
     agent_id: str
     agent_type: type[Agent]
     mailbox: Mailbox
     record: AgentRecord
 
     @property
-    def registry(self) -> Any:
+    def registry(self) -> Registry:
         """The runner's registry."""
         return self.runtime.registry
 
