@@ -12,11 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-import nats
-import nats.js.errors
-
 from mabeam.bus.event import EventMode, encode_event, new_event
 from mabeam.core.config import Config
+from mabeam.core.connection import Connection
+from mabeam.core.errors import NotFoundError
 from mabeam.perf.procs import PerfError, WorkerProcess, child_env
 from mabeam.perf.sizes import FULL, QUICK, Sizes, quick_notes
 from mabeam.testing.processes import RunnerProcess
@@ -131,19 +130,16 @@ class Bench:
 
 async def _delete_streams(url: str, prefixes: Sequence[str]) -> None:
     """Free the server of a finished scenario's streams (the events of a stress run are many)."""
-    nc = await nats.connect(url, name="mabeam-perf-cleanup")
-    try:
-        js = nc.jetstream()
-        names = [info.config.name for info in await js.streams_info()]
+    config = Config(nats_url=url, name="mabeam-perf-cleanup")
+    async with await Connection.open(config) as connection:
+        jetstream = connection.jetstream
         owned = tuple(p + "_" for p in prefixes) + tuple(f"KV_{p}_" for p in prefixes)
-        for name in names:
-            if name is not None and name.startswith(owned):
+        for name in await jetstream.stream_names():
+            if name.startswith(owned):
                 try:
-                    await js.delete_stream(name)
-                except nats.js.errors.NotFoundError:
+                    await jetstream.delete_stream(name)
+                except NotFoundError:
                     continue
-    finally:
-        await nc.close()
 
 
 # ---------------------------------------------------------------------- the raw limits

@@ -15,10 +15,6 @@ CORE = ROOT / "mabeam" / "core"
 MAY_IMPORT_NATS = {
     # nats-py baselines: the raw figures are nats-py's by definition.
     "perf/raw.py",
-    # The perf harness: it deletes finished rows' streams and times a runner's first answer with a
-    # bare nats-py client, outside the platform it measures.
-    "perf/bench.py",
-    "perf/scenarios/system_rows.py",
 }
 MAY_USE_NATS_THROUGH_CONNECTION: set[str] = set()
 _NATS_DOORS = {"nc", "js"}  # Connection properties that hand out nats-py itself

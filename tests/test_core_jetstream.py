@@ -1,12 +1,16 @@
 """Set-up requests that a forming cluster leaves unanswered are tried again, a bounded number
-of times, and every other error passes at once."""
+of times, and every other error passes at once; streams are listed and deleted by name, against
+a real server."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from mabeam.core.errors import ConflictError, DeadlineError
-from mabeam.core.jetstream import SETUP_ATTEMPTS, retrying_setup
+from mabeam.core.connection import Connection
+from mabeam.core.errors import ConflictError, DeadlineError, NotFoundError
+from mabeam.core.jetstream import SETUP_ATTEMPTS, StorageType, StreamConfig, retrying_setup
 
 
 async def test_a_timed_out_setup_is_tried_again_until_it_answers() -> None:
@@ -44,3 +48,41 @@ async def test_an_answer_that_is_an_error_is_not_retried() -> None:
     with pytest.raises(ConflictError):
         await retrying_setup("stream S", setup)
     assert calls == [1]
+
+
+async def _add_streams(connection: Connection, prefix: str, count: int) -> list[str]:
+    names = [f"{prefix}_S{i}" for i in range(count)]
+    await asyncio.gather(
+        *(
+            connection.jetstream.add_stream(
+                StreamConfig(name=name, subjects=[f"{prefix}.s{i}.>"], storage=StorageType.MEMORY)
+            )
+            for i, name in enumerate(names)
+        )
+    )
+    return names
+
+
+@pytest.mark.parametrize("count", [3, 260], ids=["one page", "past the server's 256"])
+async def test_stream_names_lists_every_stream_of_the_account(
+    connection: Connection, prefix: str, count: int
+) -> None:
+    names = await _add_streams(connection, prefix, count)
+    listed = await connection.jetstream.stream_names()
+    assert set(names) <= set(listed)
+    assert len(listed) == len(set(listed))
+    await asyncio.gather(*(connection.jetstream.delete_stream(name) for name in names))
+
+
+async def test_a_deleted_stream_is_gone_and_deleting_it_again_is_not_found(
+    connection: Connection, prefix: str
+) -> None:
+    kept, deleted = await _add_streams(connection, prefix, 2)
+    await connection.jetstream.delete_stream(deleted)
+    listed = await connection.jetstream.stream_names()
+    assert kept in listed and deleted not in listed
+    with pytest.raises(NotFoundError):
+        await connection.jetstream.stream_info(deleted)
+    with pytest.raises(NotFoundError):
+        await connection.jetstream.delete_stream(deleted)
+    await connection.jetstream.delete_stream(kept)

@@ -126,6 +126,20 @@ class JetStream:
         with nats_errors():
             return await self._js.update_stream(config)
 
+    async def stream_names(self) -> list[str]:
+        """The names of every stream the connection's account holds, read page by page (a
+        stream created or deleted meanwhile may be missed or seen twice)."""
+        names: list[str] = []
+        with nats_errors():
+            while page := await self._js.streams_info(offset=len(names)):
+                names.extend(info.config.name or "" for info in page)
+        return [name for name in names if name]
+
+    async def delete_stream(self, name: str) -> None:
+        """Delete the stream `name` with its messages; `NotFoundError` when there is none."""
+        with nats_errors():
+            await self._js.delete_stream(name)
+
     async def consumer_info(self, stream: str, consumer: str) -> ConsumerInfo:
         """The consumer's config and state; `NotFoundError` when there is none."""
         with nats_errors():

@@ -15,11 +15,10 @@ import sys
 import time
 from typing import Any
 
-import nats
-import nats.errors
-
 from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.core.config import Config
+from mabeam.core.connection import Connection
+from mabeam.core.errors import NoRespondersError, ReplyTimeoutError
 from mabeam.perf.bench import RUNNER_OPTIONS, Bench
 from mabeam.perf.distributions import linear_fit, summarize
 from mabeam.perf.load import closed_loop, paced
@@ -149,7 +148,7 @@ async def _bare_import(dependencies: str) -> tuple[float, int]:
 
 async def _runner_ready(url: str, prefix: str) -> tuple[float, int]:
     """Seconds from `mabeam runner` start to its first answer on P.ctl.runners; idle RSS (KB)."""
-    nc = await nats.connect(url, name="mabeam-perf-startup")
+    connection = await Connection.open(Config(nats_url=url, name="mabeam-perf-startup"))
     config = Config(nats_url=url, prefix=prefix)
     command = RunnerProcess.command(config, "boot", heartbeat=None, extra_args=RUNNER_OPTIONS)
     began = time.perf_counter()
@@ -160,22 +159,22 @@ async def _runner_ready(url: str, prefix: str) -> tuple[float, int]:
         env=child_env(),
     )
     try:
-        elapsed = await _first_answer(nc, f"{prefix}.ctl.runners", began)
+        elapsed = await _first_answer(connection, f"{prefix}.ctl.runners", began)
         await asyncio.sleep(_IDLE)
         rss = read_rss_kb(process.pid)
     finally:
         process.kill()
         await process.wait()
-        await nc.close()
+        await connection.close()
     return elapsed, rss
 
 
-async def _first_answer(nc: Any, subject: str, began: float) -> float:
+async def _first_answer(connection: Connection, subject: str, began: float) -> float:
     deadline = began + 60
     while time.perf_counter() < deadline:
         try:
-            await nc.request(subject, b"{}", timeout=0.05)
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            await connection.request(subject, b"{}", timeout=0.05)
+        except (NoRespondersError, ReplyTimeoutError):
             await asyncio.sleep(0.001)
             continue
         return time.perf_counter() - began
