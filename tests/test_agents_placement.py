@@ -363,11 +363,7 @@ async def test_take_over_moves_each_agent_to_a_host_of_its_type_least_loaded_fir
             entries = await asyncio.gather(*(state.get(agent_id) for agent_id in thermostats))
             return all(entry is not None for entry in entries)
 
-        async with asyncio.timeout(10):
-            while True:
-                if await snapshots_written():
-                    break
-                await asyncio.sleep(0.02)
+        await eventually(snapshots_written, timeout=10, message="thermostat snapshots unwritten")
 
         thermostat_fleet["r-t1"].kill()
 
