@@ -34,11 +34,10 @@ import pytest
 from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.testing import docker_available
+from mabeam.testing.cluster import fetch_json, meta_leader_known
 from tests.test_ops_cluster import (
     PASSWORDS,
-    fetch_json,
     login,
-    meta_leader_known,
     settled,
     survive,
 )
@@ -179,7 +178,11 @@ async def system(project: Project) -> AsyncIterator[tuple[Client, list[ComposeNo
     nodes."""
     await asyncio.to_thread(project.run, "up", "-d", "--no-build", timeout=UP_TIMEOUT)
     nodes = [ComposeNode(project, name, port) for name, port in NODES.items()]
-    await settled(lambda: meta_leader_known(nodes), "the NATS cluster had no meta leader", 60)
+    await settled(
+        lambda: meta_leader_known([node.monitor_url for node in nodes]),
+        "the NATS cluster had no meta leader",
+        60,
+    )
     await settled(_runners_ready, "the runners were not ready", 90)
     urls = ",".join(f"nats://127.0.0.1:{port}" for port in CLIENT_PORTS)
     config = Config.from_env(login("operator"), nats_url=urls)

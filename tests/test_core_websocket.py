@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
 from mabeam.core.embedded_server import EmbeddedServer
+from mabeam.testing.ports import free_port
 
 
 def test_a_runner_process_does_not_import_aiohttp_without_http() -> None:
@@ -20,13 +20,6 @@ def test_a_runner_process_does_not_import_aiohttp_without_http() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]  # aiohttp still importable by anyone
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def test_a_connection_over_websocket(tmp_path: Path) -> None:

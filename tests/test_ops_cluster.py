@@ -19,13 +19,9 @@ as docker-compose.yml does, so that an election never makes a live runner look d
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import socket
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -38,26 +34,14 @@ from mabeam.core.embedded_server import EmbeddedServer
 from mabeam.core.errors import MabeamError
 from mabeam.registry.buckets import Bucket
 from mabeam.testing import eventually
+from mabeam.testing.cluster import fetch_json
+from mabeam.testing.cluster import nats_cluster as cluster_of
 from mabeam.testing.processes import RunnerProcess
 
 NATS_CONF = Path(__file__).resolve().parents[1] / "ops" / "nats" / "cluster.conf"
 HEARTBEAT = 5.0
 PASSWORDS = {role: f"{role}-pw" for role in ("runner", "client", "operator")}
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def fetch_json(url: str) -> Any:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as reply:
-            return json.loads(reply.read())
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
 
 
 async def settled(check: Callable[[], Awaitable[T]], what: str, timeout: float) -> T:
@@ -68,27 +52,9 @@ async def settled(check: Callable[[], Awaitable[T]], what: str, timeout: float) 
     )
 
 
-@asynccontextmanager
-async def nats_cluster(size: int = 3) -> AsyncIterator[list[EmbeddedServer]]:
-    """`size` clustered nats-server processes from the shared config, on loopback."""
-    route_ports = [free_port() for _ in range(size)]
-    routes = ",".join(f"nats://127.0.0.1:{port}" for port in route_ports)
-    nodes = [
-        EmbeddedServer(
-            config_file=NATS_CONF,
-            extra_args=(
-                *("--server_name", f"nats{index + 1}"),
-                *("--cluster", f"nats://127.0.0.1:{port}", "--routes", routes),
-            ),
-        )
-        for index, port in enumerate(route_ports)
-    ]
-    try:
-        await asyncio.gather(*(asyncio.to_thread(node.start) for node in nodes))
-        await settled(lambda: meta_leader_known(nodes), "no JetStream meta leader", 30)
-        yield nodes
-    finally:
-        await asyncio.gather(*(asyncio.to_thread(node.cleanup) for node in nodes))
+def nats_cluster() -> AbstractAsyncContextManager[list[EmbeddedServer]]:
+    """Three clustered nats-server processes from the shared config, on loopback."""
+    return cluster_of(3, config_file=NATS_CONF)
 
 
 class Node(Protocol):
@@ -122,17 +88,6 @@ def connected_to(nodes: list[N], connection_name: str) -> N | None:
         if connection_name in names:
             return node
     return None
-
-
-async def meta_leader_known(nodes: Sequence[Node]) -> bool:
-    """Every node knows the JetStream meta leader of a cluster of all of them."""
-    states = [await asyncio.to_thread(fetch_json, f"{n.monitor_url}/jsz") for n in nodes]
-    return all(
-        state is not None
-        and state.get("meta_cluster", {}).get("leader")
-        and state["meta_cluster"].get("cluster_size") == len(nodes)
-        for state in states
-    )
 
 
 async def snapshot_counter(client: Client, agent_id: str) -> int | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import urllib.error
 import urllib.parse
@@ -27,6 +26,7 @@ from mabeam.client import Client
 from mabeam.core.config import Config
 from mabeam.ops.service import ObservedRunner
 from mabeam.testing import eventually
+from mabeam.testing.ports import free_port
 
 PROMETHEUS = shutil.which("prometheus")
 SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "ops" / "prometheus.yml"
@@ -35,12 +35,6 @@ RULES = SHIPPED_CONFIG.parent / "alerts" / "mabeam.rules.yml"
 pytestmark = pytest.mark.skipif(
     PROMETHEUS is None, reason="no prometheus binary (CI installs Debian's `prometheus`)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def api(base: str, path: str, **params: str) -> Any:

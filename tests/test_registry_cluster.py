@@ -2,70 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import pytest
 from structlog.testing import capture_logs
 
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
-from mabeam.core.embedded_server import EmbeddedServer
 from mabeam.registry import AgentRecord, Registry
-from mabeam.testing import eventually
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def healthy(server: EmbeddedServer) -> bool:
-    try:
-        with urllib.request.urlopen(f"{server.monitor_url}/healthz", timeout=1) as reply:
-            return bool(reply.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-async def wait_healthy(servers: list[EmbeddedServer], timeout: float = 20.0) -> None:
-    """Poll /healthz: another process's JetStream state offers nothing to await."""
-
-    def all_healthy() -> bool:
-        return all(healthy(server) for server in servers)
-
-    await eventually(
-        lambda: asyncio.to_thread(all_healthy),
-        timeout=timeout,
-        interval=0.05,
-        message="the cluster was not healthy",
-    )
-
-
-@asynccontextmanager
-async def cluster(size: int) -> AsyncIterator[list[EmbeddedServer]]:
-    ports = [free_port() for _ in range(size)]
-    routes = ",".join(f"nats://127.0.0.1:{port}" for port in ports)
-    servers = [
-        EmbeddedServer(
-            extra_args=(
-                *("--cluster_name", "mabeam", "--server_name", f"node{index}"),
-                *("--cluster", f"nats://127.0.0.1:{port}", "--routes", routes),
-            )
-        )
-        for index, port in enumerate(ports)
-    ]
-    try:
-        await asyncio.gather(*(asyncio.to_thread(server.start) for server in servers))
-        await wait_healthy(servers)
-        yield servers
-    finally:
-        await asyncio.gather(*(asyncio.to_thread(server.cleanup) for server in servers))
+from mabeam.testing.cluster import nats_cluster
 
 
 async def replicas(connection: Connection, prefix: str) -> dict[str, int]:
@@ -79,7 +22,7 @@ async def replicas(connection: Connection, prefix: str) -> dict[str, int]:
 async def test_buckets_get_three_replicas_only_on_a_cluster_of_three(
     size: int, expected: int
 ) -> None:
-    async with cluster(size) as servers:
+    async with nats_cluster(size) as servers:
         config = Config(nats_url=servers[0].url, prefix="clustered")
         with capture_logs() as logs:
             async with await Connection.open(config) as connection, Registry(connection) as reg:

