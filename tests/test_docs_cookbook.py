@@ -113,7 +113,14 @@ class Replay:
         action, bucket = words[0], self.name(words[1])
         kv = await self.nc.jetstream().key_value(bucket)
         if action == "ls":
-            assert expected is not None and expected in await kv.keys()
+            # nats-py's keys() may see its watcher's "no more pending" before a key that is
+            # there when the loop is busy (NoKeysError): ask again, as a person would.
+            await eventually(
+                kv.keys,
+                until=lambda keys: expected in keys,
+                ignoring=(nats.js.errors.NoKeysError,),
+                message=f"`nats kv ls {words[1]}` never listed {expected}",
+            )
         elif action == "get":
             await self.eventually_get(kv, words[2], expected)
         elif action == "watch":
