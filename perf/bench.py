@@ -70,10 +70,12 @@ class Bench:
         *,
         agents: Sequence[str] = (),
         options: Sequence[str] = (),
+        url: str | None = None,
     ) -> RunnerProcess:
-        """Start a `mabeam runner` process hosting `agents` (module:Class) and wait for it."""
+        """Start a `mabeam runner` process hosting `agents` (module:Class) and wait for it
+        (connected to `url`, another server than the run's, when given)."""
         process = RunnerProcess(
-            Config(nats_url=self.url, prefix=prefix),
+            Config(nats_url=url or self.url, prefix=prefix),
             runner_id,
             heartbeat=None,
             agents=agents,
@@ -85,7 +87,8 @@ class Bench:
         return await asyncio.to_thread(process.wait_ready, RUNNER_READY_TIMEOUT)
 
     async def start_worker(self, name: str, **params: Any) -> WorkerProcess:
-        """Start a worker process (`mabeam.perf.worker`) with `params` plus the server URL."""
+        """Start a worker process (`mabeam.perf.worker`) with `params` plus the server URL (a
+        `url` among `params` names another server)."""
         process = WorkerProcess(f"worker {name}", self._log_path(f"worker-{name}"))
         self._workers.append(process)
         command = WorkerProcess.command(name, {"url": self.url, **params})

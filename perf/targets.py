@@ -468,13 +468,22 @@ _ROWS = (
     RowSpec(
         "scale_out",
         "the same load (two client processes, 128 calls in flight each, on 100 "
-        "`bench_counter` agents spread evenly) on 1, 2 and 4 runner processes of one machine; "
-        "the CPU of every process meanwhile names what saturates",
+        "`bench_counter` agents spread evenly) on 1, 2 and 4 runner processes of one machine, "
+        "then on 2 runners of a NATS cluster of 3 on the same machine; the CPU of every process "
+        "meanwhile names what saturates",
         (
             FigureSpec("rate_1", "calls/s with 1 runner", "/s", "—", (), "higher"),
             FigureSpec("rate_2", "calls/s with 2 runners", "/s", "—", (), "higher"),
             FigureSpec("rate_4", "calls/s with 4 runners", "/s", "—", (), "higher"),
             FigureSpec("growth", "throughput with 4 runners / with 1", "x", "—", ()),
+            FigureSpec(
+                "rate_cluster",
+                "calls/s with 2 runners on a NATS cluster of 3",
+                "/s",
+                "—",
+                (),
+                "higher",
+            ),
         ),
     ),
 )

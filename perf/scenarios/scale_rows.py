@@ -26,6 +26,7 @@ from mabeam.perf.procs import PerfError
 from mabeam.perf.results import Measurements, Series
 from mabeam.perf.scenarios.support import COUNTER, client_for
 from mabeam.perf.worker import WorkerFunction
+from mabeam.testing.cluster import nats_cluster
 
 __all__ = ["WORKERS", "scale_out"]
 
@@ -33,6 +34,8 @@ _TIMEOUT = 600.0
 _LOADERS = 2
 _IN_FLIGHT = 128
 _OTHERS = "other processes"
+_CLUSTER_NODES = 3
+_CLUSTER_RUNNERS = 2
 _SATURATED = 0.9
 """A process at this share of a core, or all of them at this share of the cores, saturates."""
 
@@ -51,6 +54,18 @@ async def scale_out(bench: Bench, m: Measurements) -> None:
         m.note(f"{count} runner(s): {rate:,.0f} calls/s; {_cpu_note(cpu)}")
         await bench.end_scenario()
     m.set("growth", rates[-1] / rates[0] if rates[0] else 0.0)
+    async with nats_cluster(_CLUSTER_NODES) as nodes:
+        urls = [node.url for node in nodes]
+        servers = {f"nats-server {i + 1}": node.pid for i, node in enumerate(nodes) if node.pid}
+        rate, cpu = await _serve_with(bench, _CLUSTER_RUNNERS, urls=urls, servers=servers)
+        await bench.end_scenario()
+    m.set("rate_cluster", rate)
+    m.limit("rate_cluster", raw["wide"]["rate"], "raw req→rep, 256 in flight, one server")
+    m.note(
+        f"{_CLUSTER_RUNNERS} runners on a NATS cluster of {_CLUSTER_NODES} (runner i and load"
+        f" process i on node i+1 and i+2, so most calls cross a route; buckets R3):"
+        f" {rate:,.0f} calls/s; {_cpu_note(cpu)}"
+    )
     m.note(
         f"the load: {_LOADERS} client processes, {_IN_FLIGHT} calls in flight each, "
         f"{bench.sizes.action_agents} bench_counter agents spread evenly over the runners"
@@ -67,28 +82,51 @@ async def scale_out(bench: Bench, m: Measurements) -> None:
     )
 
 
-async def _serve_with(bench: Bench, count: int) -> tuple[float, dict[str, float]]:
+async def _serve_with(
+    bench: Bench,
+    count: int,
+    *,
+    urls: Sequence[str] = (),
+    servers: dict[str, int] | None = None,
+) -> tuple[float, dict[str, float]]:
     """One system with `count` runners under the load: (calls/s, CPU share of a core by
-    process name)."""
+    process name). On the run's server, or on the nodes at `urls` (runner i on node i, load
+    process i on node i + 1, the spawns on the first), whose processes are `servers`."""
+    nodes = list(urls) or [bench.url]
     prefix = bench.prefix(f"scale{count}")
     runners = [f"r{index}" for index in range(count)]
-    processes = [await bench.runner(prefix, runner_id, agents=[COUNTER]) for runner_id in runners]
+    processes = [
+        await bench.runner(prefix, runner_id, agents=[COUNTER], url=nodes[index % len(nodes)])
+        for index, runner_id in enumerate(runners)
+    ]
     agents = bench.sizes.action_agents
     await bench.run_worker(
-        "scale.spawn_load", timeout=_TIMEOUT, prefix=prefix, agents=agents, runners=runners
+        "scale.spawn_load",
+        timeout=_TIMEOUT,
+        url=nodes[0],
+        prefix=prefix,
+        agents=agents,
+        runners=runners,
     )
     pids = {
         f"runner {runner_id}": process.pid
         for runner_id, process in zip(runners, processes, strict=True)
     }
-    if bench.server_pid is not None:
+    if servers is not None:
+        pids |= servers
+    elif bench.server_pid is not None:
         pids["nats-server"] = bench.server_pid
     calls = bench.sizes.scale_calls // _LOADERS
     loaders = [
         await bench.start_worker(
-            "scale.call_load", prefix=prefix, agents=agents, calls=calls, in_flight=_IN_FLIGHT
+            "scale.call_load",
+            url=nodes[(index + 1) % len(nodes)],
+            prefix=prefix,
+            agents=agents,
+            calls=calls,
+            in_flight=_IN_FLIGHT,
         )
-        for _ in range(_LOADERS)
+        for index in range(_LOADERS)
     ]
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     busy_before, began = busy_cpu_seconds(), time.perf_counter()
