@@ -57,6 +57,12 @@ class Bench:
         """What `--quick` shortened among the sizes `names` (nothing in a full run)."""
         return quick_notes(names) if self.quick else []
 
+    def pids(self, **processes: int) -> dict[str, int]:
+        """`processes` by name, and the nats-server's when this run started it: the processes
+        whose CPU a load's `CpuWindow` reads."""
+        server = {} if self.server_pid is None else {"nats-server": self.server_pid}
+        return {**processes, **server}
+
     def prefix(self, tag: str) -> str:
         """A subject prefix no other scenario of any run uses: an isolated system."""
         name = f"pf{self._run}{tag}{next(self._counter)}"
@@ -150,20 +156,44 @@ async def _delete_streams(url: str, prefixes: Sequence[str]) -> None:
 
 async def _reqrep(bench: Bench) -> dict[str, Any]:
     sizes = bench.sizes
+    return await _requests(
+        bench,
+        "raw.reqrep_responder",
+        seq_count=sizes.coordination_seq,
+        mid_count=sizes.coordination_many,
+    )
+
+
+async def _reqrep_durable(bench: Bench) -> dict[str, Any]:
+    """Request → reply where each reply waits for a KV write (256 in flight only)."""
+    return await _requests(
+        bench,
+        "raw.durable_responder",
+        bucket=f"{bench.prefix('raw')}_state",
+        seq_count=1,
+        mid_count=1,
+    )
+
+
+async def _requests(
+    bench: Bench, responder_name: str, *, seq_count: int, mid_count: int, **params: Any
+) -> dict[str, Any]:
+    """`raw.reqrep_requester` against the responder `responder_name` (with `params`)."""
     subject = f"{bench.prefix('raw')}.agent"
     responder = await bench.start_worker(
-        "raw.reqrep_responder", subject=subject, agents=_RAW_AGENTS
+        responder_name, subject=subject, agents=_RAW_AGENTS, **params
     )
     await responder.ready()
     result = await bench.run_worker(
         "raw.reqrep_requester",
         timeout=600,
+        pids=bench.pids(responder=responder.pid),
         subject=subject,
         agents=_RAW_AGENTS,
-        total=sizes.action_calls,
+        total=bench.sizes.action_calls,
         in_flight=256,
-        seq_count=sizes.coordination_seq,
-        mid_count=sizes.coordination_many,
+        seq_count=seq_count,
+        mid_count=mid_count,
         mid_in_flight=16,
     )
     await responder.finish()
@@ -245,6 +275,7 @@ async def _startup(bench: Bench) -> dict[str, Any]:
 
 _LIMITS = {
     "reqrep": _reqrep,
+    "reqrep_durable": _reqrep_durable,
     "pubsub": _pubsub,
     "pubsub_event": _pubsub_event,
     "kv": _kv,

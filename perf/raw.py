@@ -4,6 +4,8 @@ Workers (run as their own processes by `mabeam.perf.bench`), each the bare minim
 program needs for the pattern the framework figure uses:
 
 - `reqrep_responder` / `reqrep_requester`: request → reply to 100 subscriptions;
+- `durable_responder`: the same replies, each sent once a KV compare-and-set of what it changed
+  is acknowledged (what a durable call costs in nats-py alone);
 - `pubsub_subscriber` / `pubsub_publisher`: publish → subscribe, paced with the publish time in
   the body (latency) and then flat out (peak rate), 16 bytes with no headers, or a given body
   and headers (a CloudEvent as MABEAM sends it);
@@ -20,7 +22,7 @@ import functools
 import json
 import os
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import nats
@@ -29,6 +31,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import api
 
+from mabeam.perf.cpu import CpuWindow
 from mabeam.perf.distributions import summarize
 from mabeam.perf.load import closed_loop, paced
 from mabeam.perf.machine import read_rss_kb
@@ -47,6 +50,20 @@ async def _connect(params: dict[str, Any]) -> NatsClient:
 # ---------------------------------------------------------------------- request → reply
 
 
+async def _answer_until_stdin_closes(
+    nc: NatsClient, subject: str, counters: list[int], responder: Callable[[int], Any]
+) -> dict[str, Any]:
+    """Subscribe `responder(i)` to `<subject>.<i>.*` for every counter, say ready (with this
+    pid), answer until stdin closes; how many requests were answered."""
+    for index in range(len(counters)):
+        await nc.subscribe(f"{subject}.{index}.*", cb=responder(index))
+    await nc.flush()
+    ready({"pid": os.getpid()})
+    await until_stdin_closes()
+    await nc.close()
+    return {"answered": sum(counters)}
+
+
 async def reqrep_responder(params: dict[str, Any]) -> dict[str, Any]:
     """Answer requests on `<subject>.<i>.*` for i < agents with a counter, until stdin closes."""
     nc = await _connect(params)
@@ -59,13 +76,29 @@ async def reqrep_responder(params: dict[str, Any]) -> dict[str, Any]:
 
         return respond
 
-    for index in range(len(counters)):
-        await nc.subscribe(f"{params['subject']}.{index}.*", cb=responder(index))
-    await nc.flush()
-    ready({"pid": os.getpid()})
-    await until_stdin_closes()
-    await nc.close()
-    return {"answered": sum(counters)}
+    return await _answer_until_stdin_closes(nc, params["subject"], counters, responder)
+
+
+async def durable_responder(params: dict[str, Any]) -> dict[str, Any]:
+    """`reqrep_responder` whose replies wait for what they changed to be stored: each request
+    writes its agent's counter to key `a<i>` of KV `bucket` by compare-and-set, and the reply
+    goes on the write's acknowledgement (a hand-written durable actor: one write per call, the
+    calls of one agent in turn), until stdin closes."""
+    nc = await _connect(params)
+    kv = await nc.jetstream().create_key_value(bucket=params["bucket"])
+    counters = [0] * int(params["agents"])
+    revisions = [await kv.put(f"a{index}", b'{"counter":0}') for index in range(len(counters))]
+
+    def responder(index: int) -> Any:
+        async def respond(msg: Msg) -> None:
+            counters[index] += 1
+            body = b'{"counter":%d}' % counters[index]
+            revisions[index] = await kv.update(f"a{index}", body, last=revisions[index])
+            await nc.publish(msg.reply, body)
+
+        return respond
+
+    return await _answer_until_stdin_closes(nc, params["subject"], counters, responder)
 
 
 async def reqrep_requester(params: dict[str, Any]) -> dict[str, Any]:
@@ -76,11 +109,17 @@ async def reqrep_requester(params: dict[str, Any]) -> dict[str, Any]:
     async def call(index: int) -> None:
         await nc.request(f"{subject}.{index % agents}.increment", b"{}", timeout=10)
 
+    window = CpuWindow(params.get("pids", {}), me="client")
     wide = await closed_loop(call, int(params["total"]), int(params["in_flight"]))
+    wide_cpu = window.shares()
     single = await closed_loop(call, int(params["seq_count"]), 1)
     mid = await closed_loop(call, int(params["mid_count"]), int(params["mid_in_flight"]))
     await nc.close()
-    return {"wide": wide.summary(), "single": single.summary(), "mid": mid.summary()}
+    return {
+        "wide": {**wide.summary(), "cpu": wide_cpu},
+        "single": single.summary(),
+        "mid": mid.summary(),
+    }
 
 
 # ---------------------------------------------------------------------- publish → subscribe
@@ -354,6 +393,7 @@ async def startup_init(params: dict[str, Any]) -> dict[str, Any]:
 WORKERS: dict[str, WorkerFunction] = {
     "reqrep_responder": reqrep_responder,
     "reqrep_requester": reqrep_requester,
+    "durable_responder": durable_responder,
     "pubsub_subscriber": pubsub_subscriber,
     "pubsub_publisher": pubsub_publisher,
     "kv_bench": kv_bench,

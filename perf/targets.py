@@ -102,6 +102,14 @@ _ROWS = (
                 "latency", "durable wire call latency, 256 in flight", "ms", "—", (), "lower"
             ),
             FigureSpec("success", "durable wire calls answered ok", "%", "—", (_at_least(100),)),
+            FigureSpec(
+                "vs_raw_durable",
+                "durable wire calls beside nats-py storing each call",
+                "/s",
+                "—",
+                (),
+                "higher",
+            ),
         ),
     ),
     RowSpec(

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 
+from mabeam.perf import cpu
 from mabeam.perf.distributions import summarize
 from mabeam.perf.machine import busy_cpu_seconds, cpu_seconds
 from mabeam.perf.plots import render_plots
 from mabeam.perf.report import format_value, render_markdown, summary_line, write_json
 from mabeam.perf.results import FigureSpec, Goal, Measurements, Report, RowSpec, build_row, ratio
-from mabeam.perf.scenarios import scale_rows
 from mabeam.perf.sizes import quick_notes
 from mabeam.perf.suite import SCENARIOS
 from mabeam.perf.targets import ROW_NAMES, ROWS
@@ -194,11 +195,25 @@ def test_quick_notes_say_what_quick_shortens() -> None:
         quick_notes(("no_such_size",))
 
 
-def test_the_scale_row_names_what_saturates(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scale_rows.os, "cpu_count", lambda: 2)
-    one_core = scale_rows._cpu_note({"runner r0": 0.95, "load 0": 0.3, "other processes": 0.1})
+def test_the_cpu_note_names_what_saturates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu.os, "cpu_count", lambda: 2)
+    one_core = cpu.cpu_note({"runner r0": 0.95, "load 0": 0.3, "other processes": 0.1})
     assert one_core.endswith("runner r0 saturate(s) a core")
-    cores = scale_rows._cpu_note({"runner r0": 0.7, "load 0": 0.6, "other processes": 0.6})
+    cores = cpu.cpu_note({"runner r0": 0.7, "load 0": 0.6, "other processes": 0.6})
     assert cores.endswith("the 2 cores saturate (190% of 200%)")
-    assert scale_rows._cpu_note({"runner r0": 0.2}).startswith("CPU per process: runner r0 20%")
+    assert cpu.cpu_note({"runner r0": 0.2}).startswith("CPU per process: runner r0 20%")
     assert cpu_seconds(os.getpid()) > 0 and busy_cpu_seconds() > 0
+
+
+def test_a_cpu_window_reads_the_processes_it_names() -> None:
+    window = cpu.CpuWindow({"itself": os.getpid()}, me="me")
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:  # burn 0.2 s of CPU in this process
+        pass
+    shares = window.shares({"elsewhere": 0.5})
+    # /proc (in clock ticks) and process_time() read the same process: the same share
+    assert shares["me"] > 0 and abs(shares["itself"] - shares["me"]) < 0.15
+    assert shares["elsewhere"] == 0.5
+    assert set(shares) == {"itself", "me", "elsewhere", cpu.OTHERS}
+    # 1 core's worth in all at 1000 operations per second is 1000 µs each; others do not count
+    assert cpu.cpu_per_operation_us({"a": 0.25, "b": 0.75, cpu.OTHERS: 5.0}, 1000) == 1000

@@ -12,6 +12,7 @@ import asyncio
 from typing import Any
 
 from mabeam.perf.bench import Bench
+from mabeam.perf.cpu import OTHERS, CpuWindow, cpu_note, cpu_per_operation_us
 from mabeam.perf.load import closed_loop
 from mabeam.perf.machine import read_rss_kb
 from mabeam.perf.procs import PerfError
@@ -96,8 +97,8 @@ async def agent_action(bench: Bench, m: Measurements) -> None:
     """(a) wire calls on 100 agents, 256 in flight; (b) in-runner calls on the fast path."""
     m.notes.extend(bench.quick_notes(("action_calls", "local_calls")))
     prefix = bench.prefix("action")
-    await bench.runner(prefix, agents=[PROBE, COUNTER])
-    await _wire_calls(bench, m, prefix, "bench_counter", "wire_")
+    runner = await bench.runner(prefix, agents=[PROBE, COUNTER])
+    await _wire_calls(bench, m, prefix, "bench_counter", "wire_", runner.pid)
     sizes = bench.sizes
     local = await bench.run_worker(
         "agents.local_load",
@@ -121,8 +122,16 @@ async def agent_action_durable(bench: Bench, m: Measurements) -> None:
     """Wire calls to `demo` (snapshots, durable replies) on 100 agents, 256 in flight."""
     m.notes.extend(bench.quick_notes(("action_calls",)))
     prefix = bench.prefix("durable")
-    await bench.runner(prefix)
-    await _wire_calls(bench, m, prefix, "demo", "")
+    runner = await bench.runner(prefix)
+    wire = await _wire_calls(bench, m, prefix, "demo", "", runner.pid)
+    raw = await bench.limit("reqrep_durable")
+    m.set("vs_raw_durable", wire["rate"])
+    m.limit(
+        "vs_raw_durable",
+        raw["wide"]["rate"],
+        "raw nats-py storing each call (KV compare-and-set, reply on its ack)",
+    )
+    m.note(_cpu_per_call("raw durable req→rep", raw["wide"]["cpu"], raw["wide"]["rate"]))
     m.note(
         "each reply leaves once the snapshot holding its effect is stored in KV P_state"
         " (group commit per loop turn)"
@@ -130,15 +139,17 @@ async def agent_action_durable(bench: Bench, m: Measurements) -> None:
 
 
 async def _wire_calls(
-    bench: Bench, m: Measurements, prefix: str, agent_type: str, figure: str
-) -> None:
+    bench: Bench, m: Measurements, prefix: str, agent_type: str, figure: str, runner: int
+) -> dict[str, Any]:
     """`increment` on 100 agents of `agent_type`, 256 in flight, from a client process: the
-    figures `<figure>rate`, `<figure>latency` and `<figure>success`, beside raw req→rep."""
+    figures `<figure>rate`, `<figure>latency` and `<figure>success`, beside raw req→rep, and
+    a note of the CPU per call of each process (`runner` is the runner's pid) beside raw's."""
     raw = await bench.limit("reqrep")
     sizes = bench.sizes
     wire = await bench.run_worker(
         "agents.action_load",
         timeout=_TIMEOUT,
+        pids=bench.pids(runner=runner),
         prefix=prefix,
         agent_type=agent_type,
         agents=sizes.action_agents,
@@ -150,6 +161,20 @@ async def _wire_calls(
     record_latency(m, f"{figure}latency", wire, "avg")
     m.limit(f"{figure}latency", raw["wide"]["latency"]["avg"], "raw req→rep, 256 in flight")
     m.set(f"{figure}success", wire["success"])
+    m.note(_cpu_per_call(f"calls to {agent_type}", wire["cpu"], wire["rate"]))
+    m.note(_cpu_per_call("raw req→rep", raw["wide"]["cpu"], raw["wide"]["rate"]))
+    return wire
+
+
+def _cpu_per_call(what: str, shares: dict[str, float], rate: float) -> str:
+    """What each call cost in CPU, in all and per process, and what saturated."""
+    each = ", ".join(
+        f"{name} {cpu_per_operation_us({name: share}, rate):.0f}"
+        for name, share in sorted(shares.items())
+        if name != OTHERS
+    )
+    total = cpu_per_operation_us(shares, rate)
+    return f"{what}: {total:.0f} µs of CPU per call ({each}); {cpu_note(shares)}"
 
 
 async def action_load(params: dict[str, Any]) -> dict[str, Any]:
@@ -162,8 +187,10 @@ async def action_load(params: dict[str, Any]) -> dict[str, Any]:
         async def call(index: int) -> None:
             await client.call(f"t{index % agents}", "increment")
 
+        window = CpuWindow(params["pids"], me="client")
         result = await closed_loop(call, int(params["total"]), int(params["in_flight"]))
-    return result.summary()
+        cpu = window.shares()
+    return {**result.summary(), "cpu": cpu}
 
 
 async def local_load(params: dict[str, Any]) -> dict[str, Any]:

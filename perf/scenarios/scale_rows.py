@@ -14,14 +14,13 @@ second of a run of several); a load process reports its own CPU time, from start
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from mabeam.perf.bench import Bench
+from mabeam.perf.cpu import CpuWindow, cpu_note
 from mabeam.perf.load import LoadResult, closed_loop
-from mabeam.perf.machine import busy_cpu_seconds, cpu_seconds
 from mabeam.perf.procs import PerfError
 from mabeam.perf.results import Measurements, Series
 from mabeam.perf.scenarios.support import COUNTER, client_for
@@ -33,11 +32,8 @@ __all__ = ["WORKERS", "scale_out"]
 _TIMEOUT = 600.0
 _LOADERS = 2
 _IN_FLIGHT = 128
-_OTHERS = "other processes"
 _CLUSTER_NODES = 3
 _CLUSTER_RUNNERS = 2
-_SATURATED = 0.9
-"""A process at this share of a core, or all of them at this share of the cores, saturates."""
 
 
 async def scale_out(bench: Bench, m: Measurements) -> None:
@@ -51,7 +47,7 @@ async def scale_out(bench: Bench, m: Measurements) -> None:
         rates.append(rate)
         m.set(f"rate_{count}", rate)
         m.limit(f"rate_{count}", raw["wide"]["rate"], "raw req→rep, 256 in flight")
-        m.note(f"{count} runner(s): {rate:,.0f} calls/s; {_cpu_note(cpu)}")
+        m.note(f"{count} runner(s): {rate:,.0f} calls/s; {cpu_note(cpu)}")
         await bench.end_scenario()
     m.set("growth", rates[-1] / rates[0] if rates[0] else 0.0)
     async with nats_cluster(_CLUSTER_NODES) as nodes:
@@ -64,7 +60,7 @@ async def scale_out(bench: Bench, m: Measurements) -> None:
     m.note(
         f"{_CLUSTER_RUNNERS} runners on a NATS cluster of {_CLUSTER_NODES} (runner i and load"
         f" process i on node i+1 and i+2, so most calls cross a route; buckets R3):"
-        f" {rate:,.0f} calls/s; {_cpu_note(cpu)}"
+        f" {rate:,.0f} calls/s; {cpu_note(cpu)}"
     )
     m.note(
         f"the load: {_LOADERS} client processes, {_IN_FLIGHT} calls in flight each, "
@@ -128,33 +124,15 @@ async def _serve_with(
         )
         for index in range(_LOADERS)
     ]
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    busy_before, began = busy_cpu_seconds(), time.perf_counter()
+    window, began = CpuWindow(pids), time.perf_counter()
     results = await asyncio.gather(*(loader.result(_TIMEOUT) for loader in loaders))
     wall = time.perf_counter() - began
-    cpu = {name: (cpu_seconds(pid) - before[name]) / wall for name, pid in pids.items()}
-    cpu |= {f"load {index}": result["cpu"] / wall for index, result in enumerate(results)}
-    cpu[_OTHERS] = max(0.0, (busy_cpu_seconds() - busy_before) / wall - sum(cpu.values()))
+    cpu = window.shares({f"load {index}": r["cpu"] / wall for index, r in enumerate(results)})
     failed = sum(result["failed"] for result in results)
     if failed:
         raise PerfError(f"{failed} calls failed with {count} runner(s): {results[0]['errors']}")
     ok = sum(result["ok"] for result in results)
     return ok / max(result["elapsed"] for result in results), cpu
-
-
-def _cpu_note(cpu: dict[str, float]) -> str:
-    """The CPU of each process as a % of a core, and what saturated."""
-    shares = ", ".join(f"{name} {share:.0%}" for name, share in sorted(cpu.items()))
-    cores = os.cpu_count() or 1
-    total = sum(cpu.values())
-    full = [name for name, share in cpu.items() if share >= _SATURATED and name != _OTHERS]
-    if total >= _SATURATED * cores:
-        verdict = f"the {cores} cores saturate ({total:.0%} of {cores * 100}%)"
-    elif full:
-        verdict = f"{', '.join(sorted(full))} saturate(s) a core"
-    else:
-        verdict = f"nothing saturates ({total:.0%} of {cores * 100}% in all)"
-    return f"CPU per process: {shares}; {verdict}"
 
 
 async def spawn_load(params: dict[str, Any]) -> dict[str, Any]:
