@@ -3,8 +3,10 @@
 Every heartbeat interval a runner that holds its lease and is not draining plans the moves of
 its running agents (spawned or virtual, of a type another live host takes) with `plan_moves`:
 to the lightest host of each agent's type, while its own share of its capacity is more than 20 %
-above that host's. It moves once two plans in a row wanted moves, so that an imbalance that
-lasts less than a heartbeat (a burst of spawns) moves nothing. It runs at most `MOVES_AT_ONCE`
+above that host's. It moves once two plans in a row wanted moves, and only to hosts whose
+record was written after the first of them, so that an imbalance that lasts less than a
+heartbeat (a burst of spawns) moves nothing and a host's own activations since its record do
+not make it look lighter than it is. It runs at most `MOVES_AT_ONCE`
 moves at a time and `MOVES_PER_SECOND` in all, and counts the moves (and, with `Placement`,
 the spawns) it sent to each host until a record of that host written after them shows them.
 
@@ -176,10 +178,12 @@ class Rebalancer:
         self._task: asyncio.Task[None] | None = None
         self._batch: asyncio.Task[int] | None = None
         self._sent = _MovesDone()
-        self._wanted = False
-        """Whether the last plan wanted moves: a plan runs only when the one an interval
-        before wanted moves too, so a burst of spawns seen half-way (the records are up to a
-        heartbeat old) moves nothing."""
+        self._streak_from: float | None = None
+        """When the first of the plans in a row that wanted moves was made (wall clock), None
+        when the last plan wanted none. Moves run only from the second such plan on, and only
+        to hosts whose record was written after the first: so a burst of spawns seen half-way
+        moves nothing, and a host that gained agents since its record (its own activations,
+        which this runner cannot count) is not filled past its share on a stale count."""
 
     def start(self) -> None:
         """Start planning moves every interval."""
@@ -204,26 +208,26 @@ class Rebalancer:
             await asyncio.sleep(max(pause, 0.0))
 
     async def step(self) -> int:
-        """Run one batch of planned moves (at most `MOVES_AT_ONCE`) if the last plan wanted
-        moves as well; how many were tried."""
+        """Run one batch of planned moves (at most `MOVES_AT_ONCE`) if the plan before wanted
+        moves as well, to the hosts whose record is newer than the first plan of the streak;
+        how many were tried."""
         if not self._may_move():
-            self._wanted = False
+            self._streak_from = None
             return 0
         runtime = self._runtime
         movable = [host.record for host in runtime.hosts.values() if _movable(host)]
         hosts = runtime.registry.runners.hosts()
-        moves = plan_moves(
-            self._here(),
-            movable,
-            hosts,
-            limit=MOVES_AT_ONCE,
-            pending=self._pending,
-        )
-        wanted, self._wanted = self._wanted, bool(moves)
-        if not wanted:
+        planned_at, streak_from = time.time(), self._streak_from
+        wanted = self._plan(movable, hosts)
+        self._streak_from = (streak_from or planned_at) if wanted else None
+        if streak_from is None:
             return 0
+        moves = self._plan(movable, [host for host in hosts if _written_at(host) > streak_from])
         await asyncio.gather(*(self.move(agent, target) for agent, target in moves))
         return len(moves)
+
+    def _plan(self, movable: list[AgentRecord], hosts: list[RunnerRecord]) -> list[tuple[str, str]]:
+        return plan_moves(self._here(), movable, hosts, limit=MOVES_AT_ONCE, pending=self._pending)
 
     def _pending(self, record: RunnerRecord) -> int:
         """Agents sent to `record`'s runner that the record may not show: spawns from this
@@ -299,13 +303,18 @@ class _MovesDone:
         done = self._done.get(record.id)
         if not done:
             return 0
-        written = parse_rfc3339(record.heartbeat_at).timestamp() if record.heartbeat_at else 0.0
+        written = _written_at(record)
         kept = [at for at in done if at >= written]
         if kept:
             self._done[record.id] = kept
         else:
             del self._done[record.id]
         return len(kept)
+
+
+def _written_at(record: RunnerRecord) -> float:
+    """When a runner wrote `record` (wall clock seconds; 0 for a record without the time)."""
+    return parse_rfc3339(record.heartbeat_at).timestamp() if record.heartbeat_at else 0.0
 
 
 def _movable(host: AgentHost) -> bool:
