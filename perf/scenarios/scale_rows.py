@@ -104,14 +104,11 @@ async def _serve_with(
         agents=agents,
         runners=runners,
     )
-    pids = {
+    runner_pids = {
         f"runner {runner_id}": process.pid
         for runner_id, process in zip(runners, processes, strict=True)
     }
-    if servers is not None:
-        pids |= servers
-    elif bench.server_pid is not None:
-        pids["nats-server"] = bench.server_pid
+    pids = {**runner_pids, **servers} if servers is not None else bench.pids(**runner_pids)
     calls = bench.sizes.scale_calls // _LOADERS
     loaders = [
         await bench.start_worker(
