@@ -233,7 +233,7 @@ class Runtime:
             runner=self.runner_id,
             node=self.node,
             capabilities=capabilities,
-            status="running" if request.key is not None else "starting",
+            status="running",  # one registry write per spawn: PROTOCOL.md "Runners and spawning"
             meta=dict(request.meta),
             restart=RestartPolicy.parse(request.restart).value,
             args=dict(request.args),

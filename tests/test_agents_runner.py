@@ -27,9 +27,9 @@ from mabeam.core.errors import (
 from mabeam.core.replies import ERROR_CODE_HEADER
 from mabeam.registry.records import RunnerRecord
 from mabeam.testing import eventually
-from tests.agents_support.types import Fragile, Listener, Relay, Sleeper, Ticker
+from tests.agents_support.types import Fragile, Listener, Relay, Sleeper, SlowStart, Ticker
 
-TYPES = (Sleeper, Fragile, Listener, Relay, Ticker)
+TYPES = (Sleeper, Fragile, Listener, Relay, Ticker, SlowStart)
 
 
 @pytest.fixture
@@ -70,6 +70,24 @@ async def test_spawn_call_and_registry(client: Client, prefix: str) -> None:
     assert await client.call("d1", "_ping") == {"id": "d1", "status": "running"}
     found = await eventually(lambda: client.agents.find(capability="counting"))
     assert [agent.id for agent in found] == ["d1"]
+
+
+async def test_a_spawn_registers_its_agent_running_and_unregisters_it_if_on_start_fails(
+    client: Client, raw: Any, prefix: str
+) -> None:
+    SlowStart.release = asyncio.Event()
+    spawning = asyncio.ensure_future(client.spawn("SlowStart", id="s1", args={"hold": True}))
+    record = await eventually(lambda: client.agents.get("s1"))
+    assert record.status == "running" and not spawning.done()  # one write, before on_start ends
+    code, body = await raw_request(raw, f"{prefix}.agent.s1.ready", b"{}")
+    assert code == 503 and "starting" in body["error"]["message"]
+    SlowStart.release.set()
+    assert (await spawning)["status"] == "running"
+    assert await client.call("s1", "ready") == {"ready": True}
+
+    with pytest.raises(ActionFailedError, match="failed to start"):
+        await client.spawn("SlowStart", id="s2", args={"fail": True})
+    await eventually(lambda: client.agents.get("s2") is None)
 
 
 async def test_a_plain_nats_client_calls_agents_and_gets_error_headers(

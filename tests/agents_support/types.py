@@ -147,3 +147,19 @@ class Pinned(Agent):
     @action
     async def increment_virtual(self, agent_type: str, key: str, by: int = 1) -> Any:
         return await self.virtual_agent(agent_type, key).call("increment", {"by": by})
+
+
+class SlowStart(Agent):
+    """Holds its `on_start` until `release` is set (`hold=True`), or fails in it (`fail=True`)."""
+
+    release: asyncio.Event | None = None
+
+    async def on_start(self, hold: bool = False, fail: bool = False) -> None:
+        if fail:
+            raise RuntimeError("asked to fail at start")
+        if hold and SlowStart.release is not None:
+            await SlowStart.release.wait()
+
+    @action
+    async def ready(self) -> dict[str, Any]:
+        return {"ready": True}
