@@ -35,7 +35,13 @@ from urllib.parse import quote, unquote
 
 import msgspec
 
-from mabeam.core.codec import JSON_CONTENT_TYPE, decode, encode, now_rfc3339
+from mabeam.core.codec import (
+    CLOUDEVENTS_JSON_CONTENT_TYPE,
+    JSON_CONTENT_TYPE,
+    decode,
+    encode,
+    now_rfc3339,
+)
 from mabeam.core.errors import BadRequestError
 from mabeam.core.ids import unique_id
 
@@ -66,7 +72,7 @@ _RESERVED = frozenset((*_ATTRIBUTES, "data", "data_base64", "traceparent", "topi
 _KNOWN_HEADERS = frozenset(f"ce-{name}" for name in _ATTRIBUTES)
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in ' "%')
 """Printable ASCII but space, `"` and `%`: what a header value carries unencoded."""
-STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+STRUCTURED_CONTENT_TYPE = CLOUDEVENTS_JSON_CONTENT_TYPE
 """The `content-type` of a structured-mode event (the JSON event format)."""
 _STRUCTURED_PREFIX = "application/cloudevents"
 """What the binding says a receiver looks for to tell structured mode, matched in any case."""

@@ -14,7 +14,8 @@ from nats.aio.client import Client as NatsClient
 from mabeam.core import nats_privates
 from mabeam.core.connection import Connection
 from mabeam.core.errors import ConnectError
-from mabeam.core.messages import Message
+from mabeam.core.messages import Message, Subscription
+from mabeam.testing import eventually
 
 
 async def test_server_info_is_the_dict_of_the_servers_info(connection: Connection) -> None:
@@ -72,17 +73,56 @@ async def test_pending_messages_are_written_before_the_ping_of_a_flush(
     source = inspect.getsource(NatsClient._flush_pending)
     assert "force_flush" in inspect.signature(NatsClient._flush_pending).parameters
     assert "_pending" in source
-    received: list[Message] = []
-
-    async def keep(msg: Message) -> None:
-        received.append(msg)
-
     subject = f"{connection.subjects.prefix}.barrier"
-    subscription = await connection.subscribe(subject, keep)
-    await connection.flush()
+    received, subscription = await _collect(connection, subject)
     for _ in range(100):
         await connection.publish(subject, b"x")
     await connection.confirm(subject)  # pending written, then PING: the server had them all
     await connection.flush()
     assert len(received) == 100
     await subscription.unsubscribe()
+
+
+async def test_a_structured_events_header_block_is_recognised_and_others_parsed_by_nats_py(
+    connection: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # nats-py hands `_process_headers` the whole block and takes back the message's headers.
+    source = inspect.getsource(NatsClient._process_msg)
+    assert "hdr = await self._process_headers(headers)" in source
+    parsed_by_nats_py: list[bytes] = []
+    parse = NatsClient._process_headers
+
+    async def counting(self: NatsClient, headers: bytes | None) -> dict[str, str] | None:
+        parsed_by_nats_py.append(bytes(headers or b""))
+        result: dict[str, str] | None = await parse(self, headers)
+        return result
+
+    monkeypatch.setattr(NatsClient, "_process_headers", counting)
+    subject = f"{connection.subjects.prefix}.headers"
+    received, subscription = await _collect(connection, subject)
+    structured = {"content-type": "application/cloudevents+json"}
+    for headers in (structured, structured, {"Content-Type": "application/cloudevents+json"}):
+        await connection.publish(subject, b"{}", headers=headers)
+    await eventually(lambda: len(received) == 3)
+    await subscription.unsubscribe()
+    assert [msg.headers for msg in received] == [
+        structured,
+        structured,
+        {"Content-Type": "application/cloudevents+json"},
+    ]
+    assert received[0].headers is not received[1].headers  # a dict of its own each
+    # The two blocks MABEAM writes were recognised; the foreign spelling went to nats-py.
+    assert nats_privates.STRUCTURED_EVENT_HEADERS not in parsed_by_nats_py
+    assert parsed_by_nats_py == [b"NATS/1.0\r\nContent-Type: application/cloudevents+json\r\n\r\n"]
+
+
+async def _collect(connection: Connection, subject: str) -> tuple[list[Message], Subscription]:
+    """A subscription to `subject` that keeps what it receives, in place at the server."""
+    received: list[Message] = []
+
+    async def keep(msg: Message) -> None:
+        received.append(msg)
+
+    subscription = await connection.subscribe(subject, keep)
+    await connection.flush()
+    return received, subscription

@@ -15,6 +15,7 @@ import msgspec
 from mabeam.core.errors import BadRequestError, TooLargeError
 
 __all__ = [
+    "CLOUDEVENTS_JSON_CONTENT_TYPE",
     "JSON_CONTENT_TYPE",
     "decode",
     "decode_object",
@@ -24,6 +25,8 @@ __all__ = [
 ]
 
 JSON_CONTENT_TYPE = "application/json"
+CLOUDEVENTS_JSON_CONTENT_TYPE = "application/cloudevents+json"
+"""The `content-type` of a CloudEvent in structured mode (the JSON event format)."""
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 

@@ -114,7 +114,7 @@ class Connection(AsyncResource):
         }
         if any(urlsplit(url).scheme in WEBSOCKET_SCHEMES for url in self.config.servers):
             enable_websocket()
-        self._nc = NatsClient()
+        self._nc = nats_privates.Client()
         try:
             await self._nc.connect(**options)
         except NATS_FAILURES as exc:
