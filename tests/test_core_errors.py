@@ -102,6 +102,10 @@ def test_a_reply_decodes_to_the_class_of_its_slug() -> None:
             nats.js.errors.APIError(code=400, err_code=10071, description="wrong last sequence"),
             ConflictError,
         ),
+        (
+            nats.js.errors.APIError(code=400, err_code=10164, description="wrong last sequence"),
+            ConflictError,
+        ),
         (nats.js.errors.APIError(code=503, description="no leader"), UnavailableError),
         (
             nats.js.errors.APIError(code=400, err_code=10058, description="stream name in use"),

@@ -30,8 +30,10 @@ __all__ = ["NATS_FAILURES", "is_auth_error", "map_nats_error", "nats_errors"]
 NATS_FAILURES = (TimeoutError, nats.errors.Error, OSError)
 """The exception types a nats-py call raises when it fails (all mapped by `map_nats_error`)."""
 
-# JetStream API error codes.
+# JetStream API error codes. A compare-and-set that lost comes back as 10071 from a stream of one
+# replica, and as 10164 from a replicated stream when the write it lost to is still in flight.
 _JS_WRONG_LAST_SEQUENCE = 10071
+_JS_WRONG_LAST_SEQUENCE_IN_FLIGHT = 10164
 _JS_STREAM_NOT_FOUND = 10059
 _JS_CONSUMER_NOT_FOUND = 10014
 _JS_STREAM_NAME_IN_USE = 10058
@@ -102,7 +104,7 @@ def is_auth_error(exc: BaseException) -> bool:
 
 
 def _map_api_error(exc: nats.js.errors.APIError, message: str) -> MabeamError:
-    if exc.err_code == _JS_WRONG_LAST_SEQUENCE:
+    if exc.err_code in (_JS_WRONG_LAST_SEQUENCE, _JS_WRONG_LAST_SEQUENCE_IN_FLIGHT):
         return ConflictError(f"revision conflict: {exc.description}")
     if exc.err_code == _JS_STREAM_NAME_IN_USE:
         return ConflictError(f"already exists: {exc.description or message}")
