@@ -140,14 +140,16 @@ def _non_owner_replies(history: History, grace: float) -> list[Finding]:
     timelines: dict[str, list[Ownership]] = {}
     for change in sorted(history.ownership, key=lambda c: c.at):
         timelines.setdefault(change.agent, []).append(change)
+    sent_at = {a.reply_subject: a.sent_at for op in history.operations for a in op.attempts}
     findings = []
     for served in history.served:
         agent = agent_of.get(served.reply_subject)
         if agent is None:
             continue
-        owners = owners_between(timelines.get(agent, []), served.at - grace, served.at + grace)
+        timeline = timelines.get(agent, [])
+        owners = owners_between(timeline, served.at - grace, served.at + grace)
         if served.runner not in owners:
-            findings.append(_non_owner(agent, served, owners))
+            findings.append(_non_owner(agent, served, owners, timeline, sent_at))
     return findings
 
 
@@ -165,10 +167,21 @@ def owners_between(timeline: list[Ownership], start: float, end: float) -> set[s
     return owners
 
 
-def _non_owner(agent: str, served: Served, owners: set[str | None]) -> Finding:
+def _non_owner(
+    agent: str,
+    served: Served,
+    owners: set[str | None],
+    timeline: list[Ownership],
+    sent_at: dict[str, float],
+) -> Finding:
+    """The finding, with its times relative to the reply (a rare one must explain itself)."""
     named = ", ".join(sorted(str(o) for o in owners)) or "nobody"
+    changes = ", ".join(f"{change.runner} at {change.at - served.at:+.3f} s" for change in timeline)
+    sent = sent_at.get(served.reply_subject)
+    asked = "" if sent is None else f" (asked at {sent - served.at:+.3f} s)"
     return Finding(
         "non_owner_reply",
         agent,
-        f"{served.runner} answered {served.reply_subject} while the registry named {named}",
+        f"{served.runner} answered {served.reply_subject}{asked} while the registry named"
+        f" {named}; its owners: {changes or 'none recorded'}",
     )

@@ -94,7 +94,10 @@ def test_a_reply_from_a_runner_the_registry_does_not_name_is_a_non_owner_reply()
     history.served.append(Served(8.0, "r1", "in.c0.1"))
     report = check(history)
     assert report.counts == {"non_owner_reply": 1}
-    assert "r1 answered in.c0.1 while the registry named r2" in report.findings[0].detail
+    assert report.findings[0].detail == (
+        "r1 answered in.c0.1 (asked at -7.500 s) while the registry named r2;"
+        " its owners: r1 at -8.000 s, r2 at -3.000 s"
+    )
 
 
 def test_a_new_owner_answering_just_before_the_watch_sees_its_record_is_tolerated() -> None:
