@@ -50,6 +50,7 @@ from typing import Any
 
 import structlog
 
+from mabeam.agents.adoptions import Adoptions
 from mabeam.agents.builtin.coordinator import COORDINATOR_ID, CoordinatorAgent
 from mabeam.agents.builtin.demo import DemoAgent
 from mabeam.agents.context import MessageContext
@@ -629,18 +630,8 @@ class Runner(AsyncResource):
         candidates = self._share.mine(others, hosts)
         random.shuffle(candidates)
         candidates[:0] = dropped  # what a fence dropped here is ours to take back, nobody else's
-        adopted = 0
-        for record, revision in candidates:
-            try:
-                self.guard.check(len(self.runtime.hosts))
-            except MabeamError:
-                break
-            try:
-                if await self.runtime.adopt(record, revision):
-                    adopted += 1
-            except MabeamError as error:
-                log.warning("runner.adopt_failed", agent=record.id, error=error.message)
-                self._dropped.add(record.id)  # claimed, maybe, but not running: try again
+        adoptions = Adoptions(self.runtime, self.guard, claimed_maybe=self._dropped.add)
+        adopted = await adoptions.run(candidates)
         if adopted:
             log.info("runner.took_over", agents=adopted)
         return adopted

@@ -381,3 +381,31 @@ async def test_take_over_moves_each_agent_to_a_host_of_its_type_least_loaded_fir
         assert {runner_of[a] for a in demos} == {"r-plain"}, runner_of
         targets = await asyncio.gather(*(client.call(a, "status") for a in thermostats))
         assert [status["target"] for status in targets] == [10.0 + i for i in range(8)]
+
+
+async def test_a_take_over_never_adopts_past_the_survivors_limit(config: Config) -> None:
+    # Its share is what its record has room for; past `patience` any survivor may take any
+    # orphan, and then only its guard stops it.
+    dead = start_processes(config, {"r-dead": ()})["r-dead"]
+    small = RunnerSettings(
+        runner_id="r-small",
+        max_agents=10,
+        heartbeat_interval=HEARTBEAT,
+        coordinator_id=None,
+        rebalance=False,
+    )
+    try:
+        async with Client(config) as client:
+            await eventually(lambda: client.registry.runners.get("r-dead") is not None)
+            orphans = [f"o{i}" for i in range(40)]
+            await asyncio.gather(*(client.spawn("demo", id=a, runner="r-dead") for a in orphans))
+            async with Runner(config, small) as survivor:
+                dead.kill()
+                await eventually(lambda: len(survivor.runtime.hosts) == 10, timeout=15)
+                await asyncio.sleep(4 * HEARTBEAT)  # take-overs go on: none may pass the limit
+                assert len(survivor.runtime.hosts) == 10
+                assert survivor.guard.refused["capacity"] >= 1
+                owned = [r.id for r in client.agents.find() if r.runner == "r-small"]
+                assert sorted(owned) == sorted(survivor.runtime.hosts)
+    finally:
+        dead.kill()
