@@ -4,8 +4,8 @@ Each adoption is about three JetStream round trips in series (claim the agent's 
 its snapshot, mark it running). Run one after another, the 500 agents of a killed runner took a
 survivor 1.4 to 1.9 s, as long again as the wait for the dead runner's lease. `ADOPTIONS_IN_FLIGHT`
 run at once, taken in the order given (what a fence dropped here comes first). The runner's
-`SpawnGuard` is asked before each one, with the adoptions in flight counted as hosted: once it
-refuses, the rest wait for the next take-over.
+`SpawnGuard` is asked before each one, with the agents being started counted as hosted
+(`Runtime.agent_count`): once it refuses, the rest wait for the next take-over.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ class Adoptions:
         self._guard = guard
         self._claimed_maybe = claimed_maybe
         self._slots = asyncio.Semaphore(ADOPTIONS_IN_FLIGHT)
-        self._in_flight = 0
         self._full = False
 
     async def run(self, candidates: Sequence[tuple[AgentRecord, int]]) -> int:
@@ -55,22 +54,19 @@ class Adoptions:
         async with self._slots:
             if not self._admitted():
                 return False
-            self._in_flight += 1
             try:
                 return await self._runtime.adopt(record, revision)
             except MabeamError as error:
                 log.warning("runner.adopt_failed", agent=record.id, error=error.message)
                 self._claimed_maybe(record.id)
                 return False
-            finally:
-                self._in_flight -= 1
 
     def _admitted(self) -> bool:
-        """True while the guard takes one more agent beside those hosted and in flight."""
+        """True while the guard takes one more agent beside those hosted and being started."""
         if self._full:
             return False
         try:
-            self._guard.check(len(self._runtime.hosts) + self._in_flight)
+            self._guard.check(self._runtime.agent_count())
         except MabeamError:
             self._full = True
         return not self._full

@@ -479,7 +479,7 @@ class Runner(AsyncResource):
             raise UnknownTypeError(
                 f"runner {self.id} does not host agent type {request.type!r}; it hosts: {known}"
             )
-        self.guard.check(len(self.runtime.hosts))
+        self.guard.check(self.runtime.agent_count())
         return await self.runtime.spawn(request)
 
     async def _forward(self, agent_type: str, body: bytes) -> Message | None:
@@ -493,7 +493,7 @@ class Runner(AsyncResource):
         guard = self.guard
         can_serve = (
             hosted
-            and len(self.runtime.hosts) < guard.max_agents
+            and self.runtime.agent_count() < guard.max_agents
             and not guard.under_memory_pressure()
         )
         placement = self._placement
@@ -543,7 +543,7 @@ class Runner(AsyncResource):
             raise UnavailableError(f"runner {self.id} is draining or closing")
         if agent_type not in self.types:
             raise UnknownTypeError(f"runner {self.id} does not host agent type {agent_type!r}")
-        self.guard.check(len(self.runtime.hosts))
+        self.guard.check(self.runtime.agent_count())
 
     def _passivating(self, agent_id: str) -> bool:
         """Whether the passivation of virtual agent `agent_id` is under way here."""

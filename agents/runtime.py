@@ -313,6 +313,16 @@ class Runtime:
         """True while `agent_id` is being spawned or adopted here (not in `hosts` yet)."""
         return agent_id in self._spawning
 
+    def agent_count(self) -> int:
+        """The agents hosted here and those being spawned or adopted, each counted once.
+
+        What `SpawnGuard.check` is given: `spawn` and `adopt` reserve their id before their
+        first await, so a check followed by either in the same step counts it, and spawns or
+        adoptions at once never pass a limit together.
+        """
+        hosts = self.hosts
+        return len(hosts) + sum(1 for agent_id in self._spawning if agent_id not in hosts)
+
     async def _adopt(
         self, agent_type: type[Agent], record: AgentRecord, revision: int, moved_from: str | None
     ) -> bool:

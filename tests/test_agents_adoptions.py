@@ -17,17 +17,23 @@ from mabeam.registry.records import AgentRecord
 
 
 class SlowRuntime:
-    """Adopts after a short wait (a failing id raises, as a lost NATS would), counting overlap."""
+    """Adopts after a short wait (a failing id raises, as a lost NATS would), counting overlap;
+    an adoption counts in `agent_count` from its start, as in the real runtime."""
 
     def __init__(self, failing: str = "") -> None:
         self.hosts: dict[str, object] = {}
+        self.starting: set[str] = set()
         self.order: list[str] = []
         self.in_flight = 0
         self.most_in_flight = 0
         self._failing = failing
 
+    def agent_count(self) -> int:
+        return len(self.hosts) + len(self.starting)
+
     async def adopt(self, record: AgentRecord, revision: int) -> bool:
         self.order.append(record.id)
+        self.starting.add(record.id)
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
@@ -37,6 +43,7 @@ class SlowRuntime:
             self.hosts[record.id] = object()
             return True
         finally:
+            self.starting.discard(record.id)
             self.in_flight -= 1
 
 

@@ -269,6 +269,23 @@ async def test_runners_answer_and_capacity_is_enforced(config: Config) -> None:
             await client.spawn("demo", runner="small")
 
 
+async def test_spawns_at_once_never_pass_the_capacity(config: Config) -> None:
+    # Each spawn waits on its registry write after the guard admitted it: the guard must count
+    # the spawns in flight, or all twelve pass a check made while none is hosted yet.
+    settings = RunnerSettings(runner_id="burst", max_agents=3, coordinator_id=None)
+    async with Runner(config, settings) as runner, Client(config) as client:
+        results = await asyncio.gather(
+            *(client.spawn("demo", id=f"b{index}", runner="burst") for index in range(12)),
+            return_exceptions=True,
+        )
+        refused = [result for result in results if isinstance(result, OverloadedError)]
+        assert len(refused) == 9, results
+        assert len(runner.runtime.hosts) == 3
+        assert sorted(r.id for r in client.agents.find() if r.runner == "burst") == sorted(
+            runner.runtime.hosts
+        )
+
+
 async def test_garbage_on_control_subjects_gets_errors(
     client: Client, raw: Any, prefix: str
 ) -> None:
