@@ -114,6 +114,7 @@ class AgentHost(HostServices):
             serving=self._serving,
             durable=self._durable,
             on_held=self._changed,
+            on_released=runtime.reply_released,
         )
         self._calls: RecentCalls | None = None
         self._running_calls: dict[str, list[Envelope]] = {}
@@ -413,6 +414,7 @@ class AgentHost(HostServices):
                 envelope, UnavailableError(f"agent {self.agent_id} is {status}")
             )
             return
+        runtime.send_released()  # before this handler may block the loop: Runtime.send_released
         # Every line logged while handling the message names the agent, action and trace.
         context = MessageContext(self.agent_id, envelope.name, _traceparent(envelope))
         token = current_message.set(context)

@@ -8,8 +8,8 @@ structurally. Each protocol is one concern:
   bus, registry, caller, snapshots, reminders, elections, metrics, background tasks, replies);
 - `Lifecycle`: what the host reports or asks of the runner about its own life (crashed,
   restarted, taken over, stop, restart), generic in the host type that the runner keeps;
-- `ServingGate`: whether this runner may serve an agent now (its lease), and the message being
-  handled (read by the loop watchdog).
+- `ServingGate`: whether this runner may serve an agent now (its lease), the message being
+  handled (read by the loop watchdog), and the durable replies that leave before a handler runs.
 """
 
 from __future__ import annotations
@@ -122,7 +122,8 @@ class Lifecycle(Protocol[Host]):
 
 
 class ServingGate(Protocol):
-    """Whether this runner may serve an agent now, and what is being handled."""
+    """Whether this runner may serve an agent now, what is being handled, and the durable
+    replies that must be on the wire before the next handler runs."""
 
     handling: MessageContext | None
     """The message an agent is handling right now (read by the loop watchdog's thread)."""
@@ -136,6 +137,12 @@ class ServingGate(Protocol):
 
     def check_serving(self, incarnation: int) -> None:
         """Raise `UnavailableError` unless `serving(incarnation)`."""
+
+    def reply_released(self) -> None:
+        """A durable reply was published: `send_released` hands it to the socket."""
+
+    def send_released(self) -> None:
+        """Before agent code runs: hand the durable replies released so far to the socket."""
 
 
 class HostRuntime(AgentInfrastructure, Lifecycle[Host], ServingGate, Protocol[Host]):

@@ -48,7 +48,16 @@ class Outgoing:
 class Replier:
     """Sends one agent's replies, holding them for the commit when the agent is durable."""
 
-    __slots__ = ("_fenced", "_held", "_log", "_on_held", "_publish", "_serving", "durable")
+    __slots__ = (
+        "_fenced",
+        "_held",
+        "_log",
+        "_on_held",
+        "_on_released",
+        "_publish",
+        "_serving",
+        "durable",
+    )
 
     def __init__(
         self,
@@ -58,6 +67,7 @@ class Replier:
         serving: Callable[[], bool],
         durable: bool = False,
         on_held: Callable[[], None] | None = None,
+        on_released: Callable[[], None] | None = None,
     ) -> None:
         self.durable = durable
         """True when replies wait for the snapshot that holds their effect."""
@@ -65,6 +75,7 @@ class Replier:
         self._log = log
         self._serving = serving
         self._on_held = on_held
+        self._on_released = on_released
         self._held: list[Outgoing] = []
         self._fenced = False
 
@@ -118,9 +129,11 @@ class Replier:
         self._held[:0] = held
 
     async def release(self, held: list[Outgoing]) -> None:
-        """Send replies whose commit was stored."""
+        """Send replies whose commit was stored (`on_released` hears it once they are out)."""
         for outgoing in held:
             await self._deliver(outgoing)
+        if held and self._on_released is not None:
+            self._on_released()
 
     async def refuse(self, held: list[Outgoing], error: MabeamError) -> None:
         """Answer held replies with `error` instead (their effect was not stored)."""

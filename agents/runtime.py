@@ -82,6 +82,7 @@ class Runtime:
             unhosted=observer.reminder_unroutable,
         )
         """Durable reminders; its `route` says where firings go (the runner starts it)."""
+        self._released = False  # durable replies published since the last send_released
         self.handling: MessageContext | None = None
         """The message an agent is handling right now (read by the loop watchdog's thread)."""
         self.lease_valid: Callable[[], bool] = _always
@@ -121,6 +122,21 @@ class Runtime:
         """True while this runner may serve an agent started under lease `incarnation`: that
         lease is the one held now, and valid."""
         return self.lease_valid() and incarnation == self.lease_incarnation()
+
+    def reply_released(self) -> None:
+        """A durable reply was published (its snapshot is stored): `send_released` hands it to
+        the socket before the next handler runs."""
+        self._released = True
+
+    def send_released(self) -> None:
+        """Called before agent code runs: the durable replies released since the last call go
+        to the socket now. A handler that then blocks the loop past this runner's lease (until
+        another runner took its agents over) cannot hold back, in the client's buffer, a reply
+        made while this runner owned its agent: it would reach its caller from a non-owner.
+        Other replies wait for the client's flusher, one write per loop turn."""
+        if self._released:
+            self._released = False
+            self.connection.send_buffered()
 
     def check_serving(self, incarnation: int) -> None:
         """Raise 503 unless `serving(incarnation)`; a lapsed lease starts the fence."""

@@ -24,7 +24,17 @@ class Owner:
         self.acts = 1
         self.lost = False
         self.sent: list[tuple[str, bytes, dict[str, str] | None]] = []
-        self.replier = Replier(self._publish, lambda: log, serving=lambda: True, durable=True)
+        self.released = 0  # releases heard, as the runtime hears them (Runtime.send_released)
+        self.replier = Replier(
+            self._publish,
+            lambda: log,
+            serving=lambda: True,
+            durable=True,
+            on_released=self._released,
+        )
+
+    def _released(self) -> None:
+        self.released += 1
 
     async def _publish(self, subject: str, body: bytes, headers: dict[str, str] | None) -> None:
         self.sent.append((subject, body, headers))
@@ -54,7 +64,7 @@ async def test_a_replaced_owner_cannot_overwrite_its_successor(connection: Conne
     await old.act(1, "r.1")
     assert old.sent == []  # held until the snapshot holding its effect is stored
     await old_store.commit(old)
-    assert [subject for subject, _, _ in old.sent] == ["r.1"]
+    assert [subject for subject, _, _ in old.sent] == ["r.1"] and old.released == 1
 
     claimed = await new_store.claim("a1")  # the successor adopts it: the old owner is fenced
     assert claimed is not None and claimed.state == {"n": 1}
@@ -64,7 +74,7 @@ async def test_a_replaced_owner_cannot_overwrite_its_successor(connection: Conne
     await old_store.commit(old)
     subject, _, headers = old.sent[-1]
     assert subject == "r.2" and headers is not None and headers["Nats-Service-Error-Code"] == "503"
-    assert old.lost
+    assert old.lost and old.released == 1  # a refusal is no release
 
     new.state = claimed.state["n"]
     await new.act(3, "r.3")

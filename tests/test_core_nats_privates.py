@@ -6,7 +6,11 @@ timeouts, a connection that gives up reconnecting).
 """
 
 import asyncio
+import contextlib
 import inspect
+import socket
+import time
+from urllib.parse import urlsplit
 
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -126,3 +130,43 @@ async def _collect(connection: Connection, subject: str) -> tuple[list[Message],
     subscription = await connection.subscribe(subject, keep)
     await connection.flush()
     return received, subscription
+
+
+def raw_subscriber(url: str, subject: str) -> socket.socket:
+    """A plain blocking socket subscribed to `subject` (once its PONG came back): it reads what
+    the server delivers while this test's event loop is blocked."""
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 4222), 5)
+    sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nSUB ' + subject.encode())
+    sock.sendall(b" 1\r\nPING\r\n")
+    received = b""
+    while b"PONG\r\n" not in received:
+        received += sock.recv(4096)
+    return sock
+
+
+def read_until(sock: socket.socket, wanted: bytes, seconds: float) -> bytes:
+    """What `sock` receives until `wanted` came, or `seconds` passed (blocking the loop)."""
+    sock.settimeout(0.05)
+    end = time.monotonic() + seconds
+    received = b""
+    while wanted not in received and time.monotonic() < end:
+        with contextlib.suppress(TimeoutError):
+            received += sock.recv(4096)
+    return received
+
+
+async def test_send_pending_now_hands_buffered_messages_to_the_socket_without_a_loop_turn(
+    connection: Connection,
+) -> None:
+    subject = f"{connection.subjects.prefix}.urgent"
+    with raw_subscriber(connection.config.nats_url, subject) as sock:
+        await connection.publish(subject, b"late")
+        assert connection.nc._pending_data_size > 0  # buffered for the flusher's next turn
+        # From here the loop is blocked, as by a handler that hogs the CPU: nothing is sent.
+        assert b"late" not in read_until(sock, b"late", 0.3)
+        await connection.publish(subject, b"now")
+        connection.send_buffered()
+        assert connection.nc._pending == [] and connection.nc._pending_data_size == 0
+        received = read_until(sock, b"now", 5)
+        assert b"late" in received and b"now" in received

@@ -245,6 +245,11 @@ class Connection(AsyncResource):
         except NATS_FAILURES as exc:
             raise map_nats_error(exc) from exc
 
+    def send_buffered(self) -> None:
+        """Hand the messages published so far to the socket now, not on the client's next loop
+        turn: they leave even if the loop then blocks (a handler that hogs the CPU)."""
+        nats_privates.send_pending_now(self.nc)
+
     async def subscribe(
         self, subject: str, callback: MessageHandler, *, queue: str = ""
     ) -> Subscription:

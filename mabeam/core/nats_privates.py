@@ -1,12 +1,14 @@
 """Every use of a nats-py private, in one place.
 
-nats-py offers no public door for four things we need: the INFO the server sent (`_server_info`:
+nats-py offers no public door for five things we need: the INFO the server sent (`_server_info`:
 is TLS required, which cluster, which JetStream API level), the futures of requests waiting for a
 reply (`_resp_map`: failed at once on a disconnect rather than at their timeouts), changing
 an option after connect (`options["max_reconnect_attempts"]`: a prompt error for a wrong URL on
-the first connect, yet never giving up once connected), and writing out the messages it buffers
-(`_flush_pending`: its `flush()` writes its PING ahead of them, so it is no barrier for them).
-A fifth is a speed-up: `Client` overrides nats-py's `_process_headers` for the one header block
+the first connect, yet never giving up once connected), writing out the messages it buffers
+(`_flush_pending`: its `flush()` writes its PING ahead of them, so it is no barrier for them), and
+handing them to the socket at once (`_pending`, `_transport`: its flusher task writes them on its
+next turn, which a handler that blocks the loop delays for as long as it blocks).
+A sixth is a speed-up: `Client` overrides nats-py's `_process_headers` for the one header block
 most messages a runner receives carry, that of a structured CloudEvent. nats-py parses every
 block line by line in Python, with a generator per header name: about 4 µs of the 20 to 25 µs
 of a runner's CPU per event (py-spy), and events reached an agent 16 % faster without it (6
@@ -30,6 +32,7 @@ __all__ = [
     "Client",
     "fail_requests_in_flight",
     "reconnect_forever",
+    "send_pending_now",
     "server_info",
     "write_pending",
 ]
@@ -77,3 +80,13 @@ async def write_pending(nc: NatsClient) -> None:
     """Wait until `nc` has written every message it buffered to its socket, so that a PING sent
     next (`nc.flush()`) follows them and its PONG comes after the server handled them all."""
     await nc._flush_pending(force_flush=True)
+
+
+def send_pending_now(nc: NatsClient) -> None:
+    """Hand every message `nc` buffered to its socket now, without waiting for a loop turn (what
+    its flusher task does on its next one, which then finds nothing left); nothing while it is
+    not connected (nats-py keeps them for the reconnect)."""
+    if nc._pending_data_size and nc.is_connected and nc._transport is not None:
+        nc._transport.writelines(nc._pending[:])
+        nc._pending = []
+        nc._pending_data_size = 0
