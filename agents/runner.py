@@ -300,7 +300,7 @@ class Runner(AsyncResource):
             runtime, idle_limits(self.types, self.settings.passivate_after)
         )
         self._passivator.start()
-        self._virtual = VirtualRouter(runtime, self._passivator, self.place)
+        self._virtual = VirtualRouter(runtime, self._passivator, self.place, self._admit_one)
         await self._virtual.start(self.types)
         await runtime.connection.flush()
 
@@ -479,8 +479,14 @@ class Runner(AsyncResource):
             raise UnknownTypeError(
                 f"runner {self.id} does not host agent type {request.type!r}; it hosts: {known}"
             )
-        self.guard.check(self.runtime.agent_count())
+        self._admit_one()
         return await self.runtime.spawn(request)
+
+    def _admit_one(self) -> None:
+        """Raise `OverloadedError` (429) unless this runner's limits take one more agent now.
+        Asked right before a spawn or an adoption starts, in the same step: both count from then
+        on (`Runtime.agent_count`)."""
+        self.guard.check(self.runtime.agent_count())
 
     async def _forward(self, agent_type: str, body: bytes) -> Message | None:
         """The reply of the host that a placed spawn belongs to; None to serve it here.
@@ -543,7 +549,7 @@ class Runner(AsyncResource):
             raise UnavailableError(f"runner {self.id} is draining or closing")
         if agent_type not in self.types:
             raise UnknownTypeError(f"runner {self.id} does not host agent type {agent_type!r}")
-        self.guard.check(self.runtime.agent_count())
+        self._admit_one()
 
     def _passivating(self, agent_id: str) -> bool:
         """Whether the passivation of virtual agent `agent_id` is under way here."""

@@ -8,7 +8,8 @@ type's hosts, so one host receives each call. `VirtualRouter` then finds the age
 - registered on another live runner: the request is forwarded to `P.agent.<id>.<action>` and
   its reply relayed as it came;
 - registered on a runner whose lease is gone: it is adopted here (`Runtime.adopt`, a
-  compare-and-set on its record, so one runner wins), with its snapshot;
+  compare-and-set on its record, so one runner wins), with its snapshot, if the runner's limits
+  admit one more agent (`admit`; else the caller gets 429);
 - not registered (never called, or passivated): it is activated like a spawn with
   `{"type", "key"}` (`activate`, the runner's placement: here, or on a less loaded host), the KV
   create deciding which of several racing runners owns it; a loser reads the winner's record
@@ -61,10 +62,17 @@ _LONGEST_PAUSE: Final = 0.1
 class VirtualRouter:
     """Serves `P.virtual.<type>.<key>.<action>` for the types one runner hosts."""
 
-    def __init__(self, runtime: Runtime, passivator: Passivator, activate: Activate) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        passivator: Passivator,
+        activate: Activate,
+        admit: Callable[[], None],
+    ) -> None:
         self._runtime = runtime
         self._passivator = passivator
         self._activate = activate
+        self._admit = admit
         self._agents = Bucket(runtime.connection, "agents", kind="agent")
         self._root = len(runtime.subjects.virtual_type("x")) - len("x.*.*")
         self._subscriptions: list[Subscription] = []
@@ -156,9 +164,11 @@ class VirtualRouter:
             raise ConflictError(f"agent id {agent_id} belongs to an agent that is not virtual")
         if record.runner == runtime.runner_id:
             if self._passivator.pending(agent_id) is None and _orphaned_here(runtime, agent_id):
+                self._admit()
                 await runtime.adopt(record, revision)
             return False
         if not runtime.registry.runners.holds_lease(record.runner):
+            self._admit()
             await runtime.adopt(record, revision)
             return False
         return await self._forward(msg, agent_id, action)

@@ -14,11 +14,13 @@ import pytest
 from mabeam.agents.builtin.demo import DemoAgent
 from mabeam.agents.control import SpawnRequest
 from mabeam.agents.passivation import idle_limits
+from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.client import Client
 from mabeam.core.codec import decode, encode
 from mabeam.core.config import Config
 from mabeam.core.errors import BadRequestError, ConfigError
 from mabeam.core.names import virtual_agent_id
+from mabeam.core.replies import ERROR_CODE_HEADER
 from mabeam.testing import eventually
 from mabeam.testing.processes import RunnerProcess
 from tests.agents_support.types import Pinned
@@ -196,3 +198,24 @@ def test_idle_limits_take_the_type_s_own_then_the_runner_s_and_skip_refusing_typ
     assert idle_limits(types, 0) == {"quick": 0.5}
     with pytest.raises(ConfigError):
         idle_limits(types, -1)
+
+
+async def test_a_full_runner_refuses_to_adopt_a_virtual_agent_whose_owner_died(
+    config: Config, wires: list[Any]
+) -> None:
+    owner = RunnerProcess(config, "r-owner", log_path=Path("/tmp/virtual-r-owner.log"))
+    try:
+        owner.wait_ready()
+        assert (await _call(wires[0], config, "k0", "increment"))["counter"] == 1
+        full = RunnerSettings(runner_id="r-full", max_agents=1, coordinator_id=None)
+        async with Runner(config, full) as runner, Client(config) as client:
+            await client.spawn("demo", id="filler", runner="r-full")
+            owner.kill()
+            await eventually(lambda: not client.registry.runners.holds_lease("r-owner"), timeout=10)
+            reply = await wires[1].request(
+                config.subjects.virtual("demo", "k0", "get_state"), b"{}", timeout=10
+            )
+            assert reply.headers is not None and reply.headers[ERROR_CODE_HEADER] == "429"
+            assert sorted(runner.runtime.hosts) == ["filler"]
+    finally:
+        owner.kill()
