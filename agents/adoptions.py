@@ -4,8 +4,8 @@ Each adoption is about three JetStream round trips in series (claim the agent's 
 its snapshot, mark it running). Run one after another, the 500 agents of a killed runner took a
 survivor 1.4 to 1.9 s, as long again as the wait for the dead runner's lease. `ADOPTIONS_IN_FLIGHT`
 run at once, taken in the order given (what a fence dropped here comes first). The runner's
-`SpawnGuard` is asked before each one, with the agents being started counted as hosted
-(`Runtime.agent_count`): once it refuses, the rest wait for the next take-over.
+limits are asked before each one (`admit`, which counts the agents being started as hosted):
+once they refuse, the rest wait for the next take-over.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from mabeam.core.errors import MabeamError
 
 if TYPE_CHECKING:
     from mabeam.agents.runtime import Runtime
-    from mabeam.agents.spawn_guard import SpawnGuard
     from mabeam.registry.records import AgentRecord
 
 __all__ = ["ADOPTIONS_IN_FLIGHT", "Adoptions"]
@@ -32,15 +31,20 @@ ADOPTIONS_IN_FLIGHT: Final = 32
 
 
 class Adoptions:
-    """Adopts orphaned agents into `runtime`, `ADOPTIONS_IN_FLIGHT` at a time, while `guard`
-    admits one more; `claimed_maybe` hears the id of an adoption that failed half-way (its
-    record may name this runner already), for the next take-over to try again."""
+    """Adopts orphaned agents into `runtime`, `ADOPTIONS_IN_FLIGHT` at a time, while `admit`
+    does not raise (the runner's limits take one more); `claimed_maybe` hears the id of an
+    adoption that failed half-way (its record may name this runner already), for the next
+    take-over to try again."""
 
     def __init__(
-        self, runtime: Runtime, guard: SpawnGuard, *, claimed_maybe: Callable[[str], None]
+        self,
+        runtime: Runtime,
+        admit: Callable[[], None],
+        *,
+        claimed_maybe: Callable[[str], None],
     ) -> None:
         self._runtime = runtime
-        self._guard = guard
+        self._admit = admit
         self._claimed_maybe = claimed_maybe
         self._slots = asyncio.Semaphore(ADOPTIONS_IN_FLIGHT)
         self._full = False
@@ -62,11 +66,11 @@ class Adoptions:
                 return False
 
     def _admitted(self) -> bool:
-        """True while the guard takes one more agent beside those hosted and being started."""
+        """True while the runner's limits take one more agent (until they first refuse)."""
         if self._full:
             return False
         try:
-            self._guard.check(self._runtime.agent_count())
+            self._admit()
         except MabeamError:
             self._full = True
         return not self._full

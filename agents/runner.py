@@ -636,7 +636,7 @@ class Runner(AsyncResource):
         candidates = self._share.mine(others, hosts)
         random.shuffle(candidates)
         candidates[:0] = dropped  # what a fence dropped here is ours to take back, nobody else's
-        adoptions = Adoptions(self.runtime, self.guard, claimed_maybe=self._dropped.add)
+        adoptions = Adoptions(self.runtime, self._admit_one, claimed_maybe=self._dropped.add)
         adopted = await adoptions.run(candidates)
         if adopted:
             log.info("runner.took_over", agents=adopted)

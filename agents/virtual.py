@@ -164,14 +164,18 @@ class VirtualRouter:
             raise ConflictError(f"agent id {agent_id} belongs to an agent that is not virtual")
         if record.runner == runtime.runner_id:
             if self._passivator.pending(agent_id) is None and _orphaned_here(runtime, agent_id):
-                self._admit()
-                await runtime.adopt(record, revision)
+                await self._adopt(record, revision)
             return False
         if not runtime.registry.runners.holds_lease(record.runner):
-            self._admit()
-            await runtime.adopt(record, revision)
+            await self._adopt(record, revision)
             return False
         return await self._forward(msg, agent_id, action)
+
+    async def _adopt(self, record: AgentRecord, revision: int) -> None:
+        """Take an agent without a live owner over here, if the runner's limits admit it (429
+        otherwise); the caller's next attempt finds it here, or where another runner won."""
+        self._admit()
+        await self._runtime.adopt(record, revision)
 
     def _replicated(self, agent_id: str) -> tuple[AgentRecord, int] | None:
         """The agent's record and revision in this runner's replica."""

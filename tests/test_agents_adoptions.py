@@ -52,7 +52,12 @@ def orphans(count: int) -> list[tuple[AgentRecord, int]]:
 
 
 def adoptions(runtime: SlowRuntime, guard: SpawnGuard, failed: list[str]) -> Adoptions:
-    return Adoptions(cast(Any, runtime), guard, claimed_maybe=failed.append)
+    """Adoptions admitted as the runner admits them: its guard, given the runtime's count."""
+
+    def admit() -> None:
+        guard.check(runtime.agent_count())
+
+    return Adoptions(cast(Any, runtime), admit, claimed_maybe=failed.append)
 
 
 async def test_adoptions_overlap_up_to_the_bound_and_start_in_the_order_given() -> None:

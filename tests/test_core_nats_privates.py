@@ -141,7 +141,9 @@ def raw_subscriber(url: str, subject: str) -> socket.socket:
     sock.sendall(b" 1\r\nPING\r\n")
     received = b""
     while b"PONG\r\n" not in received:
-        received += sock.recv(4096)
+        chunk = sock.recv(4096)
+        assert chunk, f"the server closed the connection: {received!r}"
+        received += chunk
     return sock
 
 
