@@ -16,7 +16,8 @@ type's hosts, so one host receives each call. `VirtualRouter` then finds the age
   and forwards the call there.
 
 An agent between owners (starting, passivating, no responders, 503) is tried again after a short
-pause until `Config.request_timeout` has passed, then the caller gets 503.
+pause until `Config.request_timeout` has passed, then the caller gets 503; a forwarded call
+waits for its reply only for what is left of that time (408 after it: it may have run).
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class VirtualRouter:
         end = time.monotonic() + self._runtime.config.request_timeout
         retry = Retry(end, first=_FIRST_PAUSE, longest=_LONGEST_PAUSE)
         try:
-            while not await self._attempt(msg, agent_type, key, agent_id, action):
+            while not await self._attempt(msg, agent_type, key, agent_id, action, end):
                 if not retry.may_retry():
                     raise UnavailableError(f"virtual agent {agent_id} found no owner in time")
                 await retry.pause()
@@ -135,11 +136,13 @@ class VirtualRouter:
         key: str,
         agent_id: str,
         action: str,
+        end: float,
         *,
         again: bool = True,
     ) -> bool:
         """One try at getting `msg` to its agent; False when it is between owners. After an
-        activation it tries `again` at once, as the agent is then most likely reachable."""
+        activation it tries `again` at once, as the agent is then most likely reachable; a
+        forwarded call waits for its reply until `end` (monotonic)."""
         runtime = self._runtime
         passivating = self._passivator.pending(agent_id)
         if passivating is not None:
@@ -154,7 +157,7 @@ class VirtualRouter:
         if found is None:
             if await self._activated(agent_type, key):
                 return again and await self._attempt(
-                    msg, agent_type, key, agent_id, action, again=False
+                    msg, agent_type, key, agent_id, action, end, again=False
                 )
             found = await self._stored(agent_id)  # the winner's, not replicated here yet
             if found is None:
@@ -169,7 +172,7 @@ class VirtualRouter:
         if not runtime.registry.runners.holds_lease(record.runner):
             await self._adopt(record, revision)
             return False
-        return await self._forward(msg, agent_id, action)
+        return await self._forward(msg, agent_id, action, end)
 
     async def _adopt(self, record: AgentRecord, revision: int) -> None:
         """Take an agent without a live owner over here, if the runner's limits admit it (429
@@ -197,7 +200,7 @@ class VirtualRouter:
             return False
         return True
 
-    async def _forward(self, msg: Message, agent_id: str, action: str) -> bool:
+    async def _forward(self, msg: Message, agent_id: str, action: str, end: float) -> bool:
         connection = self._runtime.connection
         subject = self._runtime.subjects.agent(agent_id, action)
         headers = msg.headers or None
@@ -205,7 +208,8 @@ class VirtualRouter:
             await connection.publish(subject, msg.data, headers=headers)
             return True
         try:
-            reply = await connection.request(subject, msg.data, headers=headers)
+            wait = max(end - time.monotonic(), _FIRST_PAUSE)
+            reply = await connection.request(subject, msg.data, timeout=wait, headers=headers)
         except NoRespondersError:
             return False  # passivated or moving: the registry will say where next
         if isinstance(error_of(reply.headers, reply.data), UnavailableError):

@@ -22,7 +22,7 @@ from mabeam.core.errors import BadRequestError, ConfigError
 from mabeam.core.names import virtual_agent_id
 from mabeam.core.replies import ERROR_CODE_HEADER
 from mabeam.testing import eventually
-from mabeam.testing.processes import RunnerProcess
+from mabeam.testing.processes import RunnerProcess, disconnected
 from tests.agents_support.types import Pinned
 
 KEYS = [f"k{index}" for index in range(50)]
@@ -30,14 +30,14 @@ PASSIVATE_AFTER = 2
 
 
 @pytest.fixture
-def runners(config: Config) -> Iterator[dict[str, RunnerProcess]]:
+def runners(config: Config, tmp_path: Path) -> Iterator[dict[str, RunnerProcess]]:
     started = {
         name: RunnerProcess(
             config,
             name,
             agents=["tests.agents_support.types:Pinned"],
             extra_args=["--passivate-after", str(PASSIVATE_AFTER)],
-            log_path=Path(f"/tmp/virtual-{name}.log"),
+            log_path=tmp_path / f"{name}.log",
         ).wait_ready()
         for name in ("r1", "r2")
     }
@@ -108,6 +108,7 @@ async def test_kill_9_of_the_owner_reactivates_its_agents_on_the_survivor_with_t
     victim = owners["k0"]
     survivor = "r2" if victim == "r1" else "r1"
     runners[victim].kill()
+    await disconnected(wires[1], config, victim)  # else a call may still be routed to it, lost
     states = await asyncio.gather(*(_call(wires[1], config, key, "get_state") for key in keys))
     assert [state["counter"] for state in states] == [3] * len(keys)
     moved = await eventually(lambda: {r.runner for r in _virtual_records(client)} == {survivor})
@@ -201,9 +202,9 @@ def test_idle_limits_take_the_type_s_own_then_the_runner_s_and_skip_refusing_typ
 
 
 async def test_a_full_runner_refuses_to_adopt_a_virtual_agent_whose_owner_died(
-    config: Config, wires: list[Any]
+    config: Config, wires: list[Any], tmp_path: Path
 ) -> None:
-    owner = RunnerProcess(config, "r-owner", log_path=Path("/tmp/virtual-r-owner.log"))
+    owner = RunnerProcess(config, "r-owner", log_path=tmp_path / "r-owner.log")
     try:
         owner.wait_ready()
         assert (await _call(wires[0], config, "k0", "increment"))["counter"] == 1

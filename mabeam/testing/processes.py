@@ -4,7 +4,8 @@
 made; `wait_ready()` blocks until it prints its serving line (the runner prints it once it
 answers `P.ctl.runners`), so async code waits with `await asyncio.to_thread(runner.wait_ready)`.
 `stop()` sends SIGTERM (a drain) and kills after a grace period, `kill()` is SIGKILL, as a crash
-would be; both act on the child's pid only. The child's stderr goes to a log file when one is
+would be; both act on the child's pid only. `disconnected` waits until the NATS server has noticed
+that a killed runner's connection is gone. The child's stderr goes to a log file when one is
 given, and a runner that fails to start is reported with the last lines of that log.
 """
 
@@ -17,10 +18,16 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
+from nats.micro.service import ServiceVerb, control_subject
+
+from mabeam.agents.runner_service import service_name
 from mabeam.core.config import Config
 from mabeam.core.errors import MabeamError
+from mabeam.testing import eventually
 
-__all__ = ["RunnerProcess", "log_tail"]
+__all__ = ["RunnerProcess", "disconnected", "log_tail"]
 
 _HEARTBEAT = 0.3
 _LOG_TAIL_LINES = 15
@@ -33,6 +40,26 @@ def log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+async def disconnected(nc: NATS, config: Config, runner_id: str, timeout: float = 5.0) -> None:
+    """Wait until the NATS server has dropped the connection of a runner killed a moment ago:
+    the ping of its micro service (`$SRV.PING.<service>.<runner id>`) meets no responders.
+
+    A reaped process's subscriptions live on in the server until it reads the closed socket,
+    and a request routed to one of them meanwhile is lost, as one in flight to any crashed
+    process is; a test that calls right after a kill without retrying waits for this first.
+    """
+    subject = control_subject(ServiceVerb.PING, service_name(config.subjects.prefix), runner_id)
+
+    async def gone() -> bool:
+        try:
+            await nc.request(subject, b"", timeout=1.0)
+        except NoRespondersError:
+            return True
+        return False
+
+    await eventually(gone, timeout=timeout, message=f"the server still routes to {runner_id}")
 
 
 class RunnerProcess:
