@@ -108,7 +108,7 @@ async def test_kill_9_of_the_owner_reactivates_its_agents_on_the_survivor_with_t
     victim = owners["k0"]
     survivor = "r2" if victim == "r1" else "r1"
     runners[victim].kill()
-    await disconnected(wires[1], config, victim)  # else a call may still be routed to it, lost
+    await disconnected(client.connection, victim)  # else a call may still be routed there, lost
     states = await asyncio.gather(*(_call(wires[1], config, key, "get_state") for key in keys))
     assert [state["counter"] for state in states] == [3] * len(keys)
     moved = await eventually(lambda: {r.runner for r in _virtual_records(client)} == {survivor})

@@ -44,7 +44,7 @@ from mabeam.core.errors import BadRequestError, MabeamError
 from mabeam.core.messages import Message, Subscription
 from mabeam.core.resource import AsyncResource
 
-__all__ = ["Endpoint", "MicroService", "verb_subjects"]
+__all__ = ["Endpoint", "MicroService", "ping_subject", "verb_subjects"]
 
 EndpointData = Callable[[], dict[str, Any]]
 """What an endpoint adds to its STATS entry as `data` (a JSON object)."""
@@ -132,6 +132,11 @@ def verb_subjects(name: str, service_id: str) -> list[str]:
         for verb in ServiceVerb
         for kind, instance in ((None, None), (name, None), (name, service_id))
     ]
+
+
+def ping_subject(name: str, service_id: str) -> str:
+    """The subject one instance answers PING on: `$SRV.PING.<name>.<id>`."""
+    return control_subject(ServiceVerb.PING, name=name, id=service_id)
 
 
 class MicroService(AsyncResource):

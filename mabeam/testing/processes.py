@@ -18,13 +18,11 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from nats.aio.client import Client as NATS
-from nats.errors import NoRespondersError
-from nats.micro.service import ServiceVerb, control_subject
-
 from mabeam.agents.runner_service import service_name
 from mabeam.core.config import Config
-from mabeam.core.errors import MabeamError
+from mabeam.core.connection import Connection
+from mabeam.core.errors import MabeamError, NoRespondersError
+from mabeam.core.micro import ping_subject
 from mabeam.testing import eventually
 
 __all__ = ["RunnerProcess", "disconnected", "log_tail"]
@@ -42,7 +40,7 @@ def log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-async def disconnected(nc: NATS, config: Config, runner_id: str, timeout: float = 5.0) -> None:
+async def disconnected(connection: Connection, runner_id: str, timeout: float = 5.0) -> None:
     """Wait until the NATS server has dropped the connection of a runner killed a moment ago:
     the ping of its micro service (`$SRV.PING.<service>.<runner id>`) meets no responders.
 
@@ -50,11 +48,11 @@ async def disconnected(nc: NATS, config: Config, runner_id: str, timeout: float 
     and a request routed to one of them meanwhile is lost, as one in flight to any crashed
     process is; a test that calls right after a kill without retrying waits for this first.
     """
-    subject = control_subject(ServiceVerb.PING, service_name(config.subjects.prefix), runner_id)
+    subject = ping_subject(service_name(connection.subjects.prefix), runner_id)
 
     async def gone() -> bool:
         try:
-            await nc.request(subject, b"", timeout=1.0)
+            await connection.request(subject, b"", timeout=1.0)
         except NoRespondersError:
             return True
         return False
