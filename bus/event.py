@@ -30,13 +30,14 @@ import re
 import time as _time
 import uuid
 from collections.abc import Mapping
-from typing import Any, Final, Literal
+from typing import Any, Literal
 from urllib.parse import quote, unquote
 
 import msgspec
 
 from mabeam.core.codec import (
     CLOUDEVENTS_JSON_CONTENT_TYPE,
+    CLOUDEVENTS_JSON_HEADERS,
     JSON_CONTENT_TYPE,
     decode,
     encode,
@@ -76,7 +77,6 @@ STRUCTURED_CONTENT_TYPE = CLOUDEVENTS_JSON_CONTENT_TYPE
 """The `content-type` of a structured-mode event (the JSON event format)."""
 _STRUCTURED_PREFIX = "application/cloudevents"
 """What the binding says a receiver looks for to tell structured mode, matched in any case."""
-_STRUCTURED_HEADERS: Final = {"content-type": STRUCTURED_CONTENT_TYPE}
 _DATA_KEYS = frozenset(("data", "data_base64"))
 _DOCUMENT_ATTRIBUTES = frozenset((*_ATTRIBUTES, "traceparent", *_DATA_KEYS))
 """The members of a structured event that are not extensions."""
@@ -208,16 +208,16 @@ def _attributes(event: Event) -> dict[str, Any]:
     return attributes
 
 
-def encode_event(event: Event, mode: EventMode) -> tuple[bytes, dict[str, str]]:
+def encode_event(event: Event, mode: EventMode) -> tuple[bytes, Mapping[str, str]]:
     """The body and headers of `event` in content mode `mode`; `BadRequestError` when its data
-    is not JSON. The headers of structured mode are one shared dict: do not change them."""
+    is not JSON. The headers of structured mode are `CLOUDEVENTS_JSON_HEADERS`, read-only."""
     if mode == "binary":
         return encode(event.data), event_headers(event)
     document = _attributes(event)
     if event.extensions:
         document.update(event.extensions)
     document["data"] = event.data
-    return encode(document), _STRUCTURED_HEADERS
+    return encode(document), CLOUDEVENTS_JSON_HEADERS
 
 
 def event_headers(event: Event) -> dict[str, str]:

@@ -225,7 +225,7 @@ async def _pubsub_event(bench: Bench) -> dict[str, Any]:
     config = Config.from_env(nats_url=bench.url, prefix="perf")
     event = new_event("bench.peak", "perf.events.bench.peak", {"i": 0}, source="/clients/perf")
     body, headers = encode_event(event, cast(EventMode, config.events_mode))
-    return await _pubsub(bench, peak_body=body.decode(), peak_headers=headers)
+    return await _pubsub(bench, peak_body=body.decode(), peak_headers=dict(headers))
 
 
 async def _kv(bench: Bench) -> dict[str, Any]:

@@ -185,7 +185,8 @@ async def pubsub_publisher(params: dict[str, Any]) -> dict[str, Any]:
     await nc.publish(f"{subject}.end", b"")
     await nc.flush()
     await nc.close()
-    return {"paced": shape.issued, "paced_rate": shape.rate, "peak_publish_seconds": published}
+    count = int(params["peak_count"])
+    return {"paced": shape.issued, "paced_rate": shape.rate, "peak_publish_rate": count / published}
 
 
 # ---------------------------------------------------------------------- KV

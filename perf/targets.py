@@ -332,6 +332,14 @@ _ROWS = (
             FigureSpec(
                 "peak", "peak delivered rate, flat-out publisher", "/s", "—", (_OF_RAW,), "higher"
             ),
+            FigureSpec(
+                "publish",
+                "events published per second, flat out, one client process",
+                "/s",
+                "—",
+                (Goal(">=", 0.5, of_limit=True),),
+                "higher",
+            ),
         ),
     ),
     RowSpec(

@@ -14,8 +14,10 @@ from urllib.parse import urlsplit
 
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.errors import BadSubjectError
 
 from mabeam.core import nats_privates
+from mabeam.core.codec import CLOUDEVENTS_JSON_HEADERS
 from mabeam.core.connection import Connection
 from mabeam.core.errors import ConnectError
 from mabeam.core.messages import Message, Subscription
@@ -120,6 +122,39 @@ async def test_a_structured_events_header_block_is_recognised_and_others_parsed_
     assert parsed_by_nats_py == [b"NATS/1.0\r\nContent-Type: application/cloudevents+json\r\n\r\n"]
 
 
+async def test_a_structured_events_headers_go_out_prebuilt_as_nats_py_would_build_them(
+    connection: Connection,
+) -> None:
+    # The override repeats the end of nats-py's `_send_publish` after its header loop.
+    source = inspect.getsource(NatsClient._send_publish)
+    for line in (
+        'self.stats["out_msgs"] += 1',
+        'self.stats["out_bytes"] += payload_size',
+        "await self._send_command(pub_cmd)",
+        "if self._flush_queue is not None and self._flush_queue.empty():",
+        "pub_cmd = prot_command.hpub_cmd(subject, reply, hdr, payload)",
+    ):
+        assert line in source, line
+    subject = f"{connection.subjects.prefix}.prebuilt"
+    block = nats_privates.STRUCTURED_EVENT_HEADERS
+    plain = b"HMSG %s 1 %d %d\r\n%s{}\r\n" % (subject.encode(), len(block), len(block) + 2, block)
+    replied = plain.replace(b" 1 ", b" 1 inbox.1 ", 1)
+    expected = plain * 2 + replied * 2
+    sent_before = connection.nc.stats["out_msgs"]
+    with raw_subscriber(connection.config.nats_url, subject) as sock:
+        # prebuilt, then built by nats-py from an equal dict; without and with a reply subject
+        for reply in ("", "inbox.1"):
+            await connection.publish(subject, b"{}", reply=reply, headers=CLOUDEVENTS_JSON_HEADERS)
+            await connection.publish(
+                subject, b"{}", reply=reply, headers={**CLOUDEVENTS_JSON_HEADERS}
+            )
+        await connection.flush()
+        assert read_until(sock, expected, 5) == expected
+    assert connection.nc.stats["out_msgs"] - sent_before == 4
+    with pytest.raises(BadSubjectError):
+        await connection.nc.publish("", b"{}", headers=CLOUDEVENTS_JSON_HEADERS)
+
+
 async def _collect(connection: Connection, subject: str) -> tuple[list[Message], Subscription]:
     """A subscription to `subject` that keeps what it receives, in place at the server."""
     received: list[Message] = []
@@ -133,11 +168,13 @@ async def _collect(connection: Connection, subject: str) -> tuple[list[Message],
 
 
 def raw_subscriber(url: str, subject: str) -> socket.socket:
-    """A plain blocking socket subscribed to `subject` (once its PONG came back): it reads what
-    the server delivers while this test's event loop is blocked."""
+    """A plain blocking socket subscribed to `subject` (once its PONG came back), headers on: it
+    reads what the server delivers, byte for byte, even while this test's event loop is blocked."""
     parts = urlsplit(url)
     sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 4222), 5)
-    sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nSUB ' + subject.encode())
+    sock.sendall(
+        b'CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\nSUB ' + subject.encode()
+    )
     sock.sendall(b" 1\r\nPING\r\n")
     received = b""
     while b"PONG\r\n" not in received:

@@ -25,8 +25,8 @@ from __future__ import annotations
 import enum
 import math
 import ssl
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import nats.errors
@@ -234,14 +234,15 @@ class Connection(AsyncResource):
         payload: bytes = b"",
         *,
         reply: str = "",
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         """Publish one message (with `reply` as its reply subject, when given); NATS does not
         answer a publish, so only a subject the server refused before is a `PermissionError`
         here (`confirm` waits to know)."""
         self.refusals.check(subject)
         try:
-            await self.nc.publish(subject, payload, reply, headers)
+            # nats-py reads only the items of `headers` (a read-only mapping, possibly)
+            await self.nc.publish(subject, payload, reply, cast("dict[str, str] | None", headers))
         except NATS_FAILURES as exc:
             raise map_nats_error(exc) from exc
 
