@@ -141,7 +141,7 @@ class AgentHost(HostServices):
     async def start(self, stored: Stored | None = None) -> None:
         """Make the agent reachable and run `on_start`; a failure is a crash."""
         args = self.agent_type.parse_start_arguments(dict(self.record.args))
-        self._subscription = await self.runtime.connection.subscribe(
+        self._subscription = await self.runtime.connection.subscribe_inline(
             self.runtime.subjects.agent_all(self.agent_id), self._on_message
         )
         await self._start_instance(args, stored)
@@ -329,23 +329,43 @@ class AgentHost(HostServices):
 
     # ----------------------------------------------------------------- messages in
 
-    async def _on_message(self, msg: Message) -> None:
-        await self.receive(msg, msg.subject[len(self._subject_prefix) :])
+    def _on_message(self, msg: Message) -> None:
+        self.receive(msg, msg.subject[len(self._subject_prefix) :])
 
-    async def receive(self, msg: Message, action: str) -> None:
+    def receive(self, msg: Message, action: str) -> None:
         """Take a wire message for `action` (from `P.agent.<id>.*`, or routed from
-        `P.virtual.<type>.<key>.*`): answer it at once, or queue it, or refuse it."""
+        `P.virtual.<type>.<key>.*`): queue it, or answer it in a task of its own (a reserved
+        action answered at once, a refusal). Called from the connection's read loop (an inline
+        subscription), so it never waits.
+
+        A copy that this runner may no longer serve (its lease lapsed: the check starts the
+        fence) answers nothing, as if it had unsubscribed already: the message may have reached
+        the agent's next owner too, and a call gets one answer."""
+        try:
+            self.runtime.check_serving(self._incarnation)
+        except UnavailableError as error:
+            self.runtime.observer.action_done(self.agent_type.type_name, REFUSED, error.slug, 0.0)
+            return
         try:
             envelope = decode_message(msg, action, self.runtime.config.max_payload)
             if envelope.name in IMMEDIATE:
-                self.runtime.check_serving(self._incarnation)
-                await self.replier.now(envelope, await self._immediate_reply(envelope.name))
+                self.runtime.start_task(self._answer_now(msg, envelope))
                 return
-            self.deliver(envelope)  # checks the lease too
+            self.deliver(envelope)
         except MabeamError as error:
-            # Refused before it ran (400, 413, 429, 503): counted under one bounded label.
-            self.runtime.observer.action_done(self.agent_type.type_name, REFUSED, error.slug, 0.0)
-            await self.replier.error_to(msg.reply, error)
+            self._refuse(msg, error)
+
+    async def _answer_now(self, msg: Message, envelope: Envelope) -> None:
+        try:
+            await self.replier.now(envelope, await self._immediate_reply(envelope.name))
+        except MabeamError as error:
+            self._refuse(msg, error)
+
+    def _refuse(self, msg: Message, error: MabeamError) -> None:
+        """Answer a message refused before it ran (400, 413, 429, 503), counted under one
+        bounded label."""
+        self.runtime.observer.action_done(self.agent_type.type_name, REFUSED, error.slug, 0.0)
+        self.runtime.start_task(self.replier.error_to(msg.reply, error))
 
     def deliver(self, envelope: Envelope) -> None:
         """Queue an envelope, or raise what a wire caller would get: 503 or 429.

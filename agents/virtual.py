@@ -85,7 +85,7 @@ class VirtualRouter:
         for name in sorted(types):
             subject = self._runtime.subjects.virtual_type(name)
             self._subscriptions.append(
-                await connection.subscribe(subject, self._on_message, queue=queue)
+                await connection.subscribe_inline(subject, self._on_message, queue=queue)
             )
 
     async def close(self) -> None:
@@ -93,17 +93,17 @@ class VirtualRouter:
         subscriptions, self._subscriptions = self._subscriptions, []
         await unsubscribe_all(subscriptions, log, "virtual.unsubscribe_failed")
 
-    async def _on_message(self, msg: Message) -> None:
+    def _on_message(self, msg: Message) -> None:
         runtime = self._runtime
         try:
             agent_type, key, action = self._parse(msg.subject)
             agent_id = virtual_agent_id(agent_type, key)
         except MabeamError as error:
-            await self._refuse(msg, error)
+            runtime.start_task(self._refuse(msg, error))
             return
         host = runtime.hosts.get(agent_id)
         if host is not None and host.state is HostState.RUNNING:
-            await host.receive(msg, action)  # the owner is here: no hop, no task
+            host.receive(msg, action)  # the owner is here: no hop, no task
             return
         runtime.start_task(self._route(msg, agent_type, key, agent_id, action))
 
@@ -151,7 +151,7 @@ class VirtualRouter:
         if host is not None:
             if host.state is not HostState.RUNNING:
                 return False  # starting or stopping here
-            await host.receive(msg, action)
+            host.receive(msg, action)
             return True
         found = self._replicated(agent_id)
         if found is None:

@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+import structlog.testing
 
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
@@ -23,6 +24,17 @@ async def _responders(
         subscriptions.append(await connection.subscribe(subject, reply))
     await connection.flush()
     return subscriptions
+
+
+async def _unsubscribe_then_publish(
+    connection: Connection, subscriptions: list[Subscription], subject: str
+) -> None:
+    """End `subscriptions`, then publish once more to `subject` and leave time for it to come."""
+    for subscription in subscriptions:
+        await subscription.unsubscribe()
+    await connection.publish(subject, b"late")
+    await connection.flush()
+    await asyncio.sleep(0.05)
 
 
 async def test_gathering_until_quiet_returns_every_reply(connection: Connection) -> None:
@@ -123,12 +135,59 @@ async def test_a_queue_group_delivers_each_message_to_one_member(connection: Con
         await connection.publish(subject, b"job")
     await connection.flush()
     await asyncio.wait_for(all_in.wait(), 5)
-    for member in members:
-        await member.unsubscribe()
-    await connection.publish(subject, b"job")
-    await connection.flush()
-    await asyncio.sleep(0.05)
+    await _unsubscribe_then_publish(connection, members, subject)
     assert len(received) == 20  # none after the unsubscribe
+
+
+class _Taker:
+    """An inline handler keeping what it took (and in which task); a message `bad` makes it
+    raise; `all_in` is set once `expected` messages are in."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.received: list[bytes] = []
+        self.tasks: set[asyncio.Task[object] | None] = set()
+        self.all_in = asyncio.Event()
+
+    def take(self, msg: Message) -> None:
+        if msg.data == b"bad":
+            raise ValueError("a handler's bug")
+        self.received.append(msg.data)
+        self.tasks.add(asyncio.current_task())
+        if len(self.received) == self.expected:
+            self.all_in.set()
+
+
+async def test_an_inline_subscription_gets_every_message_in_order_from_the_read_loop(
+    connection: Connection,
+) -> None:
+    subject = f"{connection.subjects.prefix}.inline"
+    taker = _Taker(500)
+    subscription = await connection.subscribe_inline(subject, taker.take)
+    await connection.flush()
+    assert subscription.subject == subject
+    for index in range(500):
+        await connection.publish(subject, b"%d" % index)
+    await asyncio.wait_for(taker.all_in.wait(), 5)
+    assert taker.received == [b"%d" % index for index in range(500)]
+    assert len(taker.tasks) == 1  # one task, the connection's reader: none of its own
+    await _unsubscribe_then_publish(connection, [subscription], subject)
+    assert len(taker.received) == 500  # none after the unsubscribe
+
+
+async def test_an_inline_handler_that_raises_is_logged_and_the_next_messages_still_come(
+    connection: Connection,
+) -> None:
+    subject = f"{connection.subjects.prefix}.inline.raising"
+    taker = _Taker(2)
+    await connection.subscribe_inline(subject, taker.take, queue="q")
+    await connection.flush()
+    with structlog.testing.capture_logs() as logs:
+        for data in (b"1", b"bad", b"2"):
+            await connection.publish(subject, data)
+        await asyncio.wait_for(taker.all_in.wait(), 5)
+    assert taker.received == [b"1", b"2"]
+    assert {"event": "nats.error", "error": "a handler's bug", "log_level": "warning"} in logs
 
 
 async def test_pipelined_publishes_fail_with_deadline_when_never_acknowledged(

@@ -19,7 +19,6 @@ from nats.errors import BadSubjectError
 from mabeam.core import nats_privates
 from mabeam.core.codec import CLOUDEVENTS_JSON_HEADERS
 from mabeam.core.connection import Connection
-from mabeam.core.errors import ConnectError
 from mabeam.core.messages import Message, Subscription
 from mabeam.testing import eventually
 
@@ -45,8 +44,8 @@ async def test_requests_in_flight_are_futures_in_resp_map_and_fail_at_once(
 
     subscription = await connection.subscribe(f"{connection.subjects.prefix}.silent", never_answer)
     await connection.flush()
-    request = asyncio.ensure_future(
-        connection.request(f"{connection.subjects.prefix}.silent", b"", timeout=30.0)
+    request = asyncio.ensure_future(  # nats-py's own request, as its JetStream API sends
+        connection.nc.request(f"{connection.subjects.prefix}.silent", b"", timeout=30.0)
     )
     try:
         await asyncio.wait_for(arrived.wait(), 5)  # sent, so waiting for its reply
@@ -55,7 +54,7 @@ async def test_requests_in_flight_are_futures_in_resp_map_and_fail_at_once(
         assert all(isinstance(future, asyncio.Future) for future in waiting.values())
         began = asyncio.get_running_loop().time()
         nats_privates.fail_requests_in_flight(connection.nc, ConnectionResetError("lost"))
-        with pytest.raises(ConnectError):
+        with pytest.raises(ConnectionResetError):
             await asyncio.wait_for(request, 5)
         assert asyncio.get_running_loop().time() - began < 5  # not at its 30 s timeout
     finally:
@@ -209,3 +208,35 @@ async def test_send_pending_now_hands_buffered_messages_to_the_socket_without_a_
         assert connection.nc._pending == [] and connection.nc._pending_data_size == 0
         received = read_until(sock, b"now", 5)
         assert b"late" in received and b"now" in received
+
+
+async def test_an_inline_handler_is_registered_before_its_sub_and_forgotten_with_it(
+    connection: Connection,
+) -> None:
+    nc = connection.nc
+    seen: list[int] = []
+    original = nc._send_subscribe
+
+    async def spy(sub: object) -> None:
+        seen.append(len(nc._inline))  # nats-py sends a SUB here, after filing the subscription
+        await original(sub)  # type: ignore[arg-type]
+
+    nc._send_subscribe = spy  # type: ignore[method-assign]
+    try:
+        ended = await connection.subscribe_inline(f"{connection.subjects.prefix}.a", print)
+        drained = await connection.subscribe_inline(f"{connection.subjects.prefix}.b", print)
+    finally:
+        del nc._send_subscribe
+    assert seen == [0, 1]  # the wrapped hook ran before ours, so neither was filed yet
+    assert len(nc._inline) == 2 and nc._next_inline is None
+    await ended.unsubscribe()
+    await drained.drain()
+    assert nc._inline == {}  # nats-py removes both through _remove_sub: no handler kept
+    assert list(inspect.signature(NatsClient._process_msg).parameters) == [
+        "self",
+        "sid",
+        "subject",
+        "reply",
+        "data",
+        "headers",
+    ]

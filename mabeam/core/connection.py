@@ -31,7 +31,6 @@ from urllib.parse import urlsplit
 
 import nats.errors
 import structlog
-from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from mabeam.core import nats_privates
@@ -39,9 +38,10 @@ from mabeam.core.config import Config, redact_url
 from mabeam.core.error_map import NATS_FAILURES, is_auth_error, map_nats_error, nats_errors
 from mabeam.core.errors import ConnectError
 from mabeam.core.jetstream import JetStream
-from mabeam.core.messages import Message, MessageHandler, Subscription
+from mabeam.core.messages import InlineHandler, Message, MessageHandler, Subscription
 from mabeam.core.names import Subjects
 from mabeam.core.refusals import Refusals
+from mabeam.core.requests import Requests
 from mabeam.core.resource import AsyncResource
 from mabeam.core.security import security_options, wants_tls
 from mabeam.core.websocket import WEBSOCKET_SCHEMES, enable_websocket
@@ -82,13 +82,14 @@ class Connection(AsyncResource):
         self.config = config
         self.subjects: Subjects = config.subjects
         self.state = ConnectionState.CONNECTING
-        self._nc: NatsClient | None = None
+        self._nc: nats_privates.Client | None = None
         self._js: JetStreamContext | None = None
         self._reconnect_listeners: list[Listener] = []
         self._refused = False
         self._last_error: BaseException | None = None
         self._jetstream: JetStream | None = None
         self.refusals = Refusals(config.inbox_prefix or DEFAULT_INBOX_PREFIX)
+        self._requests = Requests(self)
 
     @classmethod
     async def open(cls, config: Config | None = None) -> Connection:
@@ -185,7 +186,7 @@ class Connection(AsyncResource):
         )
 
     @property
-    def nc(self) -> NatsClient:
+    def nc(self) -> nats_privates.Client:
         """The nats-py client (for the agent host and runner until they use the methods);
         raises `ConnectError` once closed."""
         if self._nc is None or self.state is ConnectionState.CLOSED:
@@ -221,12 +222,14 @@ class Connection(AsyncResource):
         when None): `DeadlineError` when none comes, `UnavailableError` with no responders,
         `PermissionError` at once when the server refuses it."""
         wait = self.config.request_timeout if timeout is None else timeout
-        try:
-            return await self.refusals.guard(
-                subject, self.nc.request(subject, payload, timeout=wait, headers=headers)
-            )
-        except NATS_FAILURES as exc:
-            raise map_nats_error(exc) from exc
+        reply = self.requests.request(subject, payload, timeout=wait, headers=headers)
+        return await self.refusals.guard(subject, reply)
+
+    @property
+    def requests(self) -> Requests:
+        """The requests waiting for their replies (sent by `request`, or sent now and awaited
+        later: `requests.send`, `requests.wait`)."""
+        return self._requests
 
     async def publish(
         self,
@@ -258,6 +261,17 @@ class Connection(AsyncResource):
         `queue` when given. The server may not know of it until `flush` returns."""
         with nats_errors():
             return Subscription(await self.nc.subscribe(subject, queue=queue, cb=callback))
+
+    async def subscribe_inline(
+        self, subject: str, handler: InlineHandler, *, queue: str = ""
+    ) -> Subscription:
+        """Subscribe `handler`, a plain function, to `subject`: it is called with each message
+        as the connection reads it, with no queue or task between (cheaper than `subscribe` by
+        a task switch per message), so it must return at once and never block; what it raises
+        is logged as a subscription's error. For a handler that looks at a message and hands it
+        on (to a mailbox, a future, local subscribers)."""
+        with nats_errors():
+            return Subscription(await self.nc.subscribe_inline(subject, handler, queue=queue))
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until the server has processed everything sent so far (`timeout` s, nats-py's
@@ -310,9 +324,9 @@ class Connection(AsyncResource):
         """Fail the requests waiting for a reply now rather than at their timeouts: their
         replies cannot arrive on a lost connection."""
         if self._nc is not None:
-            nats_privates.fail_requests_in_flight(
-                self._nc, nats.errors.ConnectionReconnectingError()
-            )
+            lost = nats.errors.ConnectionReconnectingError()
+            self._requests.fail_all(lost)
+            nats_privates.fail_requests_in_flight(self._nc, lost)
 
     async def _on_reconnected(self) -> None:
         if not self._secure_enough():

@@ -17,7 +17,7 @@ import structlog
 from nats.js import api
 from nats.js.client import JetStreamContext
 
-from mabeam.core.acks import PipelinedPublisher
+from mabeam.core.acks import stream_sequence
 from mabeam.core.codec import encode
 from mabeam.core.error_map import nats_errors
 from mabeam.core.errors import DeadlineError, MabeamError, UnavailableError
@@ -103,7 +103,6 @@ class JetStream:
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
-        self._pipelined: PipelinedPublisher | None = None
 
     @property
     def _js(self) -> JetStreamContext:
@@ -198,10 +197,11 @@ class JetStream:
     async def publish(self, subject: str, payload: bytes, *, headers: dict[str, str] | None) -> int:
         """Store a message in the stream that captures `subject`; its stream sequence
         (`PermissionError` at once when the server refuses publishing to `subject`)."""
-        with nats_errors():
-            pending = self._js.publish(subject, payload, headers=headers)
-            ack = await self._connection.refusals.guard(subject, pending)
-        return int(ack.seq)
+        connection = self._connection
+        reply = connection.requests.request(
+            subject, payload, timeout=connection.config.request_timeout, headers=headers
+        )
+        return await connection.refusals.guard(subject, stream_sequence(reply))
 
     async def publish_soon(
         self, subject: str, payload: bytes, *, headers: dict[str, str] | None
@@ -209,10 +209,11 @@ class JetStream:
         """Send a message to its stream now; the awaitable gives its stream sequence once the
         server acknowledged it (`DeadlineError` after the request timeout). Send many, then
         await them: they share the round trip."""
-        if self._pipelined is None:
-            self._pipelined = PipelinedPublisher(self._connection)
-        ack = await self._pipelined.send(subject, payload, headers=headers)
-        return self._pipelined.wait(ack)
+        requests = self._connection.requests
+        reply = await requests.send(
+            subject, payload, timeout=self._connection.config.request_timeout, headers=headers
+        )
+        return stream_sequence(requests.wait(reply))
 
     async def get_message(
         self, stream: str, *, seq: int | None = None, subject: str | None = None, next: bool = False

@@ -22,13 +22,24 @@ from mabeam.core.errors import MabeamError
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
-__all__ = ["Message", "MessageHandler", "Subscription", "settle", "unsubscribe_all"]
+__all__ = [
+    "InlineHandler",
+    "Message",
+    "MessageHandler",
+    "Subscription",
+    "settle",
+    "unsubscribe_all",
+]
 
 Message: TypeAlias = Msg
 """A message as delivered by NATS."""
 
 MessageHandler = Callable[[Message], Awaitable[None]]
 """What a subscription calls with each message it receives."""
+
+InlineHandler = Callable[[Message], None]
+"""What an inline subscription (`Connection.subscribe_inline`) calls, from the read loop, with
+each message it receives: it returns at once."""
 
 
 class Subscription:

@@ -1,8 +1,9 @@
 """Every use of a nats-py private, in one place.
 
 nats-py offers no public door for five things we need: the INFO the server sent (`_server_info`:
-is TLS required, which cluster, which JetStream API level), the futures of requests waiting for a
-reply (`_resp_map`: failed at once on a disconnect rather than at their timeouts), changing
+is TLS required, which cluster, which JetStream API level), the futures of its own requests (those
+of its JetStream API) waiting for a reply (`_resp_map`: failed at once on a disconnect rather than
+at their timeouts; ours are `core.requests`), changing
 an option after connect (`options["max_reconnect_attempts"]`: a prompt error for a wrong URL on
 the first connect, yet never giving up once connected), writing out the messages it buffers
 (`_flush_pending`: its `flush()` writes its PING ahead of them, so it is no barrier for them), and
@@ -17,6 +18,11 @@ overrides `_send_publish` to write that block prebuilt for `codec.CLOUDEVENTS_JS
 nats-py builds a block key by key (checks, strips, encodes) at every publish, which was more
 than half of its CPU for a publish with that one header (3.5 µs against 1.7 µs prebuilt).
 Every other publish still goes through nats-py's own code.
+Last, it delivers the messages of an inline subscription (`subscribe_inline`) from its read loop
+to a plain function: nats-py hands every message of a subscription with a callback to a queue
+and a task of that subscription, which wakes to call it, a queue put, a get and a task switch
+per message. Handlers that only look at a message and hand it on (an agent's inbox, the
+acknowledgements of pipelined JetStream publishes, the local fan-out of events) need neither.
 tests/test_core_nats_privates.py checks on a real connection that each is still there with the
 shape used here, so an upgrade of nats-py that changes one fails loudly there rather than quietly
 here.
@@ -25,9 +31,12 @@ here.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import BadSubjectError
 from nats.protocol.command import hpub_cmd
 
@@ -36,6 +45,7 @@ from mabeam.core.codec import CLOUDEVENTS_JSON_CONTENT_TYPE, CLOUDEVENTS_JSON_HE
 __all__ = [
     "STRUCTURED_EVENT_HEADERS",
     "Client",
+    "InlineHandler",
     "fail_requests_in_flight",
     "reconnect_forever",
     "send_pending_now",
@@ -49,10 +59,64 @@ STRUCTURED_EVENT_HEADERS = (
 """The header block nats-py writes for `{"content-type": "application/cloudevents+json"}`."""
 
 
+InlineHandler = Callable[[Msg], None]
+"""A handler called from the read loop with each message of an inline subscription."""
+
+
 class Client(NatsClient):
     """nats-py's client, recognising the header block of a structured CloudEvent rather than
-    parsing it, and writing it prebuilt rather than building it (module docstring); the headers
-    of a message and the bytes on the wire are the same either way."""
+    parsing it, writing it prebuilt rather than building it, and calling the handlers of inline
+    subscriptions from its read loop (module docstring); the headers of a message and the bytes
+    on the wire are the same either way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._inline: dict[int, InlineHandler] = {}
+        self._next_inline: InlineHandler | None = None
+
+    async def subscribe_inline(
+        self, subject: str, handler: InlineHandler, *, queue: str = ""
+    ) -> Subscription:
+        """Subscribe `handler` to `subject`: it is called from the read loop, with no queue and
+        no task, so it must return at once and may not block; an exception it raises goes to the
+        error callback, as one of a callback's would. Without a callback nats-py would keep the
+        messages for an iterator; the handler is registered before the SUB leaves (in
+        `_send_subscribe`), so none can reach that iterator."""
+        self._next_inline = handler
+        try:
+            return await self.subscribe(subject, queue=queue)
+        finally:
+            self._next_inline = None
+
+    async def _send_subscribe(self, sub: Subscription) -> None:
+        if self._next_inline is not None:
+            self._inline[sub._id] = self._next_inline
+            self._next_inline = None
+        await super()._send_subscribe(sub)
+
+    def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
+        self._inline.pop(sid, None)
+        super()._remove_sub(sid, max_msgs)
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
+    ) -> None:
+        handler = self._inline.get(sid)
+        if handler is None:
+            await super()._process_msg(sid, subject, reply, data, headers)
+            return
+        # nats-py's own steps for a plain subscription, up to the handing over
+        self.stats["in_msgs"] += 1
+        self.stats["in_bytes"] += len(data)
+        sub = self._subs.get(sid)
+        if sub is None:
+            return
+        sub._received += 1
+        msg = self._build_message(sid, subject, reply, data, await self._process_headers(headers))
+        try:
+            handler(msg)
+        except Exception as error:  # as nats-py does with a callback's
+            await self._error_cb(error)
 
     async def _send_publish(
         self,
