@@ -6,10 +6,10 @@ the last one to leave closes it. Each message is decoded once per pattern, and t
 `Event` is handed to every subscriber of the pattern by a plain loop over their `deliver`
 methods. The server does the pattern matching: the process never sees events nobody here wants.
 
-nats-py hands a subscription's messages to its callback from a queue without ever suspending
-while the queue holds some, so under a flood one pattern would keep the event loop to itself
-(no heartbeat, no mailbox drained) for as long as its backlog lasts; every `_YIELD_EVERY`
-messages the callback lets the loop have a turn.
+The NATS subscription is inline (`Connection.subscribe_inline`): each message is decoded and
+handed on as the connection reads it, with no queue and task of the subscription between. So no
+backlog builds up behind the reader, and under a flood the loop gets a turn after each read of
+the socket (at most the stream reader's buffer, about 128 KB).
 """
 
 from __future__ import annotations
@@ -28,12 +28,6 @@ from mabeam.core.messages import Subscription as ServerSubscription
 
 __all__ = ["Fanout"]
 
-_YIELD_EVERY = 128
-"""Messages of one pattern handed on before the loop gets a turn (see the module docstring):
-often enough that the connection's reader keeps up, so a lease renewal's reply is not stuck
-behind a flood in the socket (at 1024, a flood past a runner's pace fenced it one run in three
-of `event_system`; at 128, none in three)."""
-
 
 class _Group:
     """The local subscribers of one pattern and the NATS subscription they share."""
@@ -41,7 +35,6 @@ class _Group:
     __slots__ = (
         "_delivers",
         "_members",
-        "_since_yield",
         "_stats",
         "connection",
         "nats_sub",
@@ -56,7 +49,6 @@ class _Group:
         self._stats = stats
         self._members: dict[LocalSubscription, None] = {}  # an ordered set
         self._delivers: tuple[Callable[[Event], None], ...] | None = None
-        self._since_yield = 0
         self.opening = asyncio.ensure_future(self._open())
 
     def add(self, subscription: LocalSubscription) -> None:
@@ -77,7 +69,7 @@ class _Group:
 
     async def _open(self) -> None:
         connection = self.connection
-        self.nats_sub = await connection.subscribe(self.subject, self._on_message)
+        self.nats_sub = await connection.subscribe_inline(self.subject, self._on_message)
         await connection.flush(timeout=connection.config.request_timeout)
 
     async def close(self) -> None:
@@ -87,7 +79,7 @@ class _Group:
             with contextlib.suppress(MabeamError):
                 await self.nats_sub.unsubscribe()
 
-    async def _on_message(self, msg: Message) -> None:
+    def _on_message(self, msg: Message) -> None:
         connection = self.connection
         try:
             event = decode_event(
@@ -105,10 +97,6 @@ class _Group:
             delivers = self._delivers = tuple(member.deliver for member in self._members)
         for deliver in delivers:
             deliver(event)
-        self._since_yield += 1
-        if self._since_yield >= _YIELD_EVERY:
-            self._since_yield = 0
-            await asyncio.sleep(0)
 
 
 class Fanout:
