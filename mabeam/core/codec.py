@@ -78,12 +78,11 @@ class _Clock:
         self._text = ""
 
     def now(self) -> str:
-        now = time.time()
-        second = int(now)
+        second, micros = divmod(time.time_ns() // 1000, 1_000_000)  # integers: no rounding
         if second != self._second:
             self._text = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
             self._second = second
-        return f"{self._text}{min(int((now - second) * 1e6), 999_999):06d}Z"
+        return f"{self._text}{micros:06d}Z"
 
 
 _clock = _Clock()
