@@ -19,10 +19,12 @@ nats-py builds a block key by key (checks, strips, encodes) at every publish, wh
 than half of its CPU for a publish with that one header (3.5 µs against 1.7 µs prebuilt).
 Every other publish still goes through nats-py's own code.
 Last, it delivers the messages of an inline subscription (`subscribe_inline`) from its read loop
-to a plain function: nats-py hands every message of a subscription with a callback to a queue
-and a task of that subscription, which wakes to call it, a queue put, a get and a task switch
-per message. Handlers that only look at a message and hand it on (an agent's inbox, the
-acknowledgements of pipelined JetStream publishes, the local fan-out of events) need neither.
+to a plain function (overriding `_send_subscribe`, `_remove_sub` and `_process_msg`, whose steps
+for a plain subscription it repeats with `_subs`, `_build_message` and `_error_cb`): nats-py
+hands every message of a subscription with a callback to a queue and a task of that
+subscription, which wakes to call it, a queue put, a get and a task switch per message.
+Handlers that only look at a message and hand it on (an agent's inbox, the replies of requests
+and acknowledgements of JetStream publishes, the local fan-out of events) need neither.
 tests/test_core_nats_privates.py checks on a real connection that each is still there with the
 shape used here, so an upgrade of nats-py that changes one fails loudly there rather than quietly
 here.
