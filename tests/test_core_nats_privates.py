@@ -8,6 +8,7 @@ timeouts, a connection that gives up reconnecting).
 import asyncio
 import contextlib
 import inspect
+import json
 import socket
 import time
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from nats.errors import BadSubjectError
 from mabeam.core import nats_privates
 from mabeam.core.codec import CLOUDEVENTS_JSON_HEADERS
 from mabeam.core.connection import Connection
+from mabeam.core.headers import HeaderBlock
 from mabeam.core.messages import Message, Subscription
 from mabeam.testing import eventually
 
@@ -121,8 +123,17 @@ async def test_a_structured_events_header_block_is_recognised_and_others_parsed_
     assert parsed_by_nats_py == [b"NATS/1.0\r\nContent-Type: application/cloudevents+json\r\n\r\n"]
 
 
-async def test_a_structured_events_headers_go_out_prebuilt_as_nats_py_would_build_them(
-    connection: Connection,
+_SNAPSHOT_HEADERS = HeaderBlock(
+    {
+        "Mabeam-Calls": json.dumps([[f"c{i}", None, {"value": i}, True] for i in range(16)]),
+        "Nats-Expected-Last-Subject-Sequence": "12",
+    }
+)
+
+
+@pytest.mark.parametrize("headers", [CLOUDEVENTS_JSON_HEADERS, _SNAPSHOT_HEADERS])
+async def test_a_header_block_goes_out_prebuilt_as_nats_py_would_build_it(
+    connection: Connection, headers: HeaderBlock
 ) -> None:
     # The override repeats the end of nats-py's `_send_publish` after its header loop.
     source = inspect.getsource(NatsClient._send_publish)
@@ -135,7 +146,7 @@ async def test_a_structured_events_headers_go_out_prebuilt_as_nats_py_would_buil
     ):
         assert line in source, line
     subject = f"{connection.subjects.prefix}.prebuilt"
-    block = nats_privates.STRUCTURED_EVENT_HEADERS
+    block = headers.block
     plain = b"HMSG %s 1 %d %d\r\n%s{}\r\n" % (subject.encode(), len(block), len(block) + 2, block)
     replied = plain.replace(b" 1 ", b" 1 inbox.1 ", 1)
     expected = plain * 2 + replied * 2
@@ -143,15 +154,13 @@ async def test_a_structured_events_headers_go_out_prebuilt_as_nats_py_would_buil
     with raw_subscriber(connection.config.nats_url, subject) as sock:
         # prebuilt, then built by nats-py from an equal dict; without and with a reply subject
         for reply in ("", "inbox.1"):
-            await connection.publish(subject, b"{}", reply=reply, headers=CLOUDEVENTS_JSON_HEADERS)
-            await connection.publish(
-                subject, b"{}", reply=reply, headers={**CLOUDEVENTS_JSON_HEADERS}
-            )
+            await connection.publish(subject, b"{}", reply=reply, headers=headers)
+            await connection.publish(subject, b"{}", reply=reply, headers={**headers})
         await connection.flush()
         assert read_until(sock, expected, 5) == expected
     assert connection.nc.stats["out_msgs"] - sent_before == 4
     with pytest.raises(BadSubjectError):
-        await connection.nc.publish("", b"{}", headers=CLOUDEVENTS_JSON_HEADERS)
+        await connection.nc.publish("", b"{}", headers=headers)
 
 
 async def _collect(connection: Connection, subject: str) -> tuple[list[Message], Subscription]:

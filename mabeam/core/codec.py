@@ -7,14 +7,13 @@ a body that is not JSON, not an object, or too large is a `BadRequestError` / `T
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from datetime import datetime
-from types import MappingProxyType
 from typing import Any, Final
 
 import msgspec
 
 from mabeam.core.errors import BadRequestError, TooLargeError
+from mabeam.core.headers import HeaderBlock
 
 __all__ = [
     "CLOUDEVENTS_JSON_CONTENT_TYPE",
@@ -30,11 +29,9 @@ __all__ = [
 JSON_CONTENT_TYPE = "application/json"
 CLOUDEVENTS_JSON_CONTENT_TYPE = "application/cloudevents+json"
 """The `content-type` of a CloudEvent in structured mode (the JSON event format)."""
-CLOUDEVENTS_JSON_HEADERS: Final[Mapping[str, str]] = MappingProxyType(
-    {"content-type": CLOUDEVENTS_JSON_CONTENT_TYPE}
-)
-"""The NATS headers of every structured CloudEvent published, one read-only mapping: published
-as this very object, they go out as a prebuilt header block (`nats_privates.Client`)."""
+CLOUDEVENTS_JSON_HEADERS: Final = HeaderBlock({"content-type": CLOUDEVENTS_JSON_CONTENT_TYPE})
+"""The NATS headers of every structured CloudEvent published, one `HeaderBlock`: its header
+block is built once."""
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 

@@ -9,7 +9,7 @@ above never import `nats`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
@@ -194,7 +194,9 @@ class JetStream:
 
     # -- stored messages -------------------------------------------------------------------
 
-    async def publish(self, subject: str, payload: bytes, *, headers: dict[str, str] | None) -> int:
+    async def publish(
+        self, subject: str, payload: bytes, *, headers: Mapping[str, str] | None
+    ) -> int:
         """Store a message in the stream that captures `subject`; its stream sequence
         (`PermissionError` at once when the server refuses publishing to `subject`)."""
         connection = self._connection
@@ -204,7 +206,7 @@ class JetStream:
         return await connection.refusals.guard(subject, stream_sequence(reply))
 
     async def publish_soon(
-        self, subject: str, payload: bytes, *, headers: dict[str, str] | None
+        self, subject: str, payload: bytes, *, headers: Mapping[str, str] | None
     ) -> Awaitable[int]:
         """Send a message to its stream now; the awaitable gives its stream sequence once the
         server acknowledged it (`DeadlineError` after the request timeout). Send many, then

@@ -33,6 +33,7 @@ from mabeam.core.errors import (
     NotFoundError,
     UnavailableError,
 )
+from mabeam.core.headers import HeaderBlock
 from mabeam.core.jetstream import (
     DeliverPolicy,
     KeyValueConfig,
@@ -241,7 +242,7 @@ class KeyValue:
         """Send a compare-and-set write of `key` now and return an awaitable of its revision, so
         that many writes share one round trip (send them all, then await them); awaiting it
         raises `ConflictError` when `revision` was no longer the key's latest."""
-        sent = {**(headers or {}), _EXPECTED_LAST: str(revision)}
+        sent = HeaderBlock({**(headers or {}), _EXPECTED_LAST: str(revision)})
         ack = await self.connection.jetstream.publish_soon(self.subject(key), value, headers=sent)
         return self._revision_of(key, revision, ack)
 
@@ -319,17 +320,16 @@ class KeyValue:
             headers[_EXPECTED_LAST] = str(expect)
         if ttl is not None and self.allows_ttl:
             headers[_TTL] = f"{max(1, math.ceil(ttl))}s"
+        block = HeaderBlock(headers) if headers else None
         for wait in UNANSWERED_WRITE_WAITS:
             try:
-                return await self._publish_once(key, value, headers)
+                return await self._publish_once(key, value, block)
             except UnavailableError:
                 await asyncio.sleep(wait)
-        return await self._publish_once(key, value, headers)
+        return await self._publish_once(key, value, block)
 
-    async def _publish_once(self, key: str, value: bytes, headers: dict[str, str]) -> int:
-        return await self.connection.jetstream.publish(
-            self.subject(key), value, headers=headers or None
-        )
+    async def _publish_once(self, key: str, value: bytes, headers: HeaderBlock | None) -> int:
+        return await self.connection.jetstream.publish(self.subject(key), value, headers=headers)
 
     async def _last_message(self, key: str) -> StoredMessage | None:
         try:
