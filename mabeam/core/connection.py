@@ -216,7 +216,7 @@ class Connection(AsyncResource):
         payload: bytes = b"",
         *,
         timeout: float | None = None,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Message:
         """Send a request and wait for its reply (`timeout` s, the config's request timeout
         when None): `DeadlineError` when none comes, `UnavailableError` with no responders,
