@@ -135,7 +135,8 @@ class LocalTarget(Protocol):
 class Caller:
     """Calls and casts to agents for one connection, with an optional local fast path.
 
-    Implements `Calls`; `headers` (e.g. a `traceparent`) travel with the call id.
+    Implements `Calls`; `headers` (e.g. a `traceparent`) travel with the call id: a name that
+    is not a token, or a value with a line break, is `BadRequestError`.
     """
 
     def __init__(
