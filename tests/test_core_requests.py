@@ -111,3 +111,18 @@ async def test_a_subject_nobody_serves_is_no_responders_at_once(connection: Conn
         await connection.request(f"{connection.subjects.prefix}.nobody", b"", timeout=10.0)
     assert asyncio.get_running_loop().time() - began < 5
     assert _nothing_waits(connection)
+
+
+async def test_a_request_that_outlives_a_lost_connection_waits_for_its_timeout(
+    connection: Connection,
+) -> None:
+    subject = await _echo_later(connection, "patient")
+    patient = await connection.requests.send(subject, b"3000", timeout=0.3, outlives_loss=True)
+    impatient = await connection.requests.send(subject, b"3000", timeout=30.0)
+    connection.requests.fail_all(nats.errors.ConnectionReconnectingError())
+    with pytest.raises(ConnectError):
+        await asyncio.wait_for(connection.requests.wait(impatient), 1)
+    assert not patient.done()  # a JetStream write's fate is known at its ack or its timeout
+    with pytest.raises(ReplyTimeoutError):
+        await asyncio.wait_for(connection.requests.wait(patient), 2)
+    assert _nothing_waits(connection) and not connection.requests._patient

@@ -209,11 +209,16 @@ class JetStream:
         self, subject: str, payload: bytes, *, headers: Mapping[str, str] | None
     ) -> Awaitable[int]:
         """Send a message to its stream now; the awaitable gives its stream sequence once the
-        server acknowledged it (`DeadlineError` after the request timeout). Send many, then
-        await them: they share the round trip."""
+        server acknowledged it (`DeadlineError` after the request timeout, even when the
+        connection is lost meanwhile: the message may still be stored once it is back). Send
+        many, then await them: they share the round trip."""
         requests = self._connection.requests
         reply = await requests.send(
-            subject, payload, timeout=self._connection.config.request_timeout, headers=headers
+            subject,
+            payload,
+            timeout=self._connection.config.request_timeout,
+            headers=headers,
+            outlives_loss=True,
         )
         return stream_sequence(requests.wait(reply))
 

@@ -54,6 +54,7 @@ class Requests:
         self._subscription: Subscription | None = None
         self._tokens = itertools.count()
         self._waiting: dict[str, tuple[asyncio.Future[Message], int]] = {}  # token → (, slot)
+        self._patient: set[str] = set()  # tokens whose requests outlive a lost connection
         self._slots: dict[int, dict[str, None]] = {}  # slot → the tokens that expire in it
         self._next_slots: list[int] = []  # a heap of the slots in `_slots` (and emptied ones)
         self._timer: asyncio.TimerHandle | None = None
@@ -77,8 +78,12 @@ class Requests:
         *,
         timeout: float,
         headers: Mapping[str, str] | None = None,
+        outlives_loss: bool = False,
     ) -> asyncio.Future[Message]:
-        """Publish a request now; the future gets its reply, or fails past `timeout` s."""
+        """Publish a request now; the future gets its reply, or fails past `timeout` s. One
+        that `outlives_loss` waits for its timeout even when the connection is lost meanwhile
+        (`fail_all`): nats-py sends what it buffered once reconnected, so a JetStream write may
+        still be stored, and its writer learns its fate no sooner than its timeout."""
         if self._subscription is None:
             prefix = self._connection.new_inbox() + "."
             self._subscription = await self._connection.subscribe_inline(
@@ -90,6 +95,8 @@ class Requests:
         future: asyncio.Future[Message] = loop.create_future()
         slot = self._file(token, loop.time() + timeout, loop)
         self._waiting[token] = (future, slot)
+        if outlives_loss:
+            self._patient.add(token)
         try:
             await self._connection.publish(
                 subject, payload, reply=self._prefix + token, headers=headers
@@ -109,12 +116,11 @@ class Requests:
                 self._forget(future)
 
     def fail_all(self, error: BaseException) -> None:
-        """Fail every request waiting for its reply with `error` (the connection was lost:
-        their replies cannot arrive)."""
-        waiting, self._waiting = self._waiting, {}
-        self._slots.clear()
-        for future, _ in waiting.values():
-            if not future.done():
+        """Fail every request waiting for its reply with `error`, except those that outlive a
+        lost connection (the connection was lost: their replies cannot arrive)."""
+        for token in [token for token in self._waiting if token not in self._patient]:
+            future = self._settled(token)
+            if future is not None and not future.done():
                 future.set_exception(map_nats_error(error))
 
     def _on_reply(self, msg: Message) -> None:
@@ -131,6 +137,7 @@ class Requests:
         entry = self._waiting.pop(token, None)
         if entry is None:
             return None
+        self._patient.discard(token)
         future, slot = entry
         group = self._slots.get(slot)
         if group is not None:
@@ -173,6 +180,7 @@ class Requests:
         while heap and heap[0] <= now:
             for token in self._slots.pop(heapq.heappop(heap), {}):
                 entry = self._waiting.pop(token, None)
+                self._patient.discard(token)
                 if entry is not None and not entry[0].done():
                     entry[0].set_exception(map_nats_error(nats.errors.TimeoutError()))
         while heap and heap[0] not in self._slots:  # emptied by replies: nothing to wait for

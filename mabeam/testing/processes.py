@@ -21,7 +21,7 @@ from pathlib import Path
 from mabeam.agents.runner_service import service_name
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
-from mabeam.core.errors import MabeamError, NoRespondersError
+from mabeam.core.errors import MabeamError, NoRespondersError, ReplyTimeoutError
 from mabeam.core.micro import ping_subject
 from mabeam.testing import eventually
 
@@ -55,6 +55,8 @@ async def disconnected(connection: Connection, runner_id: str, timeout: float = 
             await connection.request(subject, b"", timeout=1.0)
         except NoRespondersError:
             return True
+        except ReplyTimeoutError:  # routed to the dead process, and lost there: not gone yet
+            return False
         return False
 
     await eventually(gone, timeout=timeout, message=f"the server still routes to {runner_id}")
