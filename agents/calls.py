@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from mabeam.agents.deadlines import deadline
@@ -135,8 +135,10 @@ class LocalTarget(Protocol):
 class Caller:
     """Calls and casts to agents for one connection, with an optional local fast path.
 
-    Implements `Calls`; `headers` (e.g. a `traceparent`) travel with the call id: a name that
-    is not a token, or a value with a line break, is `BadRequestError`.
+    Implements `Calls`; `headers` (e.g. a `traceparent`) travel with the call id. On the wire
+    they go as a `HeaderBlock`, built once for all the retries of a call (0.6 µs, where nats-py
+    built them at each publish: 2.1 µs for the call id alone); a name that is not a token, or a
+    value with a line break, is `BadRequestError` there.
     """
 
     def __init__(
@@ -168,6 +170,7 @@ class Caller:
         subject = subject or self._connection.subjects.agent(agent_id, action)
         started = time.monotonic()
         retry: Retry | None = None
+        on_wire: HeaderBlock | None = None  # built once, and only if the call goes on the wire
         while True:
             target = self._local(agent_id) if self._local is not None else None
             try:
@@ -177,7 +180,9 @@ class Caller:
                     raise ConnectError(
                         "not connected to NATS (reconnecting): the call was not sent"
                     )
-                reply = await self._connection.request(subject, body, timeout=wait, headers=sent)
+                if on_wire is None:
+                    on_wire = HeaderBlock(sent)
+                reply = await self._connection.request(subject, body, timeout=wait, headers=on_wire)
                 return result_of(reply.headers, reply.data)
             except (ReplyTimeoutError, UnavailableError) as error:
                 if retry is None:
@@ -205,7 +210,7 @@ class Caller:
             target.deliver(Envelope(EnvelopeKind.ACTION, action, decode(body), headers=sent))
             return
         subject = subject or self._connection.subjects.agent(agent_id, action)
-        await self._connection.publish(subject, body, headers=sent)
+        await self._connection.publish(subject, body, headers=HeaderBlock(sent))
 
     def _body(self, agent_id: str, action: str, args: dict[str, Any] | None) -> bytes:
         validate_id(agent_id, "agent id")
@@ -222,7 +227,7 @@ class Caller:
         action: str,
         body: bytes,
         timeout: float,
-        headers: Mapping[str, str],
+        headers: dict[str, str],
     ) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         target.deliver(
@@ -274,11 +279,9 @@ class Retry:
         self._pause = min(self._pause * 2, self._longest)
 
 
-def _headers(call_id: str | None, headers: dict[str, str] | None) -> HeaderBlock:
-    """The headers of a call: `headers` and the call id (`call_id`, checked, or a new one),
-    with their header block built once (0.6 µs, where nats-py's building it at the publish took
-    2.1 µs for the call id alone)."""
+def _headers(call_id: str | None, headers: dict[str, str] | None) -> dict[str, str]:
+    """The headers of a call: `headers` and the call id (`call_id`, checked, or a new one)."""
     named = new_call_id() if call_id is None else validate_id(call_id, "call id")
     if headers:
-        return HeaderBlock({**headers, CALL_ID_HEADER: named})
-    return HeaderBlock({CALL_ID_HEADER: named})
+        return {**headers, CALL_ID_HEADER: named}
+    return {CALL_ID_HEADER: named}

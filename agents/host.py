@@ -351,7 +351,7 @@ class AgentHost(HostServices):
             if envelope.name in IMMEDIATE:
                 self.runtime.start_task(self._answer_now(msg, envelope))
                 return
-            self.deliver(envelope)
+            self._enqueue(envelope)
         except MabeamError as error:
             self._refuse(msg, error)
 
@@ -374,6 +374,10 @@ class AgentHost(HostServices):
         local call's future gets the reply), `_stop`, `_restart`, `_campaign` wait their turn.
         """
         self.runtime.check_serving(self._incarnation)
+        self._enqueue(envelope)
+
+    def _enqueue(self, envelope: Envelope) -> None:
+        """`deliver` once the lease was checked."""
         self.last_active = time.monotonic()
         if envelope.name in IMMEDIATE and envelope.future is not None:
             self.runtime.start_task(self._answer_locally(envelope.name, envelope.future))

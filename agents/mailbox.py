@@ -21,7 +21,7 @@ import asyncio
 import enum
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -58,7 +58,7 @@ class Envelope:
         *,
         reply: str | None = None,
         future: asyncio.Future[Any] | None = None,
-        headers: Mapping[str, str] | None = None,
+        headers: dict[str, str] | None = None,
         payload: Any = None,
     ) -> None:
         self.kind = kind

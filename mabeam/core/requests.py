@@ -178,11 +178,10 @@ class Requests:
         now = math.floor((loop.time() + _CLOCK_GRAIN) / RESOLUTION)
         heap = self._next_slots
         while heap and heap[0] <= now:
-            for token in self._slots.pop(heapq.heappop(heap), {}):
-                entry = self._waiting.pop(token, None)
-                self._patient.discard(token)
-                if entry is not None and not entry[0].done():
-                    entry[0].set_exception(map_nats_error(nats.errors.TimeoutError()))
+            for token in list(self._slots.get(heapq.heappop(heap), ())):
+                future = self._settled(token)
+                if future is not None and not future.done():
+                    future.set_exception(map_nats_error(nats.errors.TimeoutError()))
         while heap and heap[0] not in self._slots:  # emptied by replies: nothing to wait for
             heapq.heappop(heap)
         if heap:
