@@ -318,6 +318,11 @@ class AgentHost(HostServices):
         """Another runner wrote this agent's snapshot: it owns the agent now; stop here."""
         self.runtime.start_task(self.runtime.yield_agent(self))
 
+    async def holds_record(self) -> bool:
+        """True when the agent's record, read from KV now, still names this runner at the epoch
+        this copy was started under (nobody took it over)."""
+        return await self.runtime.holds_record(self)
+
     def _serving(self) -> bool:
         """True while this copy may answer: the runner holds the lease it was started under."""
         return self.runtime.serving(self._incarnation)

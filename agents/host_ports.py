@@ -7,7 +7,8 @@ structurally. Each protocol is one concern:
 - `AgentInfrastructure`: the shared services an agent's messages and context use (connection,
   bus, registry, caller, snapshots, reminders, elections, metrics, background tasks, replies);
 - `Lifecycle`: what the host reports or asks of the runner about its own life (crashed,
-  restarted, taken over, stop, restart), generic in the host type that the runner keeps;
+  restarted, taken over, still owned, stop, restart), generic in the host type that the runner
+  keeps;
 - `ServingGate`: whether this runner may serve an agent now (its lease), the message being
   handled (read by the loop watchdog), and the durable replies that leave before a handler runs.
 """
@@ -113,6 +114,10 @@ class Lifecycle(Protocol[Host]):
 
     async def yield_agent(self, host: Host) -> None:
         """Another runner took the agent over: stop this copy, writing nothing."""
+
+    async def holds_record(self, host: Host) -> bool:
+        """True when the agent's record, read from KV now, names this runner at the host's
+        epoch."""
 
     async def stop_agent(self, agent_id: str, reason: str = "normal") -> None:
         """Stop an agent for good (`_stop`)."""

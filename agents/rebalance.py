@@ -51,8 +51,7 @@ from mabeam.core.messages import Message
 from mabeam.core.names import validate_id, validate_runner_id
 from mabeam.core.replies import error_reply, result_of
 from mabeam.core.tasks import cancel_and_wait
-from mabeam.registry.buckets import Bucket
-from mabeam.registry.records import AgentRecord, RunnerRecord, decode_agent
+from mabeam.registry.records import AgentRecord, RunnerRecord
 
 if TYPE_CHECKING:
     from mabeam.agents.host import AgentHost
@@ -109,7 +108,6 @@ class MoveReceiver:
         self._claimed_maybe = claimed_maybe
         """Told the id of an agent whose adoption failed midway: its record may name this
         runner already, so the take-over loop must try it again."""
-        self._agents = Bucket(runtime.connection, "agents", kind="agent")
 
     async def on_move(self, msg: Message) -> None:
         """`P.ctl.<id>.adopt`: the record of the adopted agent, or the error that refused it."""
@@ -129,18 +127,18 @@ class MoveReceiver:
         runtime = self._runtime
         if not runtime.lease_valid():
             raise UnavailableError(f"runner {runtime.runner_id} does not hold its lease")
-        entry = await self._agents.get(request.agent)
-        if entry is None:
+        found = await runtime.registry.read_agent(request.agent)
+        if found is None:
             raise NotFoundError(f"agent {request.agent} is not registered")
-        record = decode_agent(request.agent, entry.value)
-        if record.runner != request.from_ or entry.revision != request.revision:
+        record, revision = found
+        if record.runner != request.from_ or revision != request.revision:
             raise ConflictError(
                 f"agent {request.agent} is no longer runner {request.from_}'s at revision"
                 f" {request.revision}"
             )
         self._may_receive(record.type)
         try:
-            adopted = await runtime.adopt(record, entry.revision, moved_from=request.from_)
+            adopted = await runtime.adopt(record, revision, moved_from=request.from_)
         except MabeamError:
             self._claimed_maybe(record.id)
             raise

@@ -431,6 +431,15 @@ class Runtime:
         log.warning("runtime.agent_taken_over", agent=host.agent_id, runner=self.runner_id)
         await self.drop_agent(host)
 
+    async def holds_record(self, host: AgentHost) -> bool:
+        """True when `host`'s agent record, read from KV now (not the replica), names this
+        runner at the epoch `host` was started under: nobody has taken the agent over."""
+        found = await self.registry.read_agent(host.agent_id)
+        if found is None:
+            return False
+        record, _ = found
+        return record.runner == self.runner_id and record.epoch == host.record.epoch
+
     async def drop_agent(self, host: AgentHost) -> None:
         """Stop serving a local copy without writing anything (a fence, or a lost agent)."""
         self.hosts.pop(host.agent_id, None)

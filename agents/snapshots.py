@@ -14,6 +14,14 @@ adopts the agent (re-writing it at the revision it read, which moves the revisio
 then on the old owner's writes fail with `ConflictError`; the old owner then refuses its held
 replies with 503 and gives the agent up. The remembered call ids travel in the message header
 `Mabeam-Calls` beside the snapshot, so the value stays the agent's snapshot JSON.
+
+A write whose outcome is unknown (its ack timed out, or the connection was lost: nats-py resends
+what it had buffered once it reconnects, so the write may be stored) leaves the next write of
+that agent *uncertain*: a conflict may then be this runner's own write, stored after all. Before
+giving the agent up, the store reads the snapshot, then the agent's record from KV; a take-over
+wins the record before it claims the snapshot, so a record that still names this copy's runner
+and epoch means the snapshot read was this runner's own, and writing continues from its
+revision.
 """
 
 from __future__ import annotations
@@ -56,6 +64,10 @@ class Snapshotted(Protocol):
     async def ownership_lost(self) -> None:
         """Another runner wrote the snapshot: stop serving the agent here."""
 
+    async def holds_record(self) -> bool:
+        """True when the agent's registry record, read from KV now, still names this runner at
+        the epoch this copy was started under."""
+
 
 class _Write:
     """One snapshot write in flight: what it holds, and the awaitable of its revision."""
@@ -87,13 +99,15 @@ class Stored:
 class _Slot:
     """This runner's knowledge of one agent's snapshot key."""
 
-    __slots__ = ("again", "body", "revision", "waiter", "writing")
+    __slots__ = ("again", "body", "revision", "uncertain", "waiter", "writing")
 
     def __init__(self, revision: int = 0, body: bytes | None = None) -> None:
         self.revision = revision
         self.body = body
         self.writing = False
         self.again = False
+        self.uncertain = False
+        """A write failed without saying whether it was stored: a conflict may be our own."""
         self.waiter: asyncio.Future[None] | None = None
 
 
@@ -224,20 +238,20 @@ class SnapshotStore:
             assert write.ack is not None
             revision = await write.ack
         except ConflictError:
-            self._slots.pop(agent.agent_id, None)
-            error = UnavailableError(f"agent {agent.agent_id} moved to another runner")
-            await agent.replier.refuse(held, error)
-            await agent.ownership_lost()
-            return False
+            if not await self._conflict_was_ours(write):
+                self._slots.pop(agent.agent_id, None)
+                error = UnavailableError(f"agent {agent.agent_id} moved to another runner")
+                await agent.replier.refuse(held, error)
+                await agent.ownership_lost()
+                return False
         except TooLargeError as error:
             log.error("snapshot.too_large", agent=agent.agent_id, error=error.message)
             await agent.replier.refuse(held, error)
         except MabeamError as error:
-            agent.replier.hold_again(held)
-            log.warning("snapshot.write_failed", agent=agent.agent_id, error=error.message)
-            asyncio.get_running_loop().call_later(RETRY_AFTER, self._retry, agent)
+            slot.uncertain = True
+            self._try_later(write, error)
         else:
-            slot.revision, slot.body = revision, write.body
+            slot.revision, slot.body, slot.uncertain = revision, write.body, False
             await agent.replier.release(held)
             stored = True
         finally:
@@ -246,6 +260,33 @@ class SnapshotStore:
             slot.again = False
             self._spawn_writes([agent])
         return stored
+
+    async def _conflict_was_ours(self, write: _Write) -> bool:
+        """After a conflict: True when the stored snapshot is this runner's own uncertain write
+        (its record still names this copy), with the slot moved on to it and the held replies
+        back in line for the next write; also True, the same way, when KV cannot say now."""
+        agent, slot = write.agent, write.slot
+        if not slot.uncertain:
+            return False
+        try:
+            entry = await self._bucket.get(agent.agent_id)  # first: a claim comes after the record
+            if not await agent.holds_record():
+                return False
+        except MabeamError as error:
+            self._try_later(write, error)
+            return True
+        slot.revision, slot.body = (entry.revision, entry.value) if entry else (0, None)
+        slot.uncertain = False
+        log.info("snapshot.own_write_found", agent=agent.agent_id, revision=slot.revision)
+        agent.replier.hold_again(write.held)
+        self.mark_dirty(agent, durable=True)
+        return True
+
+    def _try_later(self, write: _Write, error: MabeamError) -> None:
+        """A write not known to be stored: hold its replies again and write after a pause."""
+        write.agent.replier.hold_again(write.held)
+        log.warning("snapshot.write_failed", agent=write.agent.agent_id, error=error.message)
+        asyncio.get_running_loop().call_later(RETRY_AFTER, self._retry, write.agent)
 
     @staticmethod
     def _release_slot(slot: _Slot) -> None:

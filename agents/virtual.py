@@ -43,8 +43,7 @@ from mabeam.core.errors import (
 from mabeam.core.messages import Message, Subscription, unsubscribe_all
 from mabeam.core.names import validate_id, virtual_agent_id
 from mabeam.core.replies import error_of, error_reply
-from mabeam.registry.buckets import Bucket
-from mabeam.registry.records import AgentRecord, decode_agent
+from mabeam.registry.records import AgentRecord
 
 if TYPE_CHECKING:
     from mabeam.agents.passivation import Passivator
@@ -74,7 +73,6 @@ class VirtualRouter:
         self._passivator = passivator
         self._activate = activate
         self._admit = admit
-        self._agents = Bucket(runtime.connection, "agents", kind="agent")
         self._root = len(runtime.subjects.virtual_type("x")) - len("x.*.*")
         self._subscriptions: list[Subscription] = []
 
@@ -159,7 +157,7 @@ class VirtualRouter:
                 return again and await self._attempt(
                     msg, agent_type, key, agent_id, action, end, again=False
                 )
-            found = await self._stored(agent_id)  # the winner's, not replicated here yet
+            found = await runtime.registry.read_agent(agent_id)  # the winner's, from KV
             if found is None:
                 return False
         record, revision = found
@@ -185,11 +183,6 @@ class VirtualRouter:
         agents = self._runtime.registry.agents
         record, revision = agents.get(agent_id), agents.revision(agent_id)
         return None if record is None or revision is None else (record, revision)
-
-    async def _stored(self, agent_id: str) -> tuple[AgentRecord, int] | None:
-        """The agent's record and revision read from KV (written elsewhere a moment ago)."""
-        entry = await self._agents.get(agent_id)
-        return None if entry is None else (decode_agent(agent_id, entry.value), entry.revision)
 
     async def _activated(self, agent_type: str, key: str) -> bool:
         """Activate the agent (here or on a less loaded host); False when it existed already

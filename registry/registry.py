@@ -23,7 +23,7 @@ from mabeam.core.resource import AsyncResource
 from mabeam.registry.agent_replica import AgentReplica
 from mabeam.registry.buckets import Bucket
 from mabeam.registry.leases import Leases
-from mabeam.registry.records import AgentRecord, RunnerRecord, encode_record
+from mabeam.registry.records import AgentRecord, RunnerRecord, decode_agent, encode_record
 from mabeam.registry.runner_replica import DEFAULT_HEARTBEAT_INTERVAL, RunnerReplica
 from mabeam.registry.write_counters import RegistryStats
 
@@ -117,6 +117,12 @@ class Registry(AsyncResource):
             return revisions
         await self._roll_back(ids, results)
         raise _batch_error(ids, results)
+
+    async def read_agent(self, agent_id: str) -> tuple[AgentRecord, int] | None:
+        """An agent's record and revision read from KV now, not from the replica (which may not
+        have seen a write made elsewhere a moment ago); None when it is not registered."""
+        entry = await self._agents.get(agent_id)
+        return None if entry is None else (decode_agent(agent_id, entry.value), entry.revision)
 
     async def update(self, record: AgentRecord, *, revision: int) -> int:
         """Replace an agent's record if `revision` is still its latest; `ConflictError` if not."""

@@ -3,6 +3,8 @@ replies held for a commit are released on the ack or refused when the write was 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import structlog
 
 from mabeam.agents.mailbox import Envelope, EnvelopeKind
@@ -10,7 +12,9 @@ from mabeam.agents.replier import Replier
 from mabeam.agents.snapshots import CALLS_HEADER, SnapshotStore
 from mabeam.core.codec import decode, encode
 from mabeam.core.connection import Connection
+from mabeam.core.errors import ReplyTimeoutError
 from mabeam.registry.buckets import Bucket
+from mabeam.testing import eventually
 
 log = structlog.get_logger("test")
 
@@ -23,6 +27,7 @@ class Owner:
         self.state = 0
         self.acts = 1
         self.lost = False
+        self.owned = True  # what the registry record says, as `holds_record` reads it
         self.sent: list[tuple[str, bytes, dict[str, str] | None]] = []
         self.released = 0  # releases heard, as the runtime hears them (Runtime.send_released)
         self.replier = Replier(
@@ -45,14 +50,38 @@ class Owner:
     async def ownership_lost(self) -> None:
         self.lost = True
 
+    async def holds_record(self) -> bool:
+        return self.owned
+
     async def act(self, value: int, reply: str) -> None:
         self.state = value
         self.acts += 1
         await self.replier.result(Envelope(EnvelopeKind.ACTION, "set", reply=reply), value)
 
 
-async def _store(connection: Connection) -> SnapshotStore:
-    bucket = Bucket(connection, "state", kind="snapshot", expiring=True)
+class AckLost(Bucket):
+    """The real bucket, except that its next compare-and-set write is stored but reported as
+    timed out: an ack lost with the connection, or one that came too late."""
+
+    lose_next = False
+
+    async def send_update(
+        self, key: str, value: bytes, *, revision: int, headers: dict[str, str] | None = None
+    ) -> Awaitable[int]:
+        ack = await super().send_update(key, value, revision=revision, headers=headers)
+        if not self.lose_next:
+            return ack
+        self.lose_next = False
+        await ack  # stored
+        return _timed_out()
+
+
+async def _timed_out() -> int:
+    raise ReplyTimeoutError("the ack of a stored write did not come")
+
+
+async def _store(connection: Connection, bucket: Bucket | None = None) -> SnapshotStore:
+    bucket = bucket or Bucket(connection, "state", kind="snapshot", expiring=True)
     await bucket.ensure()
     return SnapshotStore(bucket)
 
@@ -110,3 +139,41 @@ async def test_an_unchanged_snapshot_is_not_written_again(connection: Connection
     assert [subject for subject, _, _ in owner.sent] == ["r.7", "r.again"]
     again = await bucket.get("a3")
     assert first is not None and again is not None and again.revision == first.revision
+
+
+async def _stored_then_unsure(connection: Connection, owner: Owner) -> SnapshotStore:
+    """A store whose second write of `owner` was stored, but reported as timed out."""
+    bucket = AckLost(connection, "state", kind="snapshot", expiring=True)
+    store = await _store(connection, bucket)
+    await store.load(owner.agent_id)
+    await owner.act(1, "r.1")
+    await store.commit(owner)
+    bucket.lose_next = True
+    await owner.act(2, "r.2")
+    await store.commit(owner)  # stored; the store cannot know: r.2 waits for the retry
+    assert [subject for subject, _, _ in owner.sent] == ["r.1"]
+    return store
+
+
+async def test_a_retry_that_meets_its_own_stored_write_keeps_the_agent(
+    connection: Connection,
+) -> None:
+    owner = Owner("a4")
+    await _stored_then_unsure(connection, owner)
+    # the retry's compare-and-set fails on the write it repeats; the record still names us
+    await eventually(lambda: len(owner.sent) == 2, message="r.2 was never released")
+    subject, _, headers = owner.sent[1]
+    assert subject == "r.2" and headers is None  # a result, not a 503
+    assert not owner.lost
+
+
+async def test_a_conflict_after_an_unsure_write_still_yields_to_a_new_owner(
+    connection: Connection,
+) -> None:
+    owner = Owner("a5")
+    await _stored_then_unsure(connection, owner)
+    owner.owned = False  # another runner won the record (and so may claim the snapshot)
+    await eventually(lambda: owner.lost, message="the agent was not given up")
+    subject, _, headers = owner.sent[1]
+    assert subject == "r.2" and headers is not None
+    assert headers["Nats-Service-Error-Code"] == "503"
