@@ -85,19 +85,30 @@ async def call_until(
 
 
 async def plain_calls(
-    wire: Any, config: Config, agent_id: str, stop: asyncio.Event, sent: Counter[str]
+    wire: Any,
+    config: Config,
+    agent_id: str,
+    stop: asyncio.Event,
+    sent: Counter[str],
+    unanswered: list[str],
 ) -> list[tuple[float, str]]:
     """Increment `agent_id` as fast as a plain NATS client can until `stop`; each failure
-    window (seconds from a failed call to the next success) with the first error in it."""
+    window (seconds from a failed call to the next success) with the first error in it. A call
+    that nobody answered is noted in `unanswered` (with the wall clock, to find it in the
+    runners' logs)."""
     subject = f"{config.prefix}.agent.{agent_id}.increment"
     windows: list[tuple[float, str]] = []
     failing: tuple[float, str] | None = None
     while not stop.is_set():
+        sent_at = time.time()
         try:
             reply = await wire.request(subject, b'{"by": 1}', timeout=5)
             error = error_of(reply.headers, reply.data)
             if error is not None:
                 raise error
+        except nats.errors.TimeoutError:
+            unanswered.append(f"{agent_id} at {sent_at:.3f}")
+            continue
         except (nats.errors.NoRespondersError, MabeamError) as refused:
             failing = failing or (time.monotonic(), repr(refused))
             await asyncio.sleep(0.005)
@@ -118,12 +129,12 @@ async def test_a_joining_runner_takes_its_share_while_calls_never_fail(
         ids = await spawn_demos(client, AGENTS, "r1")
         moved: list[dict[str, Any]] = []
         await client.subscribe("agent.moved", lambda event: moved.append(event.data))
-        stop, sent, failed = asyncio.Event(), Counter[str](), []
+        stop, sent, failed, unanswered = asyncio.Event(), Counter[str](), [], []
         callers = [
             asyncio.create_task(call_until(client, ids[8:], stop, sent, failed)) for _ in range(4)
         ]
         plain = [  # the first agents of r1 move first
-            asyncio.create_task(plain_calls(wire, config, agent_id, stop, sent))
+            asyncio.create_task(plain_calls(wire, config, agent_id, stop, sent, unanswered))
             for agent_id in ids[:8]
         ]
         try:
@@ -144,6 +155,7 @@ async def test_a_joining_runner_takes_its_share_while_calls_never_fail(
             stop.set()
             await asyncio.gather(*callers)
             windows = [window for task in plain for window in await task]
+        assert unanswered == [], (unanswered, _logged(tmp_path, unanswered))
         assert took < 30
         assert failed == [], failed[:5]
         assert sum(sent.values()) > 0
@@ -158,6 +170,17 @@ async def test_a_joining_runner_takes_its_share_while_calls_never_fail(
         assert len(windows) <= len(set(moves) & set(ids[:8]))  # at most one outage per move
         assert all(seconds < 1.0 and "NoResponders" in error for seconds, error in windows), windows
         assert all(event["runner"] == "r2" and event["epoch"] >= 2 for event in moved)
+
+
+def _logged(tmp_path: Path, unanswered: list[str]) -> list[str]:
+    """The runners' log lines about the agents of `unanswered` calls, and their warnings."""
+    agents = {f'"{call.split()[0]}"' for call in unanswered}
+    return [
+        f"{log.stem}: {line.strip()}"
+        for log in sorted(tmp_path.glob("*.log"))
+        for line in log.read_text().splitlines()
+        if any(agent in line for agent in agents) or '"warning"' in line or '"error"' in line
+    ]
 
 
 async def test_rebalance_off_moves_nothing(

@@ -235,5 +235,14 @@ async def test_slow_event_consumers_drop_and_count_with_bounded_memory(config: C
         assert never_read.stats.dropped == 1900
         await eventually(lambda: host.events_dropped > 0, timeout=10, message="no event dropped")
         assert len(host.mailbox) <= 10
-        seen = (await client.call("l1", "seen_events"))["events"]
-        assert len(seen) + host.events_dropped == 2000
+
+        async def accounted() -> int:  # seen or dropped; a call meets 429 while the burst lasts
+            seen = (await client.call("l1", "seen_events"))["events"]
+            return len(seen) + host.events_dropped
+
+        await eventually(
+            accounted,
+            until=lambda events: events == 2000,
+            ignoring=(OverloadedError,),
+            message="the agent did not account for 2000 events",
+        )
