@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from mabeam.agents.deadlines import deadline
 from mabeam.agents.mailbox import Envelope, EnvelopeKind
 from mabeam.core.codec import decode, encode
 from mabeam.core.connection import Connection, ConnectionState
@@ -40,6 +39,7 @@ from mabeam.core.headers import HeaderBlock
 from mabeam.core.ids import unique_id
 from mabeam.core.names import CALL_ID_HEADER, validate_id
 from mabeam.core.replies import result_of
+from mabeam.core.timeouts import wheel_of
 from mabeam.registry.buckets import Bucket
 
 __all__ = ["Caller", "Calls", "ForwardsCalls", "LocalTarget", "Retry", "new_call_id"]
@@ -130,6 +130,20 @@ class LocalTarget(Protocol):
 
     def deliver(self, envelope: Envelope) -> None:
         """Queue `envelope` or raise the error a wire caller would get (429, 503)."""
+
+
+class _LocalTimeout:
+    """The timeout of a local call: no reply in time fails its future, as on the wire."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[Any]) -> None:
+        self.future = future
+
+    def expire(self) -> None:
+        """Fail the call with `ReplyTimeoutError` unless its reply came."""
+        if not self.future.done():
+            self.future.set_exception(ReplyTimeoutError("request timed out"))
 
 
 class Caller:
@@ -229,15 +243,18 @@ class Caller:
         timeout: float,
         headers: dict[str, str],
     ) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         target.deliver(
             Envelope(EnvelopeKind.ACTION, action, decode(body), future=future, headers=headers)
         )
+        late = _LocalTimeout(future)
+        wheel = wheel_of(loop)
+        slot = wheel.file(late, loop.time() + timeout)
         try:
-            with deadline(timeout):
-                return await future  # a copy already: the agent's replier made it
-        except TimeoutError:
-            raise ReplyTimeoutError("request timed out") from None
+            return await future  # a copy already: the agent's replier made it
+        finally:
+            wheel.withdraw(late, slot)
 
     async def _worth_retrying(self, error: MabeamError, agent_id: str) -> bool:
         """Whether `error` may pass once the agent has an owner again: a timeout, a 503, a

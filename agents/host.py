@@ -26,7 +26,6 @@ import structlog
 from mabeam.agents.context import MessageContext, current_message
 from mabeam.agents.coordination.campaigns import Campaigns
 from mabeam.agents.coordination.election import LeaderTerm
-from mabeam.agents.deadlines import deadline
 from mabeam.agents.inbox import IMMEDIATE, QUEUED_CONTROL, call_id_of, decode_message
 from mabeam.agents.interface import describe
 from mabeam.agents.mailbox import Envelope, EnvelopeKind, Mailbox
@@ -47,6 +46,7 @@ from mabeam.core.errors import (
     UnknownActionError,
 )
 from mabeam.core.messages import Message, Subscription
+from mabeam.core.timeouts import deadline
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger

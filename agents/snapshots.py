@@ -187,6 +187,7 @@ class SnapshotStore:
             write = await self._send(agent)
             if write is not None and not await self._settle(write):
                 return  # not stored (NATS down, or fenced): its replies wait, or were refused
+            # stored, or found stored: what is still held goes out with the next write
             if not slot.writing and not agent.replier.held:
                 return
 
@@ -229,7 +230,8 @@ class SnapshotStore:
         return write
 
     async def _settle(self, write: _Write) -> bool:
-        """Wait for a write's ack and settle its held replies; True when it was stored."""
+        """Wait for a write's ack and settle its held replies; True when it was stored (or found
+        stored: a conflict with this runner's own uncertain write, its replies back in line)."""
         agent, slot, held = write.agent, write.slot, write.held
         stored = False
         try:
@@ -238,12 +240,17 @@ class SnapshotStore:
             assert write.ack is not None
             revision = await write.ack
         except ConflictError:
-            if not await self._conflict_was_ours(write):
-                self._slots.pop(agent.agent_id, None)
-                error = UnavailableError(f"agent {agent.agent_id} moved to another runner")
-                await agent.replier.refuse(held, error)
-                await agent.ownership_lost()
-                return False
+            try:
+                stored = await self._conflict_was_ours(write)
+            except MabeamError as error:  # KV cannot say now: ask again after a pause
+                self._try_later(write, error)
+            else:
+                if not stored:
+                    self._slots.pop(agent.agent_id, None)
+                    error = UnavailableError(f"agent {agent.agent_id} moved to another runner")
+                    await agent.replier.refuse(held, error)
+                    await agent.ownership_lost()
+                    return False
         except TooLargeError as error:
             log.error("snapshot.too_large", agent=agent.agent_id, error=error.message)
             await agent.replier.refuse(held, error)
@@ -264,17 +271,13 @@ class SnapshotStore:
     async def _conflict_was_ours(self, write: _Write) -> bool:
         """After a conflict: True when the stored snapshot is this runner's own uncertain write
         (its record still names this copy), with the slot moved on to it and the held replies
-        back in line for the next write; also True, the same way, when KV cannot say now."""
+        back in line for the next write; `MabeamError` when KV cannot say now."""
         agent, slot = write.agent, write.slot
         if not slot.uncertain:
             return False
-        try:
-            entry = await self._bucket.get(agent.agent_id)  # first: a claim comes after the record
-            if not await agent.holds_record():
-                return False
-        except MabeamError as error:
-            self._try_later(write, error)
-            return True
+        entry = await self._bucket.get(agent.agent_id)  # first: a claim comes after the record
+        if not await agent.holds_record():
+            return False
         slot.revision, slot.body = (entry.revision, entry.value) if entry else (0, None)
         slot.uncertain = False
         log.info("snapshot.own_write_found", agent=agent.agent_id, revision=slot.revision)

@@ -177,3 +177,13 @@ async def test_a_conflict_after_an_unsure_write_still_yields_to_a_new_owner(
     subject, _, headers = owner.sent[1]
     assert subject == "r.2" and headers is not None
     assert headers["Nats-Service-Error-Code"] == "503"
+
+
+async def test_a_commit_after_an_unsure_write_releases_before_it_returns(
+    connection: Connection,
+) -> None:
+    owner = Owner("a6")
+    store = await _stored_then_unsure(connection, owner)
+    await store.commit(owner)  # as a stop does: the agent leaves once this returns
+    assert [subject for subject, _, _ in owner.sent] == ["r.1", "r.2"]
+    assert owner.sent[1][2] is None and not owner.lost

@@ -8,12 +8,11 @@ import pytest
 from mabeam.core.connection import Connection
 from mabeam.core.errors import ConnectError, NoRespondersError, ReplyTimeoutError
 from mabeam.core.messages import Message
-from mabeam.core.requests import RESOLUTION
+from mabeam.core.timeouts import RESOLUTION
 
 
 def _nothing_waits(connection: Connection) -> bool:
-    requests = connection.requests
-    return not requests._waiting and not requests._slots
+    return connection.requests.waiting == 0
 
 
 async def _echo_later(connection: Connection, name: str) -> str:
@@ -125,4 +124,4 @@ async def test_a_request_that_outlives_a_lost_connection_waits_for_its_timeout(
     assert not patient.done()  # a JetStream write's fate is known at its ack or its timeout
     with pytest.raises(ReplyTimeoutError):
         await asyncio.wait_for(connection.requests.wait(patient), 2)
-    assert _nothing_waits(connection) and not connection.requests._patient
+    assert _nothing_waits(connection)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mabeam.agents.calls import Calls
-from mabeam.agents.deadlines import deadline
 from mabeam.core.errors import BadRequestError, MabeamError
 from mabeam.core.names import validate_id
+from mabeam.core.timeouts import deadline
 
 __all__ = ["Gathered", "participants_of", "scatter"]
 

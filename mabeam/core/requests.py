@@ -5,10 +5,9 @@ done-callback, an `asyncio.wait_for` (its own timer and waiter), and a hop throu
 task of its reply subscription: more than half of a calling client's CPU per call (py-spy, the
 agent_action row). `Requests` sends each request with a reply subject under one wildcard inbox
 of its own (`<inbox>.<n>`, a counter), resolves its future from an inline subscription, and
-times out every request in flight with one timer: deadlines are filed by slots of `RESOLUTION`
-seconds, so a timeout fires up to that much late (and, as every loop timer on uvloop, up to a
-millisecond early). It also lets a caller send many requests
-before awaiting any (`send`, then `wait`), which pipelined JetStream publishes use.
+files its timeout in the loop's `TimeoutWheel` (`mabeam.core.timeouts`: no timer per request;
+a timeout fires up to `RESOLUTION` late). It also lets a caller send many requests before
+awaiting any (`send`, then `wait`), which pipelined JetStream publishes use.
 
 Errors are those of `map_nats_error` for nats-py's request: no reply in time is
 `ReplyTimeoutError`, the server's no-responders status `NoRespondersError`, a lost connection
@@ -18,31 +17,44 @@ Errors are those of `map_nats_error` for nats-py's request: no reply in time is
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
-import math
 from typing import TYPE_CHECKING, Final
 
 import nats.errors
 
 from mabeam.core.error_map import map_nats_error
 from mabeam.core.messages import Message, Subscription
+from mabeam.core.timeouts import TimeoutWheel, wheel_of
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from mabeam.core.connection import Connection
 
-__all__ = ["RESOLUTION", "Requests"]
+__all__ = ["Requests"]
 
-RESOLUTION: Final = 0.01
-"""Seconds per deadline slot: how late a request's timeout may fire."""
+_NO_RESPONDERS: Final = "503"
 
-_CLOCK_GRAIN: Final = 0.001
-"""The loop clock's granularity on uvloop (milliseconds): a timer may run that much before its
-time, which must not leave its slot for another turn."""
 
-_NO_RESPONDERS = "503"
+class _Pending:
+    """One request waiting for its reply: its future, and its place in the timeout wheel."""
+
+    __slots__ = ("future", "patient", "requests", "slot", "token", "wheel")
+
+    def __init__(
+        self, requests: Requests, token: str, future: asyncio.Future[Message], patient: bool
+    ) -> None:
+        self.requests = requests
+        self.token = token
+        self.future = future
+        self.patient = patient
+        """Outlives a lost connection (`Requests.send`'s `outlives_loss`)."""
+        self.wheel: TimeoutWheel | None = None
+        self.slot = 0
+
+    def expire(self) -> None:
+        """No reply in time: fail the request."""
+        self.requests.fail(self.token, nats.errors.TimeoutError())
 
 
 class Requests:
@@ -53,12 +65,12 @@ class Requests:
         self._prefix = ""
         self._subscription: Subscription | None = None
         self._tokens = itertools.count()
-        self._waiting: dict[str, tuple[asyncio.Future[Message], int]] = {}  # token → (, slot)
-        self._patient: set[str] = set()  # tokens whose requests outlive a lost connection
-        self._slots: dict[int, dict[str, None]] = {}  # slot → the tokens that expire in it
-        self._next_slots: list[int] = []  # a heap of the slots in `_slots` (and emptied ones)
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_slot = 0
+        self._waiting: dict[str, _Pending] = {}
+
+    @property
+    def waiting(self) -> int:
+        """How many requests wait for their replies."""
+        return len(self._waiting)
 
     async def request(
         self,
@@ -92,11 +104,10 @@ class Requests:
             self._prefix = prefix
         token = str(next(self._tokens))
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Message] = loop.create_future()
-        slot = self._file(token, loop.time() + timeout, loop)
-        self._waiting[token] = (future, slot)
-        if outlives_loss:
-            self._patient.add(token)
+        pending = _Pending(self, token, loop.create_future(), outlives_loss)
+        pending.wheel = wheel = wheel_of(loop)
+        pending.slot = wheel.file(pending, loop.time() + timeout)
+        self._waiting[token] = pending
         try:
             await self._connection.publish(
                 subject, payload, reply=self._prefix + token, headers=headers
@@ -104,7 +115,7 @@ class Requests:
         except BaseException:
             self._settled(token)
             raise
-        return future
+        return pending.future
 
     async def wait(self, future: asyncio.Future[Message]) -> Message:
         """The reply of a sent request; a cancelled waiter forgets it."""
@@ -118,71 +129,35 @@ class Requests:
     def fail_all(self, error: BaseException) -> None:
         """Fail every request waiting for its reply with `error`, except those that outlive a
         lost connection (the connection was lost: their replies cannot arrive)."""
-        for token in [token for token in self._waiting if token not in self._patient]:
-            future = self._settled(token)
-            if future is not None and not future.done():
-                future.set_exception(map_nats_error(error))
+        for token in [token for token, pending in self._waiting.items() if not pending.patient]:
+            self.fail(token, error)
+
+    def fail(self, token: str, error: BaseException) -> None:
+        """Fail the request of `token` (if it still waits) with the mapping of nats-py `error`."""
+        future = self._settled(token)
+        if future is not None and not future.done():
+            future.set_exception(map_nats_error(error))
 
     def _on_reply(self, msg: Message) -> None:
-        future = self._settled(msg.subject[len(self._prefix) :])
-        if future is None or future.done():
-            return
+        token = msg.subject[len(self._prefix) :]
         if not msg.data and msg.headers and msg.headers.get("Status") == _NO_RESPONDERS:
-            future.set_exception(map_nats_error(nats.errors.NoRespondersError()))
-        else:
+            self.fail(token, nats.errors.NoRespondersError())
+            return
+        future = self._settled(token)
+        if future is not None and not future.done():
             future.set_result(msg)
 
     def _settled(self, token: str) -> asyncio.Future[Message] | None:
-        """Forget a request (answered, failed to send): its future, None when unknown."""
-        entry = self._waiting.pop(token, None)
-        if entry is None:
+        """Forget a request (answered, failed, failed to send): its future, None when unknown."""
+        pending = self._waiting.pop(token, None)
+        if pending is None:
             return None
-        self._patient.discard(token)
-        future, slot = entry
-        group = self._slots.get(slot)
-        if group is not None:
-            group.pop(token, None)
-            if not group:
-                del self._slots[slot]
-        return future
+        if pending.wheel is not None:
+            pending.wheel.withdraw(pending, pending.slot)
+        return pending.future
 
     def _forget(self, future: asyncio.Future[Message]) -> None:
-        for token, (waiting, _) in list(self._waiting.items()):
-            if waiting is future:
+        for token, pending in list(self._waiting.items()):
+            if pending.future is future:
                 self._settled(token)
                 return
-
-    # -- deadlines -------------------------------------------------------------------------
-
-    def _file(self, token: str, when: float, loop: asyncio.AbstractEventLoop) -> int:
-        slot = math.ceil(when / RESOLUTION)
-        group = self._slots.get(slot)
-        if group is None:
-            self._slots[slot] = group = {}
-            heapq.heappush(self._next_slots, slot)
-            if self._timer is None or slot < self._timer_slot:
-                self._arm(slot, loop)
-        group[token] = None
-        return slot
-
-    def _arm(self, slot: int, loop: asyncio.AbstractEventLoop) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = loop.call_at(slot * RESOLUTION, self._expire)
-        self._timer_slot = slot
-
-    def _expire(self) -> None:
-        """Fail the requests whose slot has come, then wait for the next slot in use."""
-        self._timer = None
-        loop = asyncio.get_running_loop()
-        now = math.floor((loop.time() + _CLOCK_GRAIN) / RESOLUTION)
-        heap = self._next_slots
-        while heap and heap[0] <= now:
-            for token in list(self._slots.get(heapq.heappop(heap), ())):
-                future = self._settled(token)
-                if future is not None and not future.done():
-                    future.set_exception(map_nats_error(nats.errors.TimeoutError()))
-        while heap and heap[0] not in self._slots:  # emptied by replies: nothing to wait for
-            heapq.heappop(heap)
-        if heap:
-            self._arm(heap[0], loop)

@@ -1,0 +1,182 @@
+"""Timeouts without a loop timer each: one wheel per event loop, in slots of `RESOLUTION` s.
+
+Arming and cancelling an event-loop timer costs, on uvloop, more than a short action handler or
+a request's round trip, and `asyncio.timeout` does both at every use. Here a timeout is *filed*
+in its loop's `TimeoutWheel` (the slot of its time, in `RESOLUTION` seconds rounded up) and
+*withdrawn* when what it guards ends first. One loop timer, armed at the earliest slot that
+holds a timeout, expires the entries of every slot that has come, then waits for the next slot
+still holding one; a slot emptied by withdrawals costs no wake-up. A timeout therefore fires up
+to `RESOLUTION` late (and, as every timer on uvloop, up to a millisecond early, which never
+leaves its slot for another turn).
+
+An entry is anything with an `expire()` method: a request waiting for its reply
+(`mabeam.core.requests`), a local call's future, or a `Deadline`: `with deadline(seconds):`
+behaves like `async with asyncio.timeout(seconds):` inside a task (past the deadline the task is
+cancelled and the block raises `TimeoutError`; a cancellation from outside stays one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import math
+import weakref
+from types import TracebackType
+from typing import Final, Protocol
+
+__all__ = ["RESOLUTION", "Deadline", "Expiring", "TimeoutWheel", "deadline", "wheel_of"]
+
+RESOLUTION: Final = 0.01
+"""Seconds per slot of a wheel: how late a timeout may fire."""
+
+_CLOCK_GRAIN: Final = 0.001
+"""The loop clock's granularity on uvloop (milliseconds): a timer may run that much before its
+time, which must not leave its slot for another turn."""
+
+
+class Expiring(Protocol):
+    """What a wheel times out."""
+
+    def expire(self) -> None:
+        """Called once, from the loop, when the time filed for this entry has passed."""
+
+
+class TimeoutWheel:
+    """The timeouts of one event loop, by slot (see the module docstring); `wheel_of(loop)`."""
+
+    __slots__ = ("__weakref__", "_heap", "_loop", "_slots", "_timer_slot")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)  # weak: the wheel is the value of a loop-keyed weak dict
+        self._slots: dict[int, dict[Expiring, None]] = {}
+        self._heap: list[int] = []  # the slots of `_slots`, each once
+        self._timer_slot: int | None = None  # the slot the one live timer is for (no handle:
+        # a handle would hold the loop)
+
+    def file(self, entry: Expiring, when: float) -> int:
+        """Expire `entry` at loop time `when` (up to `RESOLUTION` later); its slot, to withdraw."""
+        slot = math.ceil(when / RESOLUTION)
+        group = self._slots.get(slot)
+        if group is None:
+            self._slots[slot] = group = {}
+            heapq.heappush(self._heap, slot)
+            if self._timer_slot is None or slot < self._timer_slot:
+                self._arm(slot)
+        group[entry] = None
+        return slot
+
+    def withdraw(self, entry: Expiring, slot: int) -> None:
+        """Forget `entry` (filed in `slot`): it will not expire; safe when it did already."""
+        group = self._slots.get(slot)
+        if group is not None:
+            group.pop(entry, None)
+
+    def _arm(self, slot: int) -> None:
+        loop = self._loop()
+        if loop is not None:
+            self._timer_slot = slot
+            loop.call_at(slot * RESOLUTION, self._expire, slot)
+
+    def _expire(self, slot: int) -> None:
+        """Expire the entries of every slot that has come, then wait for the next one in use."""
+        loop = self._loop()
+        if slot != self._timer_slot or loop is None:
+            return  # a timer replaced by one for an earlier slot
+        self._timer_slot = None
+        now = math.floor((loop.time() + _CLOCK_GRAIN) / RESOLUTION)
+        heap, slots = self._heap, self._slots
+        while heap and heap[0] <= now:
+            for entry in slots.pop(heapq.heappop(heap), {}):
+                entry.expire()
+        while heap and not slots.get(heap[0]):  # emptied by withdrawals: nothing to wait for
+            del slots[heapq.heappop(heap)]
+        if heap and (self._timer_slot is None or heap[0] < self._timer_slot):
+            self._arm(heap[0])  # (an entry's expire() may have filed, and armed, a later one)
+
+
+_WHEELS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TimeoutWheel] = (
+    weakref.WeakKeyDictionary()
+)
+_last: list[tuple[weakref.ref[asyncio.AbstractEventLoop], TimeoutWheel]] = []
+"""The wheel asked for last, and its loop: almost always the one asked for next."""
+
+
+def wheel_of(loop: asyncio.AbstractEventLoop) -> TimeoutWheel:
+    """The timeout wheel of `loop` (made at its first use)."""
+    if _last and _last[0][0]() is loop:
+        return _last[0][1]
+    wheel = _WHEELS.get(loop)
+    if wheel is None:
+        _WHEELS[loop] = wheel = TimeoutWheel(loop)
+    _last[:] = [(weakref.ref(loop), wheel)]
+    return wheel
+
+
+class Deadline:
+    """One block with a deadline (see the module docstring): `deadline(seconds)`."""
+
+    __slots__ = ("_cancelling", "_expired", "_seconds", "_slot", "_task", "_wheel")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._expired = False
+        self._wheel: TimeoutWheel | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._slot = 0
+        self._cancelling = 0
+
+    @property
+    def expired(self) -> bool:
+        """True once the deadline has passed inside the block."""
+        return self._expired
+
+    def expire(self) -> None:
+        """Cancel the task in the block (called by the wheel when the deadline has passed)."""
+        if self._task is not None:
+            self._expired = True
+            self._task.cancel()
+
+    def __enter__(self) -> Deadline:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a deadline must be used inside a task")
+        loop = task.get_loop()
+        self._task = task
+        self._cancelling = task.cancelling()
+        wheel = self._wheel = wheel_of(loop)
+        self._slot = wheel.file(self, loop.time() + self._seconds)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._wheel is not None:
+            self._wheel.withdraw(self, self._slot)
+        task, self._task = self._task, None
+        if (
+            self._expired
+            and task is not None
+            and task.uncancel() <= self._cancelling  # always withdraw our own cancel request
+            and exc_type is asyncio.CancelledError
+        ):
+            raise TimeoutError from exc
+
+    async def __aenter__(self) -> Deadline:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, traceback)
+
+
+def deadline(seconds: float) -> Deadline:
+    """A block that may run `seconds` at most: `with deadline(5.0): ...` inside a task (the
+    cheaper form: no coroutines to enter and leave), or `async with deadline(5.0): ...`."""
+    return Deadline(seconds)
