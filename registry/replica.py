@@ -33,7 +33,7 @@ import structlog
 
 from mabeam.core.connection import ConnectionState
 from mabeam.core.errors import DeadlineError, MabeamError, OverloadedError, UnavailableError
-from mabeam.core.jetstream import Watch
+from mabeam.core.jetstream import Watch, retrying_setup
 from mabeam.core.kv import is_expiry, is_tombstone
 from mabeam.core.messages import Message
 from mabeam.registry.buckets import Bucket
@@ -260,12 +260,13 @@ class Replica(Generic[R]):
     # -- life --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the bucket and follow it; safe to call twice."""
+        """Load the bucket and follow it (a request that goes unanswered is tried again, as a
+        bucket's creation is: `retrying_setup`); safe to call twice."""
         if self._started:
             return
         self._started = True
         self._connection.on_reconnect(self._on_reconnect)
-        await self._open_watch()
+        await retrying_setup(f"the {self._bucket.name} replica", self._open_watch)
 
     async def close(self) -> None:
         """Stop following the bucket, end change streams and waiters; safe to call twice."""
