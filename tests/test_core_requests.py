@@ -82,7 +82,7 @@ async def test_a_request_sent_now_is_awaited_later(connection: Connection) -> No
     sent = [
         await connection.requests.send(subject, b"%d" % index, timeout=5.0) for index in range(5)
     ]
-    replies = [await connection.requests.wait(future) for future in reversed(sent)]
+    replies = [await connection.requests.wait(pending) for pending in reversed(sent)]
     assert [reply.data for reply in replies] == [b"re:%d" % index for index in range(4, -1, -1)]
 
 
@@ -121,7 +121,7 @@ async def test_a_request_that_outlives_a_lost_connection_waits_for_its_timeout(
     connection.requests.fail_all(nats.errors.ConnectionReconnectingError())
     with pytest.raises(ConnectError):
         await asyncio.wait_for(connection.requests.wait(impatient), 1)
-    assert not patient.done()  # a JetStream write's fate is known at its ack or its timeout
+    assert not patient.future.done()  # a JetStream write's fate is known at its ack or its timeout
     with pytest.raises(ReplyTimeoutError):
         await asyncio.wait_for(connection.requests.wait(patient), 2)
     assert _nothing_waits(connection)

@@ -31,13 +31,13 @@ if TYPE_CHECKING:
 
     from mabeam.core.connection import Connection
 
-__all__ = ["Requests"]
+__all__ = ["PendingRequest", "Requests"]
 
 _NO_RESPONDERS: Final = "503"
 
 
-class _Pending:
-    """One request waiting for its reply: its future, and its place in the timeout wheel."""
+class PendingRequest:
+    """A request sent and waiting for its reply (`Requests.send`): `future` gets the reply."""
 
     __slots__ = ("future", "patient", "requests", "slot", "token", "wheel")
 
@@ -65,7 +65,7 @@ class Requests:
         self._prefix = ""
         self._subscription: Subscription | None = None
         self._tokens = itertools.count()
-        self._waiting: dict[str, _Pending] = {}
+        self._waiting: dict[str, PendingRequest] = {}
 
     @property
     def waiting(self) -> int:
@@ -91,8 +91,8 @@ class Requests:
         timeout: float,
         headers: Mapping[str, str] | None = None,
         outlives_loss: bool = False,
-    ) -> asyncio.Future[Message]:
-        """Publish a request now; the future gets its reply, or fails past `timeout` s. One
+    ) -> PendingRequest:
+        """Publish a request now; its future gets the reply, or fails past `timeout` s. One
         that `outlives_loss` waits for its timeout even when the connection is lost meanwhile
         (`fail_all`): nats-py sends what it buffered once reconnected, so a JetStream write may
         still be stored, and its writer learns its fate no sooner than its timeout."""
@@ -104,7 +104,7 @@ class Requests:
             self._prefix = prefix
         token = str(next(self._tokens))
         loop = asyncio.get_running_loop()
-        pending = _Pending(self, token, loop.create_future(), outlives_loss)
+        pending = PendingRequest(self, token, loop.create_future(), outlives_loss)
         pending.wheel = wheel = wheel_of(loop)
         pending.slot = wheel.file(pending, loop.time() + timeout)
         self._waiting[token] = pending
@@ -115,16 +115,17 @@ class Requests:
         except BaseException:
             self._settled(token)
             raise
-        return pending.future
+        return pending
 
-    async def wait(self, future: asyncio.Future[Message]) -> Message:
+    async def wait(self, pending: PendingRequest) -> Message:
         """The reply of a sent request; a cancelled waiter forgets it."""
+        future = pending.future
         try:
             return await future
         finally:
             if future.cancelled() or not future.done():  # cancelling a waiter cancels `future`
                 future.cancel()
-                self._forget(future)
+                self._settled(pending.token)
 
     def fail_all(self, error: BaseException) -> None:
         """Fail every request waiting for its reply with `error`, except those that outlive a
@@ -155,9 +156,3 @@ class Requests:
         if pending.wheel is not None:
             pending.wheel.withdraw(pending, pending.slot)
         return pending.future
-
-    def _forget(self, future: asyncio.Future[Message]) -> None:
-        for token, pending in list(self._waiting.items()):
-            if pending.future is future:
-                self._settled(token)
-                return
