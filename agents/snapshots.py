@@ -242,13 +242,13 @@ class SnapshotStore:
         except ConflictError:
             try:
                 stored = await self._conflict_was_ours(write)
-            except MabeamError as error:  # KV cannot say now: ask again after a pause
-                self._try_later(write, error)
+            except MabeamError as unknown:  # KV cannot say now: ask again after a pause
+                self._try_later(write, unknown)
             else:
                 if not stored:
                     self._slots.pop(agent.agent_id, None)
-                    error = UnavailableError(f"agent {agent.agent_id} moved to another runner")
-                    await agent.replier.refuse(held, error)
+                    moved = UnavailableError(f"agent {agent.agent_id} moved to another runner")
+                    await agent.replier.refuse(held, moved)
                     await agent.ownership_lost()
                     return False
         except TooLargeError as error:
