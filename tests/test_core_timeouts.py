@@ -109,3 +109,17 @@ async def test_an_entry_filed_while_the_wheel_expires_others_expires_on_time() -
     assert first.follow_up.expired[0] - first.expired[0] < 0.03 + RESOLUTION + 0.05
     await asyncio.sleep(0.25)
     assert len(later.expired) == 1
+
+
+async def test_withdrawn_entries_leave_nothing_behind() -> None:
+    loop = asyncio.get_running_loop()
+    wheel = wheel_of(loop)
+    waiting = len(wheel)
+    stamps = [Stamp() for _ in range(1000)]
+    filed = [wheel.file(stamp, loop.time() + n * 0.0001) for n, stamp in enumerate(stamps)]
+    assert len(wheel) == waiting + 1000
+    for stamp, slot in zip(stamps, filed, strict=True):
+        wheel.withdraw(stamp, slot)
+    assert len(wheel) == waiting
+    await asyncio.sleep(0.15)
+    assert not any(stamp.expired for stamp in stamps)

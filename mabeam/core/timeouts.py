@@ -44,14 +44,19 @@ class Expiring(Protocol):
 class TimeoutWheel:
     """The timeouts of one event loop, by slot (see the module docstring); `wheel_of(loop)`."""
 
-    __slots__ = ("__weakref__", "_heap", "_loop", "_slots", "_timer_slot")
+    __slots__ = ("__weakref__", "_heap", "_loop", "_queued", "_slots", "_timer_slot")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = weakref.ref(loop)  # weak: the wheel is the value of a loop-keyed weak dict
-        self._slots: dict[int, dict[Expiring, None]] = {}
-        self._heap: list[int] = []  # the slots of `_slots`, each once
+        self._slots: dict[int, dict[Expiring, None]] = {}  # the slots holding entries
+        self._heap: list[int] = []  # every slot that held entries since the timer passed it
+        self._queued: set[int] = set()  # the slots in `_heap`, each there once
         self._timer_slot: int | None = None  # the slot the one live timer is for (no handle:
         # a handle would hold the loop)
+
+    def __len__(self) -> int:
+        """How many entries wait to expire."""
+        return sum(map(len, self._slots.values()))
 
     def file(self, entry: Expiring, when: float) -> int:
         """Expire `entry` at loop time `when` (up to `RESOLUTION` later); its slot, to withdraw."""
@@ -59,9 +64,11 @@ class TimeoutWheel:
         group = self._slots.get(slot)
         if group is None:
             self._slots[slot] = group = {}
-            heapq.heappush(self._heap, slot)
-            if self._timer_slot is None or slot < self._timer_slot:
-                self._arm(slot)
+            if slot not in self._queued:
+                self._queued.add(slot)
+                heapq.heappush(self._heap, slot)
+                if self._timer_slot is None or slot < self._timer_slot:
+                    self._arm(slot)
         group[entry] = None
         return slot
 
@@ -70,6 +77,8 @@ class TimeoutWheel:
         group = self._slots.get(slot)
         if group is not None:
             group.pop(entry, None)
+            if not group:  # no empty groups kept: thousands of slots ahead may see use
+                del self._slots[slot]
 
     def _arm(self, slot: int) -> None:
         loop = self._loop()
@@ -84,12 +93,14 @@ class TimeoutWheel:
             return  # a timer replaced by one for an earlier slot
         self._timer_slot = None
         now = math.floor((loop.time() + _CLOCK_GRAIN) / RESOLUTION)
-        heap, slots = self._heap, self._slots
+        heap, slots, queued = self._heap, self._slots, self._queued
         while heap and heap[0] <= now:
-            for entry in slots.pop(heapq.heappop(heap), {}):
+            due = heapq.heappop(heap)
+            queued.discard(due)
+            for entry in slots.pop(due, {}):
                 entry.expire()
-        while heap and not slots.get(heap[0]):  # emptied by withdrawals: nothing to wait for
-            del slots[heapq.heappop(heap)]
+        while heap and heap[0] not in slots:  # emptied by withdrawals: nothing to wait for
+            queued.discard(heapq.heappop(heap))
         if heap and (self._timer_slot is None or heap[0] < self._timer_slot):
             self._arm(heap[0])  # (an entry's expire() may have filed, and armed, a later one)
 
