@@ -42,15 +42,21 @@ class PendingRequest:
     __slots__ = ("future", "patient", "requests", "slot", "token", "wheel")
 
     def __init__(
-        self, requests: Requests, token: str, future: asyncio.Future[Message], patient: bool
+        self,
+        requests: Requests,
+        token: str,
+        future: asyncio.Future[Message],
+        patient: bool,
+        wheel: TimeoutWheel,
     ) -> None:
         self.requests = requests
         self.token = token
         self.future = future
         self.patient = patient
         """Outlives a lost connection (`Requests.send`'s `outlives_loss`)."""
-        self.wheel: TimeoutWheel | None = None
+        self.wheel = wheel
         self.slot = 0
+        """Where `wheel` filed its timeout."""
 
     def expire(self) -> None:
         """No reply in time: fail the request."""
@@ -104,8 +110,8 @@ class Requests:
             self._prefix = prefix
         token = str(next(self._tokens))
         loop = asyncio.get_running_loop()
-        pending = PendingRequest(self, token, loop.create_future(), outlives_loss)
-        pending.wheel = wheel = wheel_of(loop)
+        wheel = wheel_of(loop)
+        pending = PendingRequest(self, token, loop.create_future(), outlives_loss, wheel)
         pending.slot = wheel.file(pending, loop.time() + timeout)
         self._waiting[token] = pending
         try:
@@ -153,6 +159,5 @@ class Requests:
         pending = self._waiting.pop(token, None)
         if pending is None:
             return None
-        if pending.wheel is not None:
-            pending.wheel.withdraw(pending, pending.slot)
+        pending.wheel.withdraw(pending, pending.slot)
         return pending.future
