@@ -27,7 +27,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from mabeam.registry.records import AgentRecord, RunnerRecord
 from mabeam.registry.runner_replica import RunnerReplica
@@ -154,11 +154,16 @@ class _Given:
 
 
 class TakeOverShare:
-    """Which orphans runner `runner_id` adopts now: its share (`share_orphans`), and any orphan it
-    has seen waiting for `patience` seconds or more."""
+    """Which orphans runner `runner_id` adopts now: its share (`share_orphans`), and any orphan of
+    a type in `types` (those it hosts) it has seen waiting for `patience` seconds or more.
 
-    def __init__(self, runner_id: str, patience: float) -> None:
+    `mine` is given every orphan, of every type: the shares of the hosts of several types depend
+    on the orphans of the types this runner does not host, so a survivor that left them out
+    would compute another assignment than its peers (and take part of theirs)."""
+
+    def __init__(self, runner_id: str, types: Collection[str], patience: float) -> None:
         self.runner_id = runner_id
+        self.types = frozenset(types)
         self.patience = patience
         self._seen: dict[str, float] = {}
         """Orphan id → when this runner first saw it orphaned (monotonic seconds)."""
@@ -177,7 +182,7 @@ class TakeOverShare:
             (record, revision)
             for record, revision in orphans
             if shares.get(record.id) == self.runner_id
-            or now - self._seen[record.id] >= self.patience
+            or (record.type in self.types and now - self._seen[record.id] >= self.patience)
         ]
 
 

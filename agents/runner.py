@@ -166,7 +166,7 @@ class Runner(AsyncResource):
         self._rebalancer: Rebalancer | None = None
         self._receiver: MoveReceiver | None = None
         self._share = TakeOverShare(
-            self.id, patience=_SHARE_PATIENCE * self.settings.heartbeat_interval
+            self.id, self.types, patience=_SHARE_PATIENCE * self.settings.heartbeat_interval
         )
         self._started_at = now_rfc3339()
         self._heartbeat: RunnerHeartbeat | None = None
@@ -661,8 +661,8 @@ class Runner(AsyncResource):
                     continue  # ours (or being spawned here), unless a fence dropped it
             elif registry.runners.holds_lease(record.runner):
                 continue
-            if not _should_survive(record) or record.type not in self.types:
-                continue
+            if not _should_survive(record):
+                continue  # of any type: the shares of every survivor count them all
             if registry.runners.get(record.runner) is None and _age(record) < limit:
                 continue  # its runner may just be starting: its record can arrive after this one
             revision = registry.agents.revision(record.id)

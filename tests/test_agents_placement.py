@@ -107,7 +107,7 @@ def test_orphans_go_to_the_least_loaded_hosts_up_to_their_capacity() -> None:
 def test_a_survivor_takes_its_share_and_after_its_patience_any_orphan() -> None:
     hosts = [host("r1"), host("r2")]
     orphans = [(orphan(f"a{i}"), i + 1) for i in range(4)]
-    share = TakeOverShare("r1", patience=3.0)
+    share = TakeOverShare("r1", ("demo",), patience=3.0)
     assert [record.id for record, _ in share.mine(orphans, hosts, now=100.0)] == ["a0", "a2"]
     assert [record.id for record, _ in share.mine(orphans, hosts, now=102.0)] == ["a0", "a2"]
     late = share.mine(orphans, hosts, now=103.0)  # r2 did not take a1 and a3 in time
@@ -119,6 +119,24 @@ def test_a_survivor_takes_its_share_and_after_its_patience_any_orphan() -> None:
     ]
     assert share.mine(orphans[3:], hosts, now=103.5) == [orphans[3]]
     assert share.mine([(orphan("new"), 9)], [host("r2")], now=104.0) == []  # not its share
+
+
+def test_survivors_hosting_different_types_agree_on_the_shares() -> None:
+    # Both survivors see every orphan: "plain", which does not host Thermostat, still counts the
+    # thermostats "both" takes, so it takes every demo instead of half of them.
+    hosts = [host("both", ("demo", "Thermostat")), host("plain")]
+    orphans = [(orphan(f"t{i}", "Thermostat"), i + 1) for i in range(4)]
+    orphans += [(orphan(f"d{i}"), i + 10) for i in range(4)]
+    plain = TakeOverShare("plain", ("demo",), patience=3.0)
+    both = TakeOverShare("both", ("demo", "Thermostat"), patience=3.0)
+    assert [record.id for record, _ in plain.mine(orphans, hosts, now=100.0)] == [
+        f"d{i}" for i in range(4)
+    ]
+    assert [record.id for record, _ in both.mine(orphans, hosts, now=100.0)] == [
+        f"t{i}" for i in range(4)
+    ]
+    late = plain.mine(orphans, [host("plain")], now=103.0)  # never a type it does not host
+    assert [record.id for record, _ in late] == [f"d{i}" for i in range(4)]
 
 
 async def test_placement_counts_what_it_sent_until_the_next_record(connection: Connection) -> None:
