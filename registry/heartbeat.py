@@ -16,8 +16,10 @@ a backlog of messages on the connection it serves over cannot hold up the renewa
 renews only while that serving connection is connected (`serving`): a runner cut off from its
 callers lets its lease run out rather than keep agents nobody can reach. Where the bucket takes
 no per-message TTLs (made by an older server or another tool) the record is simply rewritten and
-peers judge liveness by its heartbeat's age. A write that fails (NATS unreachable) is logged and
-retried at the next beat; the lease simply runs out if none succeeds in time.
+peers judge liveness by its heartbeat's age. A write that fails (NATS unreachable, a bucket
+without a leader during a JetStream election) is retried every `RETRY_SHARE` of an interval
+until one succeeds, so a renewal lands as soon as the bucket has a leader again, not up to a
+whole interval later; the lease simply runs out if none succeeds in time.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from mabeam.registry.records import RunnerRecord
 from mabeam.registry.registry import Registry
 from mabeam.registry.runner_replica import DEAD_AFTER_INTERVALS
 
-__all__ = ["FENCE_MARGIN", "MIN_LEASE_TTL", "RunnerHeartbeat"]
+__all__ = ["FENCE_MARGIN", "MIN_LEASE_TTL", "RETRY_SHARE", "RunnerHeartbeat"]
 
 log = structlog.get_logger("mabeam.registry")
 
@@ -48,6 +50,8 @@ shorter one would leave a runner with sub-second heartbeats under a second to re
 FENCE_MARGIN: Final = 0.5
 """Heartbeat intervals before the server may remove a runner's record at which the runner stops
 trusting its lease (it fences itself then, so it has stopped serving before anyone takes over)."""
+RETRY_SHARE: Final = 0.25
+"""Share of a heartbeat interval after which a failed write is tried again."""
 
 
 class RunnerHeartbeat(AsyncResource):
@@ -172,14 +176,29 @@ class RunnerHeartbeat(AsyncResource):
         # can be swallowed inside asyncio.wait_for (nats-py requests).
         me = asyncio.current_task()
         loop = asyncio.get_running_loop()
-        due = loop.time()
+        due, failures = loop.time() + self.interval, 0
         while self._task is me:
-            due = max(due + self.interval, loop.time())
-            await asyncio.sleep(due - loop.time())
+            await asyncio.sleep(max(due - loop.time(), 0.0))
+            tried = loop.time()
             try:
                 await self.beat()
             except MabeamError as exc:
-                log.warning("registry.heartbeat_failed", error=exc.message)
+                failures += 1
+                self._log_failure(failures, exc)
+                due = tried + RETRY_SHARE * self.interval
+                continue
+            if failures:
+                log.info("registry.heartbeat_recovered", failed=failures)
+                failures = 0
+            due = max(due + self.interval, loop.time())
+
+    @staticmethod
+    def _log_failure(failures: int, error: MabeamError) -> None:
+        """The first failure of a run is a warning; the retries after it are debug lines."""
+        if failures == 1:
+            log.warning("registry.heartbeat_failed", error=error.message)
+        else:
+            log.debug("registry.heartbeat_retry_failed", error=error.message, failures=failures)
 
     async def close(self) -> None:
         """Stop renewing and delete the record (`stop()`); safe to call twice."""

@@ -12,8 +12,10 @@ It runs secured, as compose does: the nodes demand the passwords of the shipped 
 test's client as `operator` (it reads the agents' saved state, which a client may not).
 
 A node's death can leave a bucket without a leader for the length of a JetStream election
-(measured at 7-9 s on nats-server 2.15); the runners use a heartbeat of 5 s (dead after 15 s),
-as docker-compose.yml does, so that an election never makes a live runner look dead.
+(measured at 6-11 s on nats-server 2.15, longer on a loaded machine); the runners use a
+heartbeat of 5 s (dead after 15 s), as docker-compose.yml does, and retry a failed renewal every
+quarter interval, so that an election never makes a live runner look dead. (With renewals only
+at the next beat, a runner whose renewals at 5 s and 10 s met no leader lost its lease.)
 """
 
 from __future__ import annotations

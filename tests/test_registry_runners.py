@@ -13,6 +13,7 @@ import pytest
 from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError
 from mabeam.registry import Registry, RunnerHeartbeat, RunnerRecord
+from mabeam.testing import eventually
 
 
 def stamp(seconds_ago: float) -> str:
@@ -138,6 +139,27 @@ async def test_heartbeat_refreshes_the_record_every_interval(registry: Registry)
     await heartbeat.stop()
     assert not heartbeat.running
     await wait_gone(registry, "r1")
+    await heartbeat.stop()
+
+
+async def test_a_failed_beat_is_retried_well_before_the_next_interval(registry: Registry) -> None:
+    """A bucket without a leader for most of a lease (a JetStream election) must not cost the
+    lease: the renewal is tried again every quarter interval, not only at the next beat."""
+    attempts, up = 0, True
+
+    def serving() -> bool:
+        nonlocal attempts
+        attempts += 1
+        return up
+
+    heartbeat = RunnerHeartbeat(registry, lambda: runner("r1"), interval=0.4, serving=serving)
+    await heartbeat.start()
+    up, attempts = False, 0
+    await asyncio.sleep(3 * heartbeat.interval)
+    assert attempts >= 5  # at the interval alone, 3
+    beats, up = heartbeat.beats, True
+    await eventually(lambda: heartbeat.beats, until=lambda now: now > beats, timeout=5)
+    assert heartbeat.valid()
     await heartbeat.stop()
 
 
