@@ -253,3 +253,34 @@ async def test_an_inline_handler_is_registered_before_its_sub_and_forgotten_with
         "data",
         "headers",
     ]
+
+
+async def test_the_unsub_of_a_drain_reaches_the_socket_before_the_ping_of_its_round_trip(
+    connection: Connection,
+) -> None:
+    """nats-py's `flush()` writes its PING straight to the socket, ahead of what it buffered:
+    were the UNSUB of a drain still buffered, the PONG would come back before the server had
+    it, nats-py would remove the subscription, and what the server sent it meanwhile would be
+    dropped unseen (a call to an agent being moved to another runner went unanswered)."""
+    nc = connection.nc
+    subscription = await connection.subscribe_inline(f"{connection.subjects.prefix}.d", print)
+    await connection.flush()
+    written: list[bytes] = []
+    transport = nc._transport
+    write, writelines = transport.write, transport.writelines
+
+    def spy_write(data: bytes) -> None:
+        written.append(bytes(data))
+        write(data)
+
+    def spy_writelines(lines: list[bytes]) -> None:
+        written.extend(bytes(line) for line in lines)
+        writelines(lines)
+
+    transport.write, transport.writelines = spy_write, spy_writelines  # type: ignore[method-assign]
+    try:
+        await subscription.drain()
+    finally:
+        del transport.write, transport.writelines
+    commands = [line.split(b" ")[0].strip() for line in written]
+    assert commands.index(b"UNSUB") < commands.index(b"PING"), commands

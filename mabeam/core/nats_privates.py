@@ -20,6 +20,11 @@ overrides `_send_publish` to write the block of headers given as a `headers.Head
 is: nats-py builds a block key by key (checks, strips, encodes) at every publish, which was more
 than half of its CPU for a publish with that one header (3.5 µs against 1.7 µs prebuilt).
 Headers given as anything else still go through nats-py's own code.
+It writes an UNSUB to the socket at once (`_send_unsubscribe`): nats-py buffers it for its
+flusher, and a drain's round trip (`flush()`) writes its PING straight to the socket, so the
+PONG could come back before the server had the UNSUB; nats-py then removed the subscription and
+dropped unseen what the server sent it meanwhile (a call in flight to an agent being moved to
+another runner went unanswered).
 Last, it delivers the messages of an inline subscription (`subscribe_inline`) from its read loop
 to a plain function (overriding `_send_subscribe`, `_remove_sub` and `_process_msg`, whose steps
 for a plain subscription it repeats with `_subs`, `_build_message` and `_error_cb`): nats-py
@@ -96,6 +101,10 @@ class Client(NatsClient):
             self._inline[sub._id] = self._next_inline
             self._next_inline = None
         await super()._send_subscribe(sub)
+
+    async def _send_unsubscribe(self, sid: int, limit: int = 0) -> None:
+        await super()._send_unsubscribe(sid, limit)
+        send_pending_now(self)  # ahead of a drain's PING, which nats-py writes unbuffered
 
     def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
         self._inline.pop(sid, None)
