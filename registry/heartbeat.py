@@ -19,7 +19,11 @@ no per-message TTLs (made by an older server or another tool) the record is simp
 peers judge liveness by its heartbeat's age. A write that fails (NATS unreachable, a bucket
 without a leader during a JetStream election) is retried every `RETRY_SHARE` of an interval
 until one succeeds, so a renewal lands as soon as the bucket has a leader again, not up to a
-whole interval later; the lease simply runs out if none succeeds in time.
+whole interval later; the lease simply runs out if none succeeds in time. A write whose ack was
+lost (a timeout) may have been stored all the same, so that the retry's compare-and-set
+conflicts with the runner's own write: before giving the lease up, the heartbeat reads the
+record, and where it is one of those unsure writes it goes on from its revision, trusting the
+lease from the moment that write was sent.
 """
 
 from __future__ import annotations
@@ -80,6 +84,11 @@ class RunnerHeartbeat(AsyncResource):
         self._task: asyncio.Task[None] | None = None
         self._revision: int | None = None
         self._valid_until = 0.0
+        self._span = self.ttl - FENCE_MARGIN * self.interval
+        """Seconds a lease is trusted after the write that claimed or renewed it was sent."""
+        self._unsure: list[tuple[RunnerRecord, float]] = []
+        """The writes since the last one known stored whose outcome is unknown, with the time
+        each was sent: one may have been stored after all."""
         self.incarnation = 0
         """How many leases this runner has claimed: one more after every loss. What was started
         under an earlier one serves no more, even once a new lease holds."""
@@ -115,28 +124,60 @@ class RunnerHeartbeat(AsyncResource):
         record = self._snapshot().with_(heartbeat_at=now_rfc3339())
         sent = time.monotonic()
         fresh = self._revision is None
-        if not self.registry.runner_leases_expire:
-            revision = await self.registry.put_runner(record)  # liveness by heartbeat age
-        elif self._revision is None:
-            revision = await self.registry.claim_runner(record, ttl=self.ttl)
-        else:
-            try:
-                revision = await self.registry.renew_runner(
-                    record, revision=self._revision, ttl=self.ttl
-                )
-            except ConflictError:
-                self._lose()
+        try:
+            revision = await self._write(record)
+        except ConflictError:
+            if not await self._adopt_own_write(record.id):
+                if not fresh:
+                    self._lose()
                 raise
-        self._revision = revision
-        self._valid_until = sent + self.ttl - FENCE_MARGIN * self.interval
-        if fresh:
-            self.incarnation += 1
-        self.beats += 1
+            return await self.beat()  # renew from the write found stored
+        except MabeamError:
+            self._unsure.append((record, sent))
+            raise
+        self._hold(revision, sent)
         return revision
+
+    async def _write(self, record: RunnerRecord) -> int:
+        """Write the record: a claim with no lease held, else a renewal of the one held."""
+        if not self.registry.runner_leases_expire:
+            return await self.registry.put_runner(record)  # liveness by heartbeat age
+        if self._revision is None:
+            return await self.registry.claim_runner(record, ttl=self.ttl)
+        return await self.registry.renew_runner(record, revision=self._revision, ttl=self.ttl)
+
+    def _hold(self, revision: int, sent: float) -> None:
+        """The lease holds from the write stored at `revision`, sent at `sent`."""
+        if self._revision is None:
+            self.incarnation += 1
+        self._revision = revision
+        self._valid_until = sent + self._span
+        self._unsure.clear()
+        self.beats += 1
+
+    async def _adopt_own_write(self, runner_id: str) -> bool:
+        """After a conflict: True when KV holds one of this runner's writes whose outcome was
+        unknown (its ack was lost, yet it was stored) and whose lease still holds by the time
+        it was sent; the lease then goes on from that write. `MabeamError` if KV cannot say."""
+        now = time.monotonic()
+        self._unsure = [(record, sent) for record, sent in self._unsure if sent + self._span > now]
+        if not self._unsure:
+            return False
+        stored = await self.registry.read_runner(runner_id)
+        if stored is None:
+            return False
+        held, revision = stored
+        found = [sent for record, sent in self._unsure if record == held]
+        if not found:
+            return False
+        log.info("registry.own_heartbeat_found", runner=runner_id, revision=revision)
+        self._hold(revision, min(found))
+        return True
 
     def _lose(self) -> None:
         self._revision = None
         self._valid_until = 0.0
+        self._unsure.clear()
         log.warning("registry.lease_lost", runner=self._snapshot().id)
         if self._on_lost is not None:
             self._on_lost()

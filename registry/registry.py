@@ -23,7 +23,13 @@ from mabeam.core.resource import AsyncResource
 from mabeam.registry.agent_replica import AgentReplica
 from mabeam.registry.buckets import Bucket
 from mabeam.registry.leases import Leases
-from mabeam.registry.records import AgentRecord, RunnerRecord, decode_agent, encode_record
+from mabeam.registry.records import (
+    AgentRecord,
+    RunnerRecord,
+    decode_agent,
+    decode_runner,
+    encode_record,
+)
 from mabeam.registry.runner_replica import DEFAULT_HEARTBEAT_INTERVAL, RunnerReplica
 from mabeam.registry.write_counters import RegistryStats
 
@@ -135,6 +141,12 @@ class Registry(AsyncResource):
         validate_id(agent_id, "agent id")
         self._check_started()
         return await self._write("unregister", self._agents.purge(agent_id, revision=revision))
+
+    async def read_runner(self, runner_id: str) -> tuple[RunnerRecord, int] | None:
+        """A runner's record and revision read from KV now (over the connection its lease is
+        written on), not from the replica; None when the key holds no live record."""
+        entry = await self._runner_writes.get(runner_id)
+        return None if entry is None else (decode_runner(runner_id, entry.value), entry.revision)
 
     async def put_runner(self, record: RunnerRecord) -> int:
         """Write a runner's record whatever the key holds (no lease: tools and tests)."""

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from mabeam.core.connection import Connection
-from mabeam.core.errors import BadRequestError
+from mabeam.core.errors import BadRequestError, UnavailableError
 from mabeam.registry import Registry, RunnerHeartbeat, RunnerRecord
 from mabeam.testing import eventually
 
@@ -161,6 +161,39 @@ async def test_a_failed_beat_is_retried_well_before_the_next_interval(registry: 
     await eventually(lambda: heartbeat.beats, until=lambda now: now > beats, timeout=5)
     assert heartbeat.valid()
     await heartbeat.stop()
+
+
+class AcksLost(Registry):
+    """A registry whose next `lose` renewals are stored, but answered as if their ack was lost."""
+
+    lose = 0
+
+    async def renew_runner(self, record: RunnerRecord, *, revision: int, ttl: float) -> int:
+        stored = await super().renew_runner(record, revision=revision, ttl=ttl)
+        if self.lose:
+            self.lose -= 1
+            raise UnavailableError("no ack within the timeout (the test dropped it)")
+        return stored
+
+
+async def test_a_renewal_stored_though_its_ack_was_lost_keeps_the_lease(
+    connection: Connection,
+) -> None:
+    """The retry of a renewal whose ack was lost meets the runner's own stored write: the lease
+    goes on from it instead of being given up (and the runner's agents with it)."""
+    lost: list[str] = []
+    async with AcksLost(connection, heartbeat_interval=0.4) as registry:
+        record = runner("r1")
+        heartbeat = RunnerHeartbeat(registry, lambda: record, on_lost=lambda: lost.append("r1"))
+        await heartbeat.start()
+        registry.lose = 2
+        beats = heartbeat.beats
+        await eventually(lambda: heartbeat.beats, until=lambda now: now >= beats + 3, timeout=5)
+        assert registry.lose == 0
+        assert lost == []
+        assert heartbeat.incarnation == 1
+        assert heartbeat.valid()
+        await heartbeat.stop()
 
 
 async def wait_gone(registry: Registry, runner_id: str) -> None:
