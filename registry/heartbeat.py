@@ -38,7 +38,13 @@ from typing import Final, Self
 import structlog
 
 from mabeam.core.codec import now_rfc3339
-from mabeam.core.errors import BadRequestError, ConflictError, MabeamError, UnavailableError
+from mabeam.core.errors import (
+    BadRequestError,
+    ConflictError,
+    DeadlineError,
+    MabeamError,
+    UnavailableError,
+)
 from mabeam.core.resource import AsyncResource
 from mabeam.registry.records import RunnerRecord
 from mabeam.registry.registry import Registry
@@ -184,7 +190,8 @@ class RunnerHeartbeat(AsyncResource):
 
     async def start(self) -> Self:
         """Claim the lease, waiting out a previous holder of the same id (a restarted runner)
-        for at most one TTL; then keep renewing it in the background."""
+        or a store that cannot answer yet (a bucket electing its leader) for at most one TTL;
+        then keep renewing it in the background."""
         if not self.running:
             await self._claim(deadline=time.monotonic() + self.ttl + self.interval)
             self._task = asyncio.create_task(self._run(), name="runner-heartbeat")
@@ -195,10 +202,10 @@ class RunnerHeartbeat(AsyncResource):
             try:
                 await self.beat()
                 return
-            except ConflictError:
+            except (ConflictError, UnavailableError, DeadlineError):
                 if time.monotonic() > deadline:
                     raise
-            await asyncio.sleep(self.interval / 4)
+            await asyncio.sleep(RETRY_SHARE * self.interval)
 
     async def stop(self, *, remove: bool = True) -> None:
         """Stop renewing and, unless `remove` is False, delete the record; safe to call twice."""

@@ -164,9 +164,17 @@ async def test_a_failed_beat_is_retried_well_before_the_next_interval(registry: 
 
 
 class AcksLost(Registry):
-    """A registry whose next `lose` renewals are stored, but answered as if their ack was lost."""
+    """A registry whose next `lose` claims or renewals are stored, but answered as if their ack
+    was lost."""
 
     lose = 0
+
+    async def claim_runner(self, record: RunnerRecord, *, ttl: float) -> int:
+        stored = await super().claim_runner(record, ttl=ttl)
+        if self.lose:
+            self.lose -= 1
+            raise UnavailableError("no ack within the timeout (the test dropped it)")
+        return stored
 
     async def renew_runner(self, record: RunnerRecord, *, revision: int, ttl: float) -> int:
         stored = await super().renew_runner(record, revision=revision, ttl=ttl)
@@ -191,6 +199,22 @@ async def test_a_renewal_stored_though_its_ack_was_lost_keeps_the_lease(
         await eventually(lambda: heartbeat.beats, until=lambda now: now >= beats + 3, timeout=5)
         assert registry.lose == 0
         assert lost == []
+        assert heartbeat.incarnation == 1
+        assert heartbeat.valid()
+        await heartbeat.stop()
+
+
+async def test_a_claim_stored_though_its_ack_was_lost_starts_the_heartbeat(
+    connection: Connection,
+) -> None:
+    """A claim at start whose ack was lost is tried again, meets the runner's own record and
+    holds the lease from it: the runner starts at once instead of failing."""
+    async with AcksLost(connection, heartbeat_interval=0.4) as registry:
+        registry.lose = 1
+        heartbeat = RunnerHeartbeat(registry, lambda: runner("r1"))
+        async with asyncio.timeout(2):
+            await heartbeat.start()
+        assert registry.lose == 0
         assert heartbeat.incarnation == 1
         assert heartbeat.valid()
         await heartbeat.stop()
