@@ -225,7 +225,9 @@ class AgentHost(HostServices):
         """Stop the agent and leave its subject.
 
         With `finish_queue` (a drain), no new message gets in and the queued ones still run;
-        otherwise (a `_stop`) the messages queued behind the stop are refused with 503.
+        otherwise (a `_stop`) the messages queued behind the stop are refused with 503, and so
+        are those the server sent before it had the unsubscription. A copy `lost` to another
+        owner answers none of them: they may have reached that owner too.
         """
         if self.state in (HostState.STOPPING, HostState.STOPPED):
             return
@@ -240,12 +242,13 @@ class AgentHost(HostServices):
         if self._snapshots and reason in ("shutdown", "handover", "passivate"):
             await self.runtime.snapshots.commit(self)
         await self._teardown_instance(reason)
-        await self._leave_subject()
+        await self._leave_subject(finish_pending=reason != "lost")
         self.state = HostState.STOPPED
 
     async def _leave_subject(self, *, finish_pending: bool = False) -> None:
         """Unsubscribe from `P.agent.<id>.*`; with `finish_pending`, messages already
-        delivered to this process still reach the mailbox (a drain loses no call)."""
+        delivered to this process still reach `receive` (to the mailbox in a drain, refused
+        with 503 once stopping), so none is dropped unanswered."""
         subscription, self._subscription = self._subscription, None
         if subscription is None:
             return

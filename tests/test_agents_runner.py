@@ -377,3 +377,40 @@ async def _a_runner_gives_up(client: Client, runner: Runner) -> None:
     await eventually(given_up, interval=0.02, message="r1 still serves d1")
     assert "d1" not in runner.runtime.hosts
     assert client.agents.get("d1") is not None  # the record is the new owner's: untouched
+
+
+async def test_calls_in_flight_at_a_stop_are_answered_not_lost(
+    client: Client, raw: Any, prefix: str
+) -> None:
+    """Calls the server had already sent to the runner when the agent left its subject get
+    an answer (ok or 503, or no responders once it is gone): none waits out its timeout."""
+    outcomes: list[str] = []
+
+    async def call(subject: str) -> None:
+        try:
+            code, _ = await raw_request(raw, subject, b'{"by":1}')
+        except nats.errors.NoRespondersError:
+            outcomes.append("no responders")
+        except nats.errors.TimeoutError:
+            outcomes.append("timeout")
+        else:
+            outcomes.append("ok" if code is None else str(code))
+
+    async def flood(subject: str, until: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as calls:
+            while not until.is_set():
+                for _ in range(16):
+                    calls.create_task(call(subject))
+                await asyncio.sleep(0.0005)
+
+    for round_ in range(5):
+        agent, stopped = f"d{round_}", asyncio.Event()
+        await client.spawn("demo", id=agent)
+        flooding = asyncio.ensure_future(flood(f"{prefix}.agent.{agent}.increment", stopped))
+        await asyncio.sleep(0.05)
+        answer = await raw_request(raw, f"{prefix}.agent.{agent}._stop", b"{}")
+        await asyncio.sleep(0.02)
+        stopped.set()
+        await flooding
+        assert answer == (None, {"id": agent, "stopped": True})
+    assert set(outcomes) <= {"ok", "503", "no responders"}, outcomes.count("timeout")
