@@ -1,5 +1,6 @@
-"""Set-up requests that a forming cluster leaves unanswered are tried again, a bounded number
-of times, and every other error passes at once; streams are listed and deleted by name, against
+"""Set-up requests that a forming cluster leaves unanswered, or answers with a stream it does not
+serve yet, are tried again for a bounded number of times or seconds, and every other error passes
+at once; streams are listed and deleted by name, against
 a real server."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import asyncio
 
 import pytest
 
+from mabeam.core import jetstream
 from mabeam.core.connection import Connection
 from mabeam.core.errors import ConflictError, DeadlineError, NotFoundError
 from mabeam.core.jetstream import SETUP_ATTEMPTS, StorageType, StreamConfig, retrying_setup
@@ -36,6 +38,35 @@ async def test_a_setup_that_never_answers_raises_after_the_last_attempt() -> Non
     with pytest.raises(DeadlineError):
         await retrying_setup("stream S", setup)
     assert len(calls) == SETUP_ATTEMPTS
+
+
+async def test_a_stream_not_served_yet_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jetstream, "CATCH_UP_STEP", 0.01)
+    calls: list[int] = []
+
+    async def setup() -> str:
+        calls.append(1)
+        if len(calls) < 5:
+            raise NotFoundError("stream not found")
+        return "bound"
+
+    assert await retrying_setup("consumer C", setup) == "bound"
+    assert len(calls) == 5
+
+
+async def test_a_stream_missing_past_the_patience_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jetstream, "CATCH_UP_STEP", 0.01)
+    monkeypatch.setattr(jetstream, "CATCH_UP_PATIENCE", 0.1)
+    calls: list[int] = []
+
+    async def setup() -> None:
+        calls.append(1)
+        raise NotFoundError("stream not found")
+
+    async with asyncio.timeout(2):
+        with pytest.raises(NotFoundError):
+            await retrying_setup("consumer C", setup)
+    assert 2 <= len(calls) <= 12
 
 
 async def test_an_answer_that_is_an_error_is_not_retried() -> None:

@@ -9,6 +9,8 @@ above never import `nats`.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
@@ -20,7 +22,7 @@ from nats.js.client import JetStreamContext
 from mabeam.core.acks import stream_sequence
 from mabeam.core.codec import encode
 from mabeam.core.error_map import nats_errors
-from mabeam.core.errors import DeadlineError, MabeamError, UnavailableError
+from mabeam.core.errors import DeadlineError, MabeamError, NotFoundError, UnavailableError
 from mabeam.core.gather import gather_replies
 from mabeam.core.messages import Message, MessageHandler, Subscription
 
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     from mabeam.core.connection import Connection
 
 __all__ = [
+    "CATCH_UP_PATIENCE",
+    "CATCH_UP_STEP",
     "SETUP_ATTEMPTS",
     "AckPolicy",
     "ConsumerConfig",
@@ -59,6 +63,11 @@ _DIRECT_GET = "$JS.API.DIRECT.GET.{stream}"
 
 SETUP_ATTEMPTS: Final = 3
 """How many times `retrying_setup` tries a set-up request that goes unanswered."""
+CATCH_UP_PATIENCE: Final = 5.0
+"""Seconds `retrying_setup` gives a cluster to know a stream that a set-up finds missing half-way
+(just created, by this process or another, and not yet served by its leader)."""
+CATCH_UP_STEP: Final = 0.25
+"""Seconds between two tries of a set-up that found a stream missing half-way."""
 
 log = structlog.get_logger("mabeam.core")
 T = TypeVar("T")
@@ -68,13 +77,26 @@ async def retrying_setup(what: str, setup: Callable[[], Awaitable[T]]) -> T:
     """Run `setup`, an idempotent set-up of `what` (a stream, bucket or consumer created
     unless it exists), again when it times out, `SETUP_ATTEMPTS` times in all: in a cluster a
     request about a stream that another process is creating, or whose leader is being elected
-    (seconds on a cluster that just formed), can go unanswered."""
-    for attempt in range(1, SETUP_ATTEMPTS):
+    (seconds on a cluster that just formed), can go unanswered. A set-up creates what it finds
+    missing, so a `NotFoundError` that escapes it means a stream just created is not served yet:
+    it is tried again every `CATCH_UP_STEP` for up to `CATCH_UP_PATIENCE` seconds."""
+    timeouts = 0
+    patience_ends: float | None = None
+    while True:
         try:
             return await setup()
         except DeadlineError as exc:
-            log.warning("jetstream.setup_retry", what=what, attempt=attempt, error=exc.message)
-    return await setup()
+            timeouts += 1
+            if timeouts >= SETUP_ATTEMPTS:
+                raise
+            log.warning("jetstream.setup_retry", what=what, attempt=timeouts, error=exc.message)
+        except NotFoundError as exc:
+            now = time.monotonic()
+            patience_ends = patience_ends or now + CATCH_UP_PATIENCE
+            if now >= patience_ends:
+                raise
+            log.warning("jetstream.setup_not_served_yet", what=what, error=exc.message)
+            await asyncio.sleep(CATCH_UP_STEP)
 
 
 class Watch(Subscription):
