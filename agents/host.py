@@ -120,6 +120,7 @@ class AgentHost(HostServices):
         self._running_calls: dict[str, list[Envelope]] = {}
         self._subject_prefix = runtime.subjects.agent(self.agent_id, "")
         self._subscription: Subscription | None = None
+        self._leaving: asyncio.Task[None] | None = None
         self._event_subscriptions: list[Any] = []
         self._timers: set[Timer] = set()
         self._campaigns = Campaigns(self.agent_id, runtime.elections, self._announce_term)
@@ -226,8 +227,9 @@ class AgentHost(HostServices):
 
         With `finish_queue` (a drain), no new message gets in and the queued ones still run;
         otherwise (a `_stop`) the messages queued behind the stop are refused with 503, and so
-        are those the server sent before it had the unsubscription. A copy `lost` to another
-        owner answers none of them: they may have reached that owner too.
+        are those the server sent before it had the unsubscription: the subject is left in the
+        background, and `left()` waits until it is. A copy `lost` to another owner leaves at
+        once and answers none of them: they may have reached that owner too.
         """
         if self.state in (HostState.STOPPING, HostState.STOPPED):
             return
@@ -242,8 +244,17 @@ class AgentHost(HostServices):
         if self._snapshots and reason in ("shutdown", "handover", "passivate"):
             await self.runtime.snapshots.commit(self)
         await self._teardown_instance(reason)
-        await self._leave_subject(finish_pending=reason != "lost")
+        if reason == "lost":
+            await self._leave_subject()
+        elif self._subscription is not None:
+            self._leaving = self.runtime.start_task(self._leave_subject(finish_pending=True))
         self.state = HostState.STOPPED
+
+    async def left(self) -> None:
+        """Wait until a stopped agent has left its subject: no message reaches it any more, so
+        an agent of the same id may subscribe on this connection without sharing its calls."""
+        if self._leaving is not None:
+            await asyncio.shield(self._leaving)
 
     async def _leave_subject(self, *, finish_pending: bool = False) -> None:
         """Unsubscribe from `P.agent.<id>.*`; with `finish_pending`, messages already

@@ -293,6 +293,7 @@ class Runtime:
             await self.registry.unregister(host.agent_id)
         except MabeamError as error:
             log.warning("runtime.unregister_failed", agent=host.agent_id, error=error.message)
+        await host.left()
 
     async def _set_status(self, host: AgentHost, status: str) -> AgentRecord:
         record = host.record.with_(status=status)
@@ -399,6 +400,7 @@ class Runtime:
             await self.snapshots.delete(agent_id)
         self.observer.agent_stopped(host.agent_type.type_name, reason)
         await self._lifecycle_event("stopped", host.record, reason)
+        await host.left()  # long done: its unsubscription went out before the writes above
 
     async def release_agent(self, host: AgentHost) -> None:
         """Stop a hosted agent for a hand-over: queue finished, snapshot kept, record kept."""
