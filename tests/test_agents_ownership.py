@@ -17,6 +17,7 @@ from mabeam.client import Client
 from mabeam.core.codec import decode, encode
 from mabeam.core.config import Config
 from mabeam.core.names import CALL_ID_HEADER
+from mabeam.testing import eventually
 from mabeam.testing.processes import RunnerProcess
 
 HEARTBEAT = 0.3
@@ -181,9 +182,11 @@ async def test_a_handler_that_blocks_the_loop_is_named_and_its_runner_fences_its
             assert reply.headers["Nats-Service-Error-Code"] == "503"
             await _moved_to(client, "d1", "h2")
             assert (await client.call("d1", "increment"))["counter"] == 1
-        blocked = logs["h1"].read_text()
+        # the fence is a task the 503 started: its line may follow the reply by a moment
+        blocked = await eventually(
+            logs["h1"].read_text, until=lambda text: '"event": "runner.fenced"' in text
+        )
         assert '"event": "runner.loop_blocked"' in blocked and '"action": "spin"' in blocked
-        assert '"event": "runner.fenced"' in blocked
     finally:
         for runner in started:
             runner.kill()
