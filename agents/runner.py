@@ -352,6 +352,18 @@ class Runner(AsyncResource):
         connection = self._connection
         if connection is None:
             return
+        try:
+            await self._stop_serving()
+        finally:  # whatever failed above, the connections close and the runner is stopped
+            self._connection = None
+            await connection.close()
+            if self._lease_connection is not None:
+                await self._lease_connection.close()
+            self.stopped.set()
+            log.info("runner.stopped", runner=self.id)
+
+    async def _stop_serving(self) -> None:
+        """Stop the loops, the agents, the services and the registry, in that order."""
         await cancel_and_wait(*self._loops)
         if self._watchdog is not None:
             self._watchdog.stop()
@@ -368,12 +380,6 @@ class Runner(AsyncResource):
         await runtime.cancel_tasks()
         await runtime.registry.close()
         await runtime.bus.close()
-        self._connection = None
-        await connection.close()
-        if self._lease_connection is not None:
-            await self._lease_connection.close()
-        self.stopped.set()
-        log.info("runner.stopped", runner=self.id)
 
     async def _stop_rebalancing(self) -> None:
         """No more moves from here (the ones in flight finish)."""

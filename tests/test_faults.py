@@ -20,7 +20,7 @@ from mabeam.core.errors import (
     MabeamError,
     OverloadedError,
 )
-from mabeam.testing import eventually
+from mabeam.testing import eventually, unique_prefix
 from mabeam.testing.processes import RunnerProcess
 from tests.agents_support.types import Listener, Sleeper
 
@@ -43,6 +43,21 @@ async def test_server_restart_under_load_loses_nothing_durable(own_server: Embed
     assert failures == [], failures[:3]  # retried with their call ids through the restart
     slow = [o for o in outcomes if isinstance(o, float) and o > LONGEST_CALL]
     assert slow == [], "a call hung past its retries"
+
+
+async def test_a_runner_whose_server_died_still_drains_and_stops(
+    own_server: EmbeddedServer,
+) -> None:
+    """A drain (SIGTERM) with NATS gone gives up what it cannot write, closes its connections
+    and stops the runner: nats-py's close, flushing into the dead socket, used to raise half-way
+    and leave `mabeam runner` waiting for a stop that never came."""
+    config = Config(nats_url=own_server.url, prefix=unique_prefix())
+    runner = Runner(config, RunnerSettings(runner_id="r0", heartbeat_interval=1.0))
+    await runner.start()
+    own_server.kill()
+    async with asyncio.timeout(30):
+        await runner.drain()
+    assert runner.stopped.is_set()
 
 
 class Outage:

@@ -360,7 +360,10 @@ class Connection(AsyncResource):
                 raise exc
 
     async def close(self) -> None:
-        """Flush and close the connection; safe to call twice."""
+        """Flush and close the connection; safe to call twice, and never raises: with the
+        server gone, what was still buffered is lost with the connection (nats-py's close
+        raises, half-way, as it flushes it into the dead socket; what it skipped then, the
+        socket's close, is done here)."""
         if self.state is ConnectionState.CLOSED or self._nc is None:
             self.state = ConnectionState.CLOSED
             return
@@ -368,4 +371,8 @@ class Connection(AsyncResource):
         try:
             await self._nc.drain()
         except NATS_FAILURES:
-            await self._nc.close()
+            try:
+                await self._nc.close()
+            except (*NATS_FAILURES, RuntimeError) as error:  # uvloop's, for a closed socket
+                log.warning("nats.close_failed", error=repr(error))
+                nats_privates.close_transport(self._nc)

@@ -56,6 +56,7 @@ __all__ = [
     "STRUCTURED_EVENT_HEADERS",
     "Client",
     "InlineHandler",
+    "close_transport",
     "fail_requests_in_flight",
     "reconnect_forever",
     "send_pending_now",
@@ -188,6 +189,12 @@ async def write_pending(nc: NatsClient) -> None:
     """Wait until `nc` has written every message it buffered to its socket, so that a PING sent
     next (`nc.flush()`) follows them and its PONG comes after the server handled them all."""
     await nc._flush_pending(force_flush=True)
+
+
+def close_transport(nc: NatsClient) -> None:
+    """Close `nc`'s socket, which its `close()` leaves open when flushing into it failed."""
+    if nc._transport is not None:
+        nc._transport.close()  # type: ignore[no-untyped-call]
 
 
 def send_pending_now(nc: NatsClient) -> None:
