@@ -182,7 +182,7 @@ async def test_a_handler_that_blocks_the_loop_is_named_and_its_runner_fences_its
             assert reply.headers["Nats-Service-Error-Code"] == "503"
             await _moved_to(client, "d1", "h2")
             assert (await client.call("d1", "increment"))["counter"] == 1
-        # the fence is a task the 503 started: its line may follow the reply by a moment
+        # the lease watch starts the fence a moment after the 503 left: its line may follow
         blocked = await eventually(
             logs["h1"].read_text, until=lambda text: '"event": "runner.fenced"' in text
         )

@@ -170,14 +170,13 @@ class AcksLost(Registry):
     lose = 0
 
     async def claim_runner(self, record: RunnerRecord, *, ttl: float) -> int:
-        stored = await super().claim_runner(record, ttl=ttl)
-        if self.lose:
-            self.lose -= 1
-            raise UnavailableError("no ack within the timeout (the test dropped it)")
-        return stored
+        return self._answer(await super().claim_runner(record, ttl=ttl))
 
     async def renew_runner(self, record: RunnerRecord, *, revision: int, ttl: float) -> int:
-        stored = await super().renew_runner(record, revision=revision, ttl=ttl)
+        return self._answer(await super().renew_runner(record, revision=revision, ttl=ttl))
+
+    def _answer(self, stored: int) -> int:
+        """The revision of a write now stored, or the lost ack's error while `lose` lasts."""
         if self.lose:
             self.lose -= 1
             raise UnavailableError("no ack within the timeout (the test dropped it)")
