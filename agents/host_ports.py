@@ -138,7 +138,8 @@ class ServingGate(Protocol):
         """The number of the lease held now."""
 
     def serving(self, incarnation: int) -> bool:
-        """True while an agent started under lease `incarnation` may be served."""
+        """True while an agent started under lease `incarnation` may be served (a lapsed
+        lease found here starts the runner's fence)."""
 
     def check_serving(self, incarnation: int) -> None:
         """Raise `UnavailableError` unless `serving(incarnation)`."""

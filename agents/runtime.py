@@ -90,7 +90,7 @@ class Runtime:
         self.lease_incarnation: Callable[[], int] = _first
         """The number of the lease held now: a host started under another one serves no more."""
         self.on_lease_lapsed: Callable[[], None] = _nothing
-        """Called when a message finds the lease lapsed (the runner fences itself)."""
+        """Called when a message or a reply finds the lease lapsed (the runner fences itself)."""
         self._elections: Elections | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.moving: set[str] = set()
@@ -120,8 +120,13 @@ class Runtime:
 
     def serving(self, incarnation: int) -> bool:
         """True while this runner may serve an agent started under lease `incarnation`: that
-        lease is the one held now, and valid."""
-        return self.lease_valid() and incarnation == self.lease_incarnation()
+        lease is the one held now, and valid. A lapsed lease found here starts the fence at
+        once (a reply refused because a handler outlived the lease, say), rather than at the
+        lease watch's next look."""
+        if not self.lease_valid():
+            self.on_lease_lapsed()
+            return False
+        return incarnation == self.lease_incarnation()
 
     def reply_released(self) -> None:
         """A durable reply was published (its snapshot is stored): `send_released` hands it to

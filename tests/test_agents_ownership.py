@@ -13,12 +13,14 @@ from typing import Any
 import nats
 import pytest
 
+from mabeam.agents.runner import Runner, RunnerSettings
 from mabeam.client import Client
 from mabeam.core.codec import decode, encode
 from mabeam.core.config import Config
 from mabeam.core.names import CALL_ID_HEADER
 from mabeam.testing import eventually
 from mabeam.testing.processes import RunnerProcess
+from tests.agents_support.types import Waiter
 
 HEARTBEAT = 0.3
 
@@ -182,7 +184,7 @@ async def test_a_handler_that_blocks_the_loop_is_named_and_its_runner_fences_its
             assert reply.headers["Nats-Service-Error-Code"] == "503"
             await _moved_to(client, "d1", "h2")
             assert (await client.call("d1", "increment"))["counter"] == 1
-        # the lease watch starts the fence a moment after the 503 left: its line may follow
+        # refusing the result starts the fence, whose line is logged after the 503 is sent
         blocked = await eventually(
             logs["h1"].read_text, until=lambda text: '"event": "runner.fenced"' in text
         )
@@ -190,6 +192,28 @@ async def test_a_handler_that_blocks_the_loop_is_named_and_its_runner_fences_its
     finally:
         for runner in started:
             runner.kill()
+
+
+async def test_a_reply_refused_for_a_lapsed_lease_fences_the_runner_at_once(
+    config: Config, wire: Any
+) -> None:
+    """A handler that outlived the lease gets 503, and refusing it starts the fence there and
+    then, not at the lease watch's next look (here never: the lease only looks lapsed)."""
+    Waiter.started, Waiter.go = asyncio.Event(), asyncio.Event()
+    settings = RunnerSettings(runner_id="w1", agent_types=(Waiter,), heartbeat_interval=HEARTBEAT)
+    async with Runner(config, settings) as runner, Client(config) as client:
+        await client.spawn("Waiter", id="w", runner="w1")
+        subject = client.config.subjects.agent("w", "wait")
+        call = asyncio.create_task(wire.request(subject, b"{}", timeout=5))
+        await asyncio.wait_for(Waiter.started.wait(), timeout=5)
+        lease_valid, runner.runtime.lease_valid = runner.runtime.lease_valid, lambda: False
+        try:
+            Waiter.go.set()
+            reply = await call
+            assert reply.headers["Nats-Service-Error-Code"] == "503"
+            await eventually(lambda: not runner.runtime.hosts, timeout=2, message="not fenced")
+        finally:
+            runner.runtime.lease_valid = lease_valid
 
 
 async def test_a_flood_past_the_runners_pace_does_not_lapse_its_lease(

@@ -117,6 +117,20 @@ class Hog(Agent):
         return {"spun": seconds}
 
 
+class Waiter(Agent):
+    """`wait` answers once the test sets `Waiter.go` (for runners in the test's process; the
+    test sets both events before spawning one)."""
+
+    started = asyncio.Event()
+    go = asyncio.Event()
+
+    @action
+    async def wait(self) -> dict[str, Any]:
+        Waiter.started.set()
+        await Waiter.go.wait()
+        return {"waited": True}
+
+
 class SlowSink(Agent):
     """Takes `flood.>` events at about 10,000 a second: each handler spins 0.1 ms (a handler
     with real work), with room for 500,000 in its mailbox."""
