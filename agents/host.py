@@ -142,10 +142,14 @@ class AgentHost(HostServices):
     async def start(self, stored: Stored | None = None) -> None:
         """Make the agent reachable and run `on_start`; a failure is a crash."""
         args = self.agent_type.parse_start_arguments(dict(self.record.args))
+        await self._take_subject()
+        await self._start_instance(args, stored)
+
+    async def _take_subject(self) -> None:
+        """Subscribe to `P.agent.<id>.*`."""
         self._subscription = await self.runtime.connection.subscribe_inline(
             self.runtime.subjects.agent_all(self.agent_id), self._on_message
         )
-        await self._start_instance(args, stored)
 
     async def _start_instance(self, args: dict[str, Any], stored: Stored | None) -> None:
         agent = self.agent_type()
@@ -294,6 +298,14 @@ class AgentHost(HostServices):
             return
         await asyncio.sleep(delay)
         await self._restart_instance()
+
+    async def crashed_on_start(self, error: BaseException) -> None:
+        """A start after a take-over or a move that raised (or whose snapshot could not be
+        read): a crash, handed to the supervisor like any other. The agent's subject is taken
+        first, so calls meanwhile get 503 `restarting` and a restart is reachable."""
+        if self._subscription is None:
+            await self._take_subject()
+        await self.crash(error)
 
     async def _give_up(self) -> None:
         self.state = HostState.CRASHED

@@ -238,7 +238,12 @@ class Runtime:
                 await cancel_and_wait(loading)
                 self.snapshots.forget(record.id)  # another runner owns it: keep nothing of it
             raise
-        stored = None if loading is None else await loading
+        try:
+            stored = None if loading is None else await loading
+        except MabeamError:  # an unreadable snapshot, or KV gone: no record without its agent
+            self.snapshots.forget(record.id)
+            await self._unregister(record.id)
+            raise
         return await self._run(agent_type, record, revision, started="started", stored=stored)
 
     async def _load_state(self, agent_type: type[Agent], agent_id: str) -> Stored | None:
@@ -284,8 +289,15 @@ class Runtime:
         except Exception as exc:
             await self._abandon(host)
             raise ActionFailedError(f"agent {record.id} failed to start: {exc}") from exc
+        return await self._announce(host, started, reason, extra)
+
+    async def _announce(
+        self, host: AgentHost, started: str, reason: str | None, extra: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """A host started: its record `running`, and the event `agent.<started>`."""
+        record = host.record
         running = record if record.status == "running" else await self._set_status(host, "running")
-        self.observer.agent_started(agent_type.type_name)
+        self.observer.agent_started(host.agent_type.type_name)
         if reason is None and started != "started":
             reason = started
         await self._lifecycle_event(started, running, reason, **extra)
@@ -294,11 +306,17 @@ class Runtime:
     async def _abandon(self, host: AgentHost) -> None:
         await host.stop("crash")
         self.hosts.pop(host.agent_id, None)
-        try:
-            await self.registry.unregister(host.agent_id)
-        except MabeamError as error:
-            log.warning("runtime.unregister_failed", agent=host.agent_id, error=error.message)
+        self.snapshots.forget(host.agent_id)
+        await self._unregister(host.agent_id)
         await host.left()
+
+    async def _unregister(self, agent_id: str) -> None:
+        """Remove a record this runner wrote for an agent that did not start (logged if KV
+        cannot do it now)."""
+        try:
+            await self.registry.unregister(agent_id)
+        except MabeamError as error:
+            log.warning("runtime.unregister_failed", agent=agent_id, error=error.message)
 
     async def _set_status(self, host: AgentHost, status: str) -> AgentRecord:
         record = host.record.with_(status=status)
@@ -356,26 +374,41 @@ class Runtime:
             new_revision = await self.registry.update(claimed, revision=revision)
         except MabeamError:
             return False  # another runner's compare-and-set won, or the record moved on
-        stored = await self._claim_state(agent_type, claimed.id)
+        host = AgentHost(self, agent_type, claimed, new_revision)
+        try:
+            stored = await self._claim_state(agent_type, claimed.id)
+        except ActionFailedError as unreadable:  # not JSON: the supervisor reads it again
+            await self._failed_adoption(host, unreadable)
+            return True
+        self.hosts[claimed.id] = host
+        try:
+            await host.start(stored)
+        except Exception as exc:
+            await self._failed_adoption(host, exc)
+            return True
         if moved_from is None:
-            await self._run(agent_type, claimed, new_revision, started="restarted", stored=stored)
+            await self._announce(host, "restarted", None, {})
             if last_beat is not None:
                 self.observer.agent_taken_over(agent_type.type_name, time.time() - last_beat)
         elif moved_from == self.runner_id:
-            await self._run(
-                agent_type, claimed, new_revision, "restarted", stored, reason="move abandoned"
-            )
+            await self._announce(host, "restarted", "move abandoned", {})
         else:
-            await self._run(
-                agent_type,
-                claimed,
-                new_revision,
-                "moved",
-                stored,
-                reason="rebalance",
-                **{"from": moved_from},
-            )
+            await self._announce(host, "moved", "rebalance", {"from": moved_from})
         return True
+
+    async def _failed_adoption(self, host: AgentHost, error: Exception) -> None:
+        """An adopted agent that did not start (its snapshot is not JSON, or its `restore` or
+        `on_start` raised). A virtual agent leaves the registry, its snapshot kept: its next
+        call activates it again and gets the error. Any other crashed on restart, and its
+        supervisor takes it from there (AGENTS.md "Supervision"): restarted here from its
+        snapshot, read again each time, or, once the supervisor gives up, kept `crashed` with
+        its record and snapshot; never dropped from the registry, nor adopted again and again."""
+        log.error("runtime.adoption_failed", agent=host.agent_id, error=str(error))
+        if host.record.virtual:
+            await self._abandon(host)
+            raise ActionFailedError(f"agent {host.agent_id} failed to start: {error}")
+        self.hosts[host.agent_id] = host
+        self.start_task(host.crashed_on_start(error))
 
     async def _claim_state(self, agent_type: type[Agent], agent_id: str) -> Stored | None:
         if not AgentHost.uses_snapshots(agent_type):
@@ -488,9 +521,13 @@ class Runtime:
             await self._set_status(host, "crashed")
 
     async def agent_restarted(self, host: AgentHost) -> None:
-        """A host came back after a crash: announce it."""
+        """A host came back after a crash: announce it (and mark it `running`, as an agent
+        adopted here that crashed on its first start is not yet)."""
+        record = host.record
+        if record.status != "running":
+            record = await self._set_status(host, "running")
         self.observer.agent_restarted(host.agent_type.type_name)
-        await self._lifecycle_event("restarted", host.record, "crash")
+        await self._lifecycle_event("restarted", record, "crash")
 
     async def stop_all(self, *, handover: bool) -> None:
         """Stop every hosted agent: hand permanent ones over (drain), stop the rest for good."""

@@ -35,7 +35,14 @@ import structlog
 
 from mabeam.agents.replier import Outgoing, Replier
 from mabeam.core.codec import decode
-from mabeam.core.errors import ConflictError, MabeamError, TooLargeError, UnavailableError
+from mabeam.core.errors import (
+    ActionFailedError,
+    BadRequestError,
+    ConflictError,
+    MabeamError,
+    TooLargeError,
+    UnavailableError,
+)
 from mabeam.core.kv import Entry
 from mabeam.core.tasks import cancel_and_wait
 from mabeam.registry.buckets import Bucket
@@ -343,10 +350,19 @@ class SnapshotStore:
         raise UnavailableError(f"the snapshot of agent {agent_id} keeps changing: not adopted")
 
     def _take(self, entry: Entry) -> Stored:
+        """The snapshot `entry` read (writes continue from its revision); `ActionFailedError`
+        when its value is not JSON (written by a foreign client, or damaged): the agent cannot
+        start from it until someone repairs or deletes it."""
         calls_text = entry.headers.get(CALLS_HEADER) if entry.headers else None
         calls = calls_text.encode() if calls_text is not None else None
         self._slots[entry.key] = _Slot(entry.revision, entry.value)
-        state = decode(entry.value) if entry.value else None
+        try:
+            state = decode(entry.value) if entry.value else None
+        except BadRequestError as unreadable:
+            raise ActionFailedError(
+                f"the snapshot of agent {entry.key} (KV {self._bucket.name}, revision"
+                f" {entry.revision}) cannot be read: {unreadable.message}"
+            ) from unreadable
         return Stored(state, calls, entry.revision)
 
     async def delete(self, agent_id: str) -> None:

@@ -12,7 +12,8 @@ import pytest
 
 from mabeam.client import Client
 from mabeam.core.config import Config
-from mabeam.core.errors import DeadlineError, UnavailableError
+from mabeam.core.errors import ActionFailedError, DeadlineError, UnavailableError
+from mabeam.registry.buckets import Bucket
 from mabeam.testing import eventually
 from mabeam.testing.processes import RunnerProcess
 
@@ -72,6 +73,48 @@ async def test_calls_made_during_a_fail_over_wait_for_the_new_owner(
     assert results == [{"counter": 2}] * len(ids)
     records = client.agents.find(type="demo")
     assert {record.runner for record in records} == {"r2"}
+
+
+async def test_an_agent_whose_snapshot_cannot_be_restored_stays_crashed_not_lost(
+    client: Client, runners: dict[str, RunnerProcess]
+) -> None:
+    """A snapshot damaged in KV (not JSON), or one the type's `restore` refuses: the survivor's
+    start crashes, and the supervisor restarts the agent from its snapshot, read again each
+    time, until it gives up: then the agent stays crashed there, its record and snapshot
+    untouched, adopted only once. One repaired meanwhile comes back."""
+    damaged = {"unreadable": b"{not json", "refused": b'{"counter": "x"}'}
+    for agent_id in [*damaged, "repaired"]:
+        await client.spawn("demo", id=agent_id, runner="r1")
+    states = Bucket(client.connection, "state", kind="snapshot")
+    for agent_id, value in {**damaged, "repaired": b"{not json"}.items():
+        await states.put(agent_id, value)
+    runners["r1"].kill()
+    await eventually(lambda: getattr(client.agents.get("repaired"), "runner", None) == "r2")
+    await states.put("repaired", b'{"counter": 5}')  # within the supervisor's restarts
+    await _answers_from(client, "repaired", "r2")
+    assert await client.call("repaired", "increment") == {"counter": 6}
+
+    def crashed_on_r2() -> list[int] | None:
+        records = [client.agents.get(agent_id) for agent_id in damaged]
+        if any(r is None or r.runner != "r2" or r.status != "crashed" for r in records):
+            return None
+        return [record.epoch for record in records if record is not None]
+
+    epochs = await eventually(crashed_on_r2, message="not kept crashed on r2")
+    await asyncio.sleep(5 * HEARTBEAT)  # take-over rounds: none adopts them again
+    assert crashed_on_r2() == epochs == [2, 2]
+    for agent_id, value in damaged.items():
+        entry = await states.get(agent_id)
+        assert entry is not None and entry.value == value
+
+
+async def test_a_spawn_over_an_unreadable_snapshot_fails_and_leaves_no_record(
+    client: Client,
+) -> None:
+    await Bucket(client.connection, "state", kind="snapshot").put("s1", b"{not json")
+    with pytest.raises(ActionFailedError, match=r"snapshot of agent s1 .* cannot be read"):
+        await client.spawn("demo", id="s1")
+    assert await client.registry.read_agent("s1") is None
 
 
 async def test_sigterm_drains_without_failing_calls_in_flight(

@@ -21,6 +21,7 @@ from mabeam.core.config import Config
 from mabeam.core.errors import BadRequestError, ConfigError
 from mabeam.core.names import virtual_agent_id
 from mabeam.core.replies import ERROR_CODE_HEADER
+from mabeam.registry.buckets import Bucket
 from mabeam.testing import eventually
 from mabeam.testing.processes import RunnerProcess, disconnected
 from tests.agents_support.types import Pinned
@@ -114,6 +115,24 @@ async def test_kill_9_of_the_owner_reactivates_its_agents_on_the_survivor_with_t
     moved = await eventually(lambda: {r.runner for r in _virtual_records(client)} == {survivor})
     assert moved
     assert await client.virtual("demo", "k0").call("increment") == {"counter": 4}
+
+
+async def test_a_key_whose_snapshot_is_damaged_answers_500_until_repaired(
+    client: Client, wires: list[Any], config: Config
+) -> None:
+    """Each call tries the activation again (the snapshot is read anew), and a failed one
+    leaves no record behind: once the snapshot is repaired the key works."""
+    states = Bucket(client.connection, "state", kind="snapshot")
+    agent_id = virtual_agent_id("demo", "damaged")
+    await states.put(agent_id, b"{not json")
+    subject = config.subjects.virtual("demo", "damaged", "increment")
+    for _ in range(2):
+        reply = await wires[0].request(subject, b"{}", timeout=10)
+        assert reply.headers[ERROR_CODE_HEADER] == "500"
+        assert f"snapshot of agent {agent_id}" in decode(reply.data)["error"]["message"]
+        assert await client.registry.read_agent(agent_id) is None
+    await states.put(agent_id, b'{"counter": 41}')
+    assert await _call(wires[0], config, "damaged", "increment") == {"counter": 42}
 
 
 async def test_calls_across_passivations_each_take_effect_once(
