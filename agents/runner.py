@@ -69,10 +69,11 @@ from mabeam.agents.supervisor import RestartIntensity
 from mabeam.agents.virtual import VirtualRouter
 from mabeam.agents.watchdog import LoopWatchdog
 from mabeam.bus.bus import EventBus
-from mabeam.core.codec import encode, now_rfc3339, parse_rfc3339
+from mabeam.core.codec import decode_object, encode, now_rfc3339, parse_rfc3339
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
 from mabeam.core.errors import (
+    BadRequestError,
     ConfigError,
     ConflictError,
     MabeamError,
@@ -566,7 +567,18 @@ class Runner(AsyncResource):
         return not self.draining and self.runtime.lease_valid()
 
     async def _on_drain(self, msg: Message) -> None:
+        """`P.ctl.<id>.drain`, body empty or `{}`: anything else is refused with 400 and
+        drains nothing (a drain ends the process: it starts only when asked for exactly)."""
         endpoint, started = self._endpoint(msg)
+        try:
+            if decode_object(msg.data, max_size=self.config.max_payload):
+                raise BadRequestError("a drain takes no options: send {} or nothing")
+        except MabeamError as refused:
+            if msg.reply:
+                headers, body = error_reply(refused)
+                await self.runtime.publish_reply(msg.reply, body, headers)
+            endpoint.end(started, refused)
+            return
         if msg.reply:
             await self.runtime.publish_reply(msg.reply, encode({"draining": True}))
         self.request_drain()

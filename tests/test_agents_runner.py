@@ -305,6 +305,10 @@ async def test_garbage_on_control_subjects_gets_errors(
 
 async def test_drain_request_stops_the_runner(config: Config, raw: Any, prefix: str) -> None:
     runner = await Runner(config, RunnerSettings(runner_id="drainme")).start()
+    for garbage in (b"not json", b"[1]", b'{"now": true}'):
+        code, reply = await raw_request(raw, f"{prefix}.ctl.drainme.drain", garbage)
+        assert code == 400 and reply["error"]["code"] == "bad_request", garbage
+    assert not runner.draining
     code, reply = await raw_request(raw, f"{prefix}.ctl.drainme.drain", b"{}")
     assert (code, reply) == (None, {"draining": True})
     await asyncio.wait_for(runner.stopped.wait(), 10)
