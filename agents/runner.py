@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import math
 import os
 import random
 import socket
@@ -128,8 +129,10 @@ class RunnerSettings:
 
     def __post_init__(self) -> None:
         validate_runner_id(self.runner_id)
-        if self.heartbeat_interval <= 0:
-            raise ConfigError("heartbeat_interval must be positive")
+        if not 0 < self.heartbeat_interval < math.inf:  # also refuses nan
+            raise ConfigError(
+                f"heartbeat_interval must be a positive number, got {self.heartbeat_interval!r}"
+            )
         idle_limits(self.types(), self.passivate_after)  # checks them
 
     def types(self) -> dict[str, type[Agent]]:

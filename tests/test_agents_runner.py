@@ -16,6 +16,7 @@ from mabeam.core.config import Config
 from mabeam.core.errors import (
     ActionFailedError,
     BadRequestError,
+    ConfigError,
     ConflictError,
     DeadlineError,
     OverloadedError,
@@ -418,3 +419,9 @@ async def test_calls_in_flight_at_a_stop_are_answered_not_lost(
         await flooding
         assert answer == (None, {"id": agent, "stopped": True})
     assert set(outcomes) <= {"ok", "503", "no responders"}, outcomes.count("timeout")
+
+
+@pytest.mark.parametrize("interval", [0, -1.0, float("nan"), float("inf")])
+def test_a_heartbeat_interval_must_be_a_positive_number(interval: float) -> None:
+    with pytest.raises(ConfigError, match="heartbeat_interval"):
+        RunnerSettings(runner_id="x", heartbeat_interval=interval)

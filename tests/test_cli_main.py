@@ -51,3 +51,13 @@ def test_an_unknown_command_is_a_usage_error_listing_the_commands(
         build_parser("nope").parse_args(["nope"])
     assert exit_.value.code == 2
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("number", ["nan", "inf", "-inf"])
+def test_a_number_that_is_not_finite_is_a_usage_error(
+    number: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`float` takes them, and a heartbeat of `nan` seconds passes every "positive" check."""
+    with pytest.raises(SystemExit):
+        build_parser("runner").parse_args(["runner", f"--heartbeat={number}"])
+    assert f"argument --heartbeat: {number!r} is not a finite number" in capsys.readouterr().err

@@ -37,6 +37,9 @@ def test_several_servers() -> None:
         ({"connect_timeout": 0}, "connect_timeout"),
         ({"max_payload": -1}, "max_payload"),
         ({"request_timeout": True}, "request_timeout"),
+        ({"request_timeout": float("nan")}, "request_timeout"),
+        ({"connect_timeout": float("inf")}, "connect_timeout"),
+        ({"call_retry_for": float("nan")}, "call_retry_for"),
     ],
 )
 def test_invalid_values_name_the_field(changes: dict[str, object], message: str) -> None:

@@ -9,6 +9,7 @@ from mabeam.cli.common import (
     CLIENT_LOG_LEVEL,
     add_connection_options,
     config_from_args,
+    finite_number,
     parse_json_argument,
     print_json,
 )
@@ -41,7 +42,10 @@ def register(commands: Any) -> None:
         parser.add_argument("action")
         parser.add_argument("json", nargs="?", help="arguments as a JSON object")
         parser.add_argument(
-            "--timeout", type=float, default=None, help="seconds each attempt waits for the reply"
+            "--timeout",
+            type=finite_number,
+            default=None,
+            help="seconds each attempt waits for the reply",
         )
         parser.add_argument(
             "--call-id",

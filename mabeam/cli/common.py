@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -14,6 +15,7 @@ __all__ = [
     "CLIENT_LOG_LEVEL",
     "add_connection_options",
     "config_from_args",
+    "finite_number",
     "parse_json_argument",
     "port_number",
     "print_json",
@@ -106,3 +108,15 @@ def port_number(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not in 0..65535 (0: any free port)")
     return port
+
+
+def finite_number(text: str) -> float:
+    """Parse a number of the command line; `nan` and `inf`, which `float` takes, are refused
+    (a heartbeat of `nan` seconds passes every "positive" check and then breaks the runner)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value

@@ -11,6 +11,7 @@ from mabeam.cli.common import (
     CLIENT_LOG_LEVEL,
     add_connection_options,
     config_from_args,
+    finite_number,
     parse_json_argument,
     print_json,
 )
@@ -27,8 +28,12 @@ def register(commands: Any) -> None:
     consensus.add_argument(
         "--rule", default="majority", choices=["majority", "unanimous", "quorum", "weighted"]
     )
-    consensus.add_argument("--quorum", type=float, default=0.5, help="fraction for --rule quorum")
-    consensus.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for votes")
+    consensus.add_argument(
+        "--quorum", type=finite_number, default=0.5, help="fraction for --rule quorum"
+    )
+    consensus.add_argument(
+        "--timeout", type=finite_number, default=1.0, help="seconds to wait for votes"
+    )
 
     auction = _command(commands, "auction", "run an auction among agents")
     _add_participants(auction, "--participants")
@@ -36,21 +41,23 @@ def register(commands: Any) -> None:
     auction.add_argument(
         "--kind", default="first_price", choices=["first_price", "vickrey", "dutch", "english"]
     )
-    auction.add_argument("--reserve", type=float, default=0.0)
-    auction.add_argument("--start", type=float, default=None, help="opening price (dutch)")
-    auction.add_argument("--step", type=float, default=1.0, help="price step (dutch, english)")
-    auction.add_argument("--timeout", type=float, default=1.0, help="seconds per round")
+    auction.add_argument("--reserve", type=finite_number, default=0.0)
+    auction.add_argument("--start", type=finite_number, default=None, help="opening price (dutch)")
+    auction.add_argument(
+        "--step", type=finite_number, default=1.0, help="price step (dutch, english)"
+    )
+    auction.add_argument("--timeout", type=finite_number, default=1.0, help="seconds per round")
 
     elect = _command(commands, "elect", "elect a leader of a group")
     elect.add_argument("group")
     _add_participants(elect, "--candidates")
-    elect.add_argument("--ttl", type=float, default=5.0, help="leader lease TTL in seconds")
-    elect.add_argument("--timeout", type=float, default=5.0)
+    elect.add_argument("--ttl", type=finite_number, default=5.0, help="leader lease TTL in seconds")
+    elect.add_argument("--timeout", type=finite_number, default=5.0)
 
     barrier = _command(commands, "barrier", "arrive at a barrier and wait for the others")
     barrier.add_argument("name")
     barrier.add_argument("parties", type=int)
-    barrier.add_argument("--timeout", type=float, default=10.0)
+    barrier.add_argument("--timeout", type=finite_number, default=10.0)
 
     pick = _command(commands, "pick", "choose an agent with a capability")
     pick.add_argument("capability")

@@ -12,6 +12,7 @@ from mabeam.cli.common import (
     CLIENT_LOG_LEVEL,
     add_connection_options,
     config_from_args,
+    finite_number,
     port_number,
 )
 from mabeam.registry.runner_replica import DEFAULT_HEARTBEAT_INTERVAL
@@ -39,14 +40,14 @@ def register(commands: Any) -> None:
     )
     dashboard.add_argument(
         "--interval",
-        type=float,
+        type=finite_number,
         default=1.0,
         metavar="SECONDS",
         help="time between two samples; rates are over it (default 1)",
     )
     dashboard.add_argument(
         "--heartbeat",
-        type=float,
+        type=finite_number,
         default=DEFAULT_HEARTBEAT_INTERVAL,
         metavar="SECONDS",
         help="the runners' heartbeat interval: dead after 3 without one (default 1)",

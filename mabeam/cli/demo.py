@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mabeam.cli.common import port_number
+from mabeam.cli.common import finite_number, port_number
 from mabeam.core.errors import ConfigError
 from mabeam.market_demo import DemoPlan, run_demo
 
@@ -17,9 +17,14 @@ def register(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
         "demo", help="run a 1000-agent market on an embedded NATS, kill a runner midway"
     )
-    parser.add_argument("--seconds", type=float, default=DemoPlan.seconds, help="trading time")
     parser.add_argument(
-        "--kill-at", type=float, default=DemoPlan.kill_at, help="when runner-a is killed (s)"
+        "--seconds", type=finite_number, default=DemoPlan.seconds, help="trading time"
+    )
+    parser.add_argument(
+        "--kill-at",
+        type=finite_number,
+        default=DemoPlan.kill_at,
+        help="when runner-a is killed (s)",
     )
     parser.add_argument(
         "--dashboard-port",

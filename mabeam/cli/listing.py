@@ -16,6 +16,7 @@ from mabeam.cli.common import (
     CLIENT_LOG_LEVEL,
     add_connection_options,
     config_from_args,
+    finite_number,
     print_json,
 )
 from mabeam.core.connection import Connection
@@ -93,10 +94,7 @@ async def run_runners(args: argparse.Namespace) -> int:
 
 
 def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    value = finite_number(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text} must be a positive number of seconds")
     return value

@@ -15,7 +15,7 @@ import structlog
 
 from mabeam.agents.model import Agent
 from mabeam.agents.runner import DEFAULT_PASSIVATE_AFTER, Runner, RunnerSettings
-from mabeam.cli.common import add_connection_options, config_from_args, port_number
+from mabeam.cli.common import add_connection_options, config_from_args, finite_number, port_number
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection, is_auth_error
 from mabeam.core.embedded_server import EmbeddedServer
@@ -36,11 +36,11 @@ def register(commands: Any) -> None:
         "--agents", nargs="*", default=[], metavar="MODULE:CLASS", help="agent types to host"
     )
     runner.add_argument("--max-agents", type=int, default=20_000)
-    runner.add_argument("--max-memory", type=float, default=None, metavar="MB")
-    runner.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS")
+    runner.add_argument("--max-memory", type=finite_number, default=None, metavar="MB")
+    runner.add_argument("--heartbeat", type=finite_number, default=1.0, metavar="SECONDS")
     runner.add_argument(
         "--passivate-after",
-        type=float,
+        type=finite_number,
         default=DEFAULT_PASSIVATE_AFTER,
         metavar="SECONDS",
         help="passivate virtual agents idle this long, for types without their own (0: never)",

@@ -13,7 +13,13 @@ import asyncio
 import sys
 from typing import Any, Final
 
-from mabeam.cli.common import CLIENT_LOG_LEVEL, add_connection_options, config_from_args, print_json
+from mabeam.cli.common import (
+    CLIENT_LOG_LEVEL,
+    add_connection_options,
+    config_from_args,
+    finite_number,
+    print_json,
+)
 from mabeam.core.connection import Connection
 from mabeam.core.errors import ConfigError
 from mabeam.ops.status_view import StatusSampler, StatusView, build_view, render
@@ -34,14 +40,14 @@ def register(commands: Any) -> None:
     status.add_argument("--watch", action="store_true", help="redraw in place until Ctrl-C")
     status.add_argument(
         "--interval",
-        type=float,
+        type=finite_number,
         default=2.0,
         metavar="SECONDS",
         help="time between two samples; rates are over it (default 2)",
     )
     status.add_argument(
         "--heartbeat",
-        type=float,
+        type=finite_number,
         default=DEFAULT_HEARTBEAT_INTERVAL,
         metavar="SECONDS",
         help="the runners' heartbeat interval: dead after 3 without one (default 1)",
