@@ -39,7 +39,7 @@ from mabeam.core.headers import HeaderBlock
 from mabeam.core.ids import unique_id
 from mabeam.core.names import CALL_ID_HEADER, validate_id
 from mabeam.core.replies import result_of
-from mabeam.core.timeouts import wheel_of
+from mabeam.core.timeouts import valid_timeout, wheel_of
 from mabeam.registry.buckets import Bucket
 
 __all__ = ["Caller", "Calls", "ForwardsCalls", "LocalTarget", "Retry", "new_call_id"]
@@ -180,7 +180,9 @@ class Caller:
         `subject` replaces `P.agent.<id>.<action>` on the wire (a virtual agent's subject)."""
         body = self._body(agent_id, action, args)
         sent = _headers(call_id, headers)
-        wait = timeout if timeout is not None else self._connection.config.request_timeout
+        wait = (
+            self._connection.config.request_timeout if timeout is None else valid_timeout(timeout)
+        )
         subject = subject or self._connection.subjects.agent(agent_id, action)
         started = time.monotonic()
         retry: Retry | None = None

@@ -132,6 +132,21 @@ async def test_an_invalid_call_id_is_refused_before_anything_is_sent(
     assert len(responder.call_ids) == 1
 
 
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf")])
+async def test_a_timeout_that_is_not_a_positive_number_is_refused_before_anything_is_sent(
+    config: Config, connection: Connection, respond: Any, bad: float
+) -> None:
+    responder = await respond("a1", {"ok": True})
+    async with client_with(config) as client:
+        with pytest.raises(BadRequestError, match="timeout must be a positive number"):
+            await client.call("a1", "ping", timeout=bad)
+    inbox = Inbox()
+    caller = Caller(connection, local=lambda agent_id: inbox)
+    with pytest.raises(BadRequestError, match="timeout must be a positive number"):
+        await caller.call("near", "ping", timeout=bad)  # the local fast path: nothing delivered
+    assert responder.call_ids == [] and inbox.envelopes == []
+
+
 async def test_no_responders_for_a_registered_agent_is_retried_until_an_owner_answers(
     config: Config, connection: Connection, respond: Any
 ) -> None:

@@ -24,7 +24,7 @@ import nats.errors
 
 from mabeam.core.error_map import map_nats_error
 from mabeam.core.messages import Message, Subscription
-from mabeam.core.timeouts import TimeoutWheel, wheel_of
+from mabeam.core.timeouts import TimeoutWheel, valid_timeout, wheel_of
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -101,7 +101,9 @@ class Requests:
         """Publish a request now; its future gets the reply, or fails past `timeout` s. One
         that `outlives_loss` waits for its timeout even when the connection is lost meanwhile
         (`fail_all`): nats-py sends what it buffered once reconnected, so a JetStream write may
-        still be stored, and its writer learns its fate no sooner than its timeout."""
+        still be stored, and its writer learns its fate no sooner than its timeout; a
+        `timeout` that is not a positive number of seconds is `BadRequestError`, sending nothing."""
+        valid_timeout(timeout)
         if self._subscription is None:
             prefix = self._connection.new_inbox() + "."
             self._subscription = await self._connection.subscribe_inline(

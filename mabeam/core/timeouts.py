@@ -24,10 +24,29 @@ import weakref
 from types import TracebackType
 from typing import Final, Protocol
 
-__all__ = ["RESOLUTION", "Deadline", "Expiring", "TimeoutWheel", "deadline", "wheel_of"]
+from mabeam.core.errors import BadRequestError
+
+__all__ = [
+    "RESOLUTION",
+    "Deadline",
+    "Expiring",
+    "TimeoutWheel",
+    "deadline",
+    "valid_timeout",
+    "wheel_of",
+]
 
 RESOLUTION: Final = 0.01
 """Seconds per slot of a wheel: how late a timeout may fire."""
+
+
+def valid_timeout(timeout: float) -> float:
+    """`timeout`, a caller's wait in seconds; `BadRequestError` unless it is a positive, finite
+    number (nan would reach the wheel as a slot it cannot compute, after the message left)."""
+    if not 0 < timeout < math.inf:  # also refuses nan
+        raise BadRequestError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return timeout
+
 
 _CLOCK_GRAIN: Final = 0.001
 """The loop clock's granularity on uvloop (milliseconds): a timer may run that much before its
