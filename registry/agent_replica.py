@@ -67,7 +67,7 @@ class AgentReplica(Replica[AgentRecord]):
             found = [record for record in found if matches(record.meta, criteria)]
         return found
 
-    def _index(self, key: str, record: AgentRecord) -> None:
+    def _index(self, key: str, record: AgentRecord, headers: dict[str, str] | None) -> None:
         _add(self._by_type, record.type, key, record)
         _add(self._by_runner, record.runner, key, record)
         _add(self._by_status, record.status, key, record)

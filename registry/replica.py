@@ -368,12 +368,12 @@ class Replica(Generic[R]):
         if is_tombstone(msg.headers):
             self._remove(key, revision, expired=is_expiry(msg.headers))
         elif self._revisions.get(key) != revision:
-            self._upsert(key, msg.data, revision)
+            self._upsert(key, msg.data, revision, msg.headers)
         self._advance(revision)
         if watch.seen is not None and metadata.num_pending == 0:
             self._finish_load(watch)
 
-    def _upsert(self, key: str, data: bytes, revision: int) -> None:
+    def _upsert(self, key: str, data: bytes, revision: int, headers: dict[str, str] | None) -> None:
         try:
             record = self._decode(key, data)
         except MabeamError as exc:
@@ -392,7 +392,7 @@ class Replica(Generic[R]):
             self._unindex(key, old)
         self._records[key] = record
         self._revisions[key] = revision
-        self._index(key, record)
+        self._index(key, record, headers)
         self._emit("added" if old is None else "updated", record, revision)
 
     def _remove(self, key: str, revision: int, *, expired: bool = False) -> None:
@@ -436,8 +436,9 @@ class Replica(Generic[R]):
 
     # -- hooks for indexes -------------------------------------------------------------------
 
-    def _index(self, key: str, record: R) -> None:
-        """Add `record` to the subclass's indexes (called after it is stored)."""
+    def _index(self, key: str, record: R, headers: dict[str, str] | None) -> None:
+        """Add `record` to the subclass's indexes (called after it is stored; `headers`: those
+        of the message that wrote it)."""
 
     def _unindex(self, key: str, record: R) -> None:
         """Remove `record` from the subclass's indexes (called before it is replaced)."""

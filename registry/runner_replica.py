@@ -14,6 +14,7 @@ from typing import Final
 
 from mabeam.core.codec import parse_rfc3339
 from mabeam.core.errors import BadRequestError
+from mabeam.core.kv import has_ttl
 from mabeam.registry.buckets import Bucket
 from mabeam.registry.records import RunnerRecord, decode_runner
 from mabeam.registry.replica import Replica
@@ -47,6 +48,8 @@ class RunnerReplica(Replica[RunnerRecord]):
         """Seconds between heartbeats; a runner is dead after 3 of them without one."""
         self._beats: dict[str, float] = {}
         self._expired_beats: dict[str, float] = {}
+        self._untimed: set[str] = set()
+        """Runners whose record was written without a TTL: no server will remove it."""
 
     def last_heartbeat(self, runner_id: str) -> float | None:
         """When the runner last beat (Unix seconds, its `heartbeat_at`), also for a runner whose
@@ -72,10 +75,12 @@ class RunnerReplica(Replica[RunnerRecord]):
         return age is not None and age <= self._dead_after
 
     def holds_lease(self, runner_id: str) -> bool:
-        """True while the runner's lease may be valid: its record is present, in a bucket whose
-        server removes a record when its TTL runs out (no clocks compared); where the bucket
-        takes no TTLs, while its heartbeat is at most 3 intervals old (`is_live`)."""
-        if self._bucket.allows_ttl:
+        """True while the runner's lease may be valid: its record is present, written with a
+        TTL in a bucket whose server removes a record when its TTL runs out (no clocks
+        compared); otherwise (a bucket that takes no TTLs, or a record written without one:
+        before the bucket took them, or by another tool) while its heartbeat is at most 3
+        intervals old (`is_live`), since the server will never remove that record."""
+        if self._bucket.allows_ttl and runner_id not in self._untimed:
             return runner_id in self
         return self.is_live(runner_id)
 
@@ -110,12 +115,15 @@ class RunnerReplica(Replica[RunnerRecord]):
     def _dead_after(self) -> float:
         return DEAD_AFTER_INTERVALS * self.heartbeat_interval
 
-    def _index(self, key: str, record: RunnerRecord) -> None:
+    def _index(self, key: str, record: RunnerRecord, headers: dict[str, str] | None) -> None:
         self._beats[key] = parse_rfc3339(record.heartbeat_at).timestamp()
         self._expired_beats.pop(key, None)
+        if not has_ttl(headers):
+            self._untimed.add(key)
 
     def _unindex(self, key: str, record: RunnerRecord) -> None:
         self._beats.pop(key, None)
+        self._untimed.discard(key)
 
     def _expired(self, key: str, record: RunnerRecord) -> None:
         self._expired_beats[key] = parse_rfc3339(record.heartbeat_at).timestamp()

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from mabeam.client import Client
+from mabeam.core.codec import encode, now_rfc3339
 from mabeam.core.config import Config
 from mabeam.core.errors import ActionFailedError, DeadlineError, UnavailableError
 from mabeam.registry.buckets import Bucket
+from mabeam.registry.records import AgentRecord, RunnerRecord
 from mabeam.testing import eventually
 from mabeam.testing.processes import RunnerProcess
 
@@ -106,6 +108,25 @@ async def test_an_agent_whose_snapshot_cannot_be_restored_stays_crashed_not_lost
     for agent_id, value in damaged.items():
         entry = await states.get(agent_id)
         assert entry is not None and entry.value == value
+
+
+async def test_a_runner_record_written_without_a_ttl_holds_no_lease_past_its_heartbeat(
+    client: Client, runners: dict[str, RunnerProcess]
+) -> None:
+    """A record that no server will remove (written before the bucket took TTLs, or by another
+    tool) leaves the agents of its dead runner to the survivors once its heartbeat is old."""
+    stamp = now_rfc3339()
+    ghost = RunnerRecord(id="ghost", host="h", pid=1, heartbeat_at=stamp, capacity=10)
+    await Bucket(client.connection, "runners", kind="runner").put("ghost", encode(ghost))
+    orphan = AgentRecord(id="orphan", type="demo", runner="ghost", restart="permanent")
+    await Bucket(client.connection, "agents", kind="agent").put("orphan", encode(orphan))
+    await eventually(
+        lambda: getattr(client.agents.get("orphan"), "runner", "ghost") in ("r1", "r2"),
+        timeout=10,
+        message="the agent of a runner whose record has no TTL was never taken over",
+    )
+    renewed = await Bucket(client.connection, "runners", kind="runner").get("r1")
+    assert renewed is not None and "Nats-TTL" in (renewed.headers or {})  # live ones have one
 
 
 async def test_a_spawn_over_an_unreadable_snapshot_fails_and_leaves_no_record(

@@ -53,6 +53,7 @@ __all__ = [
     "UNANSWERED_WRITE_WAITS",
     "Entry",
     "KeyValue",
+    "has_ttl",
     "is_expiry",
     "is_tombstone",
 ]
@@ -78,6 +79,12 @@ def is_tombstone(headers: dict[str, str] | None) -> bool:
     if not headers:
         return False
     return headers.get(_OPERATION) in ("DEL", "PURGE") or _MARKER_REASON in headers
+
+
+def has_ttl(headers: dict[str, str] | None) -> bool:
+    """True when a KV message was written with a per-message TTL (`Nats-TTL`): the server
+    removes the value once the TTL runs out."""
+    return headers is not None and _TTL in headers
 
 
 def is_expiry(headers: dict[str, str] | None) -> bool:
