@@ -23,6 +23,7 @@ from mabeam.core.errors import (
     BadRequestError,
     MabeamError,
     NoRespondersError,
+    NotFoundError,
     OverloadedError,
     UnavailableError,
     UnknownTypeError,
@@ -99,14 +100,19 @@ async def request_spawn(
 
     Without `runner`: the hosts that `placement` ranks first (from this process's replica), then
     the type's own subject, whose runners are its hosts; a host that is full, draining or gone
-    makes way for the next. A type that no runner hosts is `UnknownTypeError`, at once.
+    makes way for the next. A type that no runner hosts is `UnknownTypeError`, at once; a named
+    runner that is not running, `NotFoundError`.
     """
     request.validated()
     subjects = connection.subjects
     body = encode(request)
     if runner is not None:
         subject = subjects.runner_control(validate_id(runner, "runner id"), "spawn")
-        reply = await _request(connection, subject, body, timeout)
+        try:
+            reply = await _request(connection, subject, body, timeout)
+        except NoRespondersError:
+            message = f"runner {runner!r} is not running: nothing answers {subject}"
+            raise NotFoundError(message) from None
     else:
         hosts = placement.ranked(request.type)[: _SPAWN_ATTEMPTS - 1] if placement else []
         reply = await send_spawn(

@@ -36,7 +36,6 @@ structlog's context variables carry `runner=<id>`, so every line it logs names i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import math
 import os
@@ -315,12 +314,18 @@ class Runner(AsyncResource):
             await self._passivator.close()
 
     async def _ensure_coordinator(self) -> None:
-        """Host the system's `coordinator` unless another runner does (KV create decides)."""
+        """Host the system's `coordinator` unless another runner does (KV create decides):
+        at start, and at every take-over round, so a coordinator stopped by a `_stop` comes
+        back within a heartbeat (the coordination protocols are the system's, not a user's)."""
         agent_id = self.settings.coordinator_id
         if agent_id is None or self.runtime.registry.agents.get(agent_id) is not None:
             return
-        with contextlib.suppress(ConflictError):  # another runner hosts it: exactly one does
+        try:
             await self.runtime.spawn(SpawnRequest(type="coordinator", id=agent_id))
+        except ConflictError:
+            return  # another runner hosts it: exactly one does
+        except MabeamError as error:  # KV cannot say now: the next round tries again
+            log.warning("runner.coordinator_not_started", error=error.message)
 
     async def drain(self) -> None:
         """Stop taking spawns, let queued work finish, hand permanent agents over, and stop."""
@@ -596,6 +601,7 @@ class Runner(AsyncResource):
                 await self.runtime.yield_agent(host)  # exactly one runner serves an agent
             if not self.draining and self.runtime.lease_valid():
                 await self.take_over()
+                await self._ensure_coordinator()
 
     # ----------------------------------------------------------------- the lease
 

@@ -19,6 +19,7 @@ from mabeam.core.errors import (
     ConfigError,
     ConflictError,
     DeadlineError,
+    NotFoundError,
     OverloadedError,
     ReplyTimeoutError,
     UnavailableError,
@@ -425,3 +426,8 @@ async def test_calls_in_flight_at_a_stop_are_answered_not_lost(
 def test_a_heartbeat_interval_must_be_a_positive_number(interval: float) -> None:
     with pytest.raises(ConfigError, match="heartbeat_interval"):
         RunnerSettings(runner_id="x", heartbeat_interval=interval)
+
+
+async def test_a_spawn_on_a_runner_that_is_not_running_is_404_naming_it(client: Client) -> None:
+    with pytest.raises(NotFoundError, match="runner 'gone' is not running"):
+        await client.spawn("demo", runner="gone")

@@ -13,7 +13,8 @@ import pytest
 from mabeam.agents.coordination.consensus import Vote, decide
 from mabeam.client import Client
 from mabeam.core.config import Config
-from mabeam.core.errors import BadRequestError, DeadlineError, NotFoundError
+from mabeam.core.errors import BadRequestError, DeadlineError, NotFoundError, UnavailableError
+from mabeam.testing import eventually
 from mabeam.testing.processes import RunnerProcess
 
 
@@ -52,6 +53,20 @@ async def test_majority_among_agents_on_two_runners(client: Client) -> None:
     assert result["votes"] == {"v0": True, "v1": True, "v2": False, "v3": True, "v4": False}
     assert result["missing"] == []
     assert result["elapsed_ms"] > 0
+
+
+async def test_a_stopped_coordinator_is_back_within_a_heartbeat(client: Client) -> None:
+    """The coordination protocols are the system's: a `_stop` of the coordinator (a slip of
+    `mabeam stop coordinator`) leaves them unserved for a heartbeat, not until a restart."""
+    await client.call("coordinator", "_stop")
+    ids = await spawn_voters(client, [True, True, False])
+
+    async def decided() -> Any:
+        return await client.consensus(participants=ids, proposal=1, rule="majority")
+
+    result = await eventually(decided, timeout=5, ignoring=(UnavailableError, DeadlineError))
+    assert result["decision"] == "accepted"
+    assert len(client.agents.find(type="coordinator")) == 1
 
 
 async def test_rules_by_capability(client: Client) -> None:
