@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -54,6 +53,7 @@ from mabeam.core.jetstream import (
 )
 from mabeam.core.messages import Message, Subscription, settle, unsubscribe_all
 from mabeam.core.names import validate_id
+from mabeam.core.numbers import is_number
 from mabeam.core.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ and the error of the action's reply when it ran and failed (the firing took effe
 
 
 def _seconds(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not is_number(value):
         raise BadRequestError(f"reminder {what} must be a number of seconds, got {value!r}")
     return float(value)
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import math
 import os
 import random
 import socket
@@ -84,6 +83,7 @@ from mabeam.core.errors import (
 from mabeam.core.messages import Message, Subscription, unsubscribe_all
 from mabeam.core.micro import Endpoint
 from mabeam.core.names import validate_runner_id
+from mabeam.core.numbers import is_number
 from mabeam.core.replies import error_of, error_reply, result_of
 from mabeam.core.resource import AsyncResource
 from mabeam.core.tasks import cancel_and_wait
@@ -128,7 +128,7 @@ class RunnerSettings:
 
     def __post_init__(self) -> None:
         validate_runner_id(self.runner_id)
-        if not 0 < self.heartbeat_interval < math.inf:  # also refuses nan
+        if not is_number(self.heartbeat_interval) or self.heartbeat_interval <= 0:
             raise ConfigError(
                 f"heartbeat_interval must be a positive number, got {self.heartbeat_interval!r}"
             )

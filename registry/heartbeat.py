@@ -45,6 +45,7 @@ from mabeam.core.errors import (
     MabeamError,
     UnavailableError,
 )
+from mabeam.core.numbers import is_number
 from mabeam.core.resource import AsyncResource
 from mabeam.registry.records import RunnerRecord
 from mabeam.registry.registry import Registry
@@ -77,7 +78,7 @@ class RunnerHeartbeat(AsyncResource):
         serving: Callable[[], bool] | None = None,
     ) -> None:
         interval = registry.heartbeat_interval if interval is None else interval
-        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+        if not is_number(interval) or interval <= 0:
             raise BadRequestError(f"heartbeat interval must be a positive number, got {interval!r}")
         self.registry = registry
         self.interval = float(interval)

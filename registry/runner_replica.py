@@ -15,6 +15,7 @@ from typing import Final
 from mabeam.core.codec import parse_rfc3339
 from mabeam.core.errors import BadRequestError
 from mabeam.core.kv import has_ttl
+from mabeam.core.numbers import is_number
 from mabeam.registry.buckets import Bucket
 from mabeam.registry.records import RunnerRecord, decode_runner
 from mabeam.registry.replica import Replica
@@ -35,11 +36,7 @@ class RunnerReplica(Replica[RunnerRecord]):
     def __init__(
         self, bucket: Bucket, *, heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     ) -> None:
-        if (
-            isinstance(heartbeat_interval, bool)
-            or not isinstance(heartbeat_interval, int | float)
-            or heartbeat_interval <= 0
-        ):
+        if not is_number(heartbeat_interval) or heartbeat_interval <= 0:
             raise BadRequestError(
                 f"heartbeat_interval must be a positive number, got {heartbeat_interval!r}"
             )

@@ -15,7 +15,6 @@ server's permissions can keep every other identity from reading its replies.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from mabeam.core.errors import BadRequestError, ConfigError
 from mabeam.core.names import Subjects, validate_pattern, validate_prefix
+from mabeam.core.numbers import is_number
 
 __all__ = ["DEFAULT_NATS_URL", "DEFAULT_PREFIX", "Config", "redact_url"]
 
@@ -230,13 +230,13 @@ class Config:
     def _check_positive(self, *names: str) -> None:
         for name in names:
             value = getattr(self, name)
-            if not _is_number(value) or value <= 0:
+            if not is_number(value) or value <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {value!r}")
 
     def _check_not_negative(self, *names: str) -> None:
         for name in names:
             value = getattr(self, name)
-            if not _is_number(value) or not value >= 0:
+            if not is_number(value) or not value >= 0:
                 raise ConfigError(f"{name} must be a number of 0 or more, got {value!r}")
 
     def _check_events(self) -> None:
@@ -351,9 +351,3 @@ def _parse(variable: str, raw: str, kind: str) -> Any:
         return int(raw) if kind == "int" else float(raw)
     except ValueError:
         raise ConfigError(f"{variable}={raw!r} is not a valid {kind}") from None
-
-
-def _is_number(value: object) -> bool:
-    """True for a finite int or float (not a bool, nor `nan` / `inf`, which `float()` of an
-    environment variable gives as readily as a number)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Final, Protocol
 
 from mabeam.core.errors import BadRequestError
+from mabeam.core.numbers import is_number
 
 __all__ = [
     "RESOLUTION",
@@ -43,7 +44,7 @@ RESOLUTION: Final = 0.01
 def valid_timeout(timeout: float) -> float:
     """`timeout`, a caller's wait in seconds; `BadRequestError` unless it is a positive, finite
     number (nan would reach the wheel as a slot it cannot compute, after the message left)."""
-    if not 0 < timeout < math.inf:  # also refuses nan
+    if not is_number(timeout) or timeout <= 0:
         raise BadRequestError(f"timeout must be a positive number of seconds, got {timeout!r}")
     return timeout
 
