@@ -292,10 +292,11 @@ class AgentHost(HostServices):
         await self._refuse_pending(f"agent {self.agent_id} is restarting")
         await self._teardown_instance("crash")
         delay = self.supervisor.on_crash()
-        await self.runtime.agent_crashed(self, reason, will_restart=delay is not None)
         if delay is None:
-            await self._give_up()
+            await self._give_up()  # off its subject before the registry hears of it
+            await self.runtime.agent_crashed(self, reason, will_restart=False)
             return
+        await self.runtime.agent_crashed(self, reason, will_restart=True)
         await asyncio.sleep(delay)
         await self._restart_instance()
 

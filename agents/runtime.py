@@ -453,13 +453,18 @@ class Runtime:
         await host.stop("passivate", finish_queue=True)
         if self.hosts.get(host.agent_id) is not host:
             return  # dropped meanwhile: another runner owns it now
+        await self._deactivate(host, "passivate")
+        self.observer.agent_stopped(host.agent_type.type_name, "passivate")
+
+    async def _deactivate(self, host: AgentHost, why: str) -> None:
+        """Forget a virtual agent here and remove its record at the revision written here; its
+        snapshot stays in `P_state` for its next activation."""
         self.hosts.pop(host.agent_id, None)
         self.snapshots.forget(host.agent_id)
         try:
             await self.registry.unregister(host.agent_id, revision=host.revision)
         except MabeamError as error:  # taken over meanwhile, or NATS down: the owner decides
-            log.warning("runtime.passivate_unregister_failed", agent=host.agent_id, error=error)
-        self.observer.agent_stopped(host.agent_type.type_name, "passivate")
+            log.warning(f"runtime.{why}_unregister_failed", agent=host.agent_id, error=error)
 
     async def yield_agent(self, host: AgentHost) -> None:
         """Stop a local copy whose record or snapshot another runner has taken.
@@ -508,12 +513,16 @@ class Runtime:
         return self.record_dict(record)
 
     async def agent_crashed(self, host: AgentHost, reason: str, *, will_restart: bool) -> None:
-        """A host reports a crash: announce it; a given-up agent is marked or removed."""
+        """A host reports a crash: announce it; a given-up agent is marked or removed. A
+        virtual one is deactivated (record removed, snapshot kept), so that its next call
+        activates it again from its last snapshot, as a virtual agent always exists."""
         self.observer.agent_crashed(host.agent_type.type_name, will_restart)
         await self._lifecycle_event("crashed", host.record, reason)
         if will_restart:
             return
-        if host.supervisor.policy is RestartPolicy.TEMPORARY:
+        if host.record.virtual:
+            await self._deactivate(host, "crash")
+        elif host.supervisor.policy is RestartPolicy.TEMPORARY:
             self.hosts.pop(host.agent_id, None)
             await self.registry.unregister(host.agent_id)
             await self.snapshots.delete(host.agent_id)

@@ -36,7 +36,7 @@ def runners(config: Config, tmp_path: Path) -> Iterator[dict[str, RunnerProcess]
         name: RunnerProcess(
             config,
             name,
-            agents=["tests.agents_support.types:Pinned"],
+            agents=["tests.agents_support.types:Pinned", "tests.agents_support.types:Fragile"],
             extra_args=["--passivate-after", str(PASSIVATE_AFTER)],
             log_path=tmp_path / f"{name}.log",
         ).wait_ready()
@@ -133,6 +133,28 @@ async def test_a_key_whose_snapshot_is_damaged_answers_500_until_repaired(
         assert await client.registry.read_agent(agent_id) is None
     await states.put(agent_id, b'{"counter": 41}')
     assert await _call(wires[0], config, "damaged", "increment") == {"counter": 42}
+
+
+async def test_a_virtual_agent_given_up_on_is_activated_again_by_its_next_call(
+    client: Client, wires: list[Any], config: Config
+) -> None:
+    """Past its restart intensity a crashed virtual agent is deactivated (record removed,
+    snapshot kept), so its next call activates it again from the snapshot. Before, it stayed
+    `crashed` where it ran and every call to its key waited for an owner until the request
+    timeout, then got 503."""
+    fragile = client.virtual("Fragile", "f")
+    assert await fragile.call("generation_now") == {"generation": 0}
+    crash = config.subjects.virtual("Fragile", "f", "crash")
+    for _ in range(6):  # 5 restarts in 10 s, and the sixth crash makes the supervisor give up
+        reply = await wires[0].request(crash, b"{}", timeout=10)
+        assert reply.headers[ERROR_CODE_HEADER] == "500", reply.headers
+    reply = await wires[1].request(
+        config.subjects.virtual("Fragile", "f", "generation_now"), b"{}", timeout=10
+    )
+    assert not reply.headers, (reply.headers, reply.data)
+    assert decode(reply.data)["generation"] >= 1  # restored from its snapshot
+    agent_id = virtual_agent_id("Fragile", "f")
+    await eventually(lambda: getattr(client.agents.get(agent_id), "status", None) == "running")
 
 
 async def test_calls_across_passivations_each_take_effect_once(
