@@ -37,6 +37,7 @@ from mabeam.agents.supervisor import RestartPolicy, Supervisor
 from mabeam.agents.timers import Timer
 from mabeam.core.codec import encode
 from mabeam.core.errors import (
+    ActionFailedError,
     BadRequestError,
     ConflictError,
     DeadlineError,
@@ -309,8 +310,12 @@ class AgentHost(HostServices):
         await self.crash(error)
 
     async def _give_up(self) -> None:
+        """Past the restart intensity. An agent kept `crashed` in the registry stays on its
+        subject, so that calls fail at once and `_restart` or `_stop` reach it
+        (`_while_crashed`); a temporary or virtual one leaves it, as the runner forgets it."""
         self.state = HostState.CRASHED
-        await self._leave_subject()
+        if self.record.virtual or self.supervisor.policy is RestartPolicy.TEMPORARY:
+            await self._leave_subject()
 
     async def _restart_instance(self) -> None:
         try:
@@ -417,12 +422,43 @@ class AgentHost(HostServices):
         if envelope.name in QUEUED_CONTROL:
             envelope.kind = EnvelopeKind.CONTROL
         if self.state is not HostState.RUNNING:
+            if self.state is HostState.CRASHED:
+                self._while_crashed(envelope)
+                return
             raise UnavailableError(f"agent {self.agent_id} is {self.state.value}")
         if not self.mailbox.offer(envelope):
             self.runtime.observer.mailbox_full(self.agent_type.type_name)
             raise OverloadedError(
                 f"mailbox of agent {self.agent_id} is full ({self.mailbox.capacity} messages)"
             )
+
+    def _while_crashed(self, envelope: Envelope) -> None:
+        """A message for an agent its supervisor gave up on: `_restart` starts it again,
+        `_stop` removes it, anything else fails at once (500: no retry can help)."""
+        if envelope.name == "_restart":
+            self.state = HostState.RESTARTING  # a second `_restart` meanwhile waits (503)
+            self.runtime.start_task(self._revive(envelope))
+        elif envelope.name == "_stop":
+            self.runtime.start_task(self._run_control(envelope))
+        else:
+            raise ActionFailedError(
+                f"agent {self.agent_id} crashed and its supervisor gave up: "
+                "_restart starts it again from its snapshot, _stop removes it"
+            )
+
+    async def _revive(self, envelope: Envelope) -> None:
+        """`_restart` of a crashed agent: a new instance from its snapshot, with a fresh
+        restart budget; if it fails to start, it stays crashed and the caller gets 500."""
+        self.supervisor.reset()
+        try:
+            result = await self.runtime.restart_agent(self)
+        except Exception as exc:
+            await self._teardown_instance("crash")
+            self.state = HostState.CRASHED
+            failed = ActionFailedError(f"agent {self.agent_id} did not restart: {exc}")
+            await self.replier.error(envelope, failed)
+            return
+        await self.replier.now(envelope, result)
 
     async def _immediate_reply(self, action: str) -> dict[str, Any]:
         if action == "_ping":

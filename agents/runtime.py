@@ -503,8 +503,9 @@ class Runtime:
         ]
 
     async def restart_agent(self, host: AgentHost) -> dict[str, Any]:
-        """`_restart`: a new instance with the same id, args and record, from its snapshot."""
-        if host.uses_snapshots(host.agent_type):
+        """`_restart`: a new instance with the same id, args and record, from its snapshot
+        (written first, when an instance runs: a crashed agent has none)."""
+        if host.agent is not None and host.uses_snapshots(host.agent_type):
             await self.snapshots.commit(host)
         await host.restart()
         record = await self._set_status(host, "running")

@@ -65,6 +65,10 @@ class Supervisor:
         """Crashes still inside the window."""
         return len(self._crashes)
 
+    def reset(self) -> None:
+        """Forget the crashes so far (an operator's `_restart` of an agent given up on)."""
+        self._crashes.clear()
+
     def on_crash(self, now: float | None = None) -> float | None:
         """Record a crash; the backoff in seconds before restarting, or None to give up."""
         if self.policy is RestartPolicy.TEMPORARY:

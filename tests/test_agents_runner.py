@@ -209,6 +209,49 @@ async def test_supervisor_restarts_then_gives_up(config: Config) -> None:
         assert record.status == "crashed"
 
 
+async def test_an_agent_given_up_on_fails_calls_at_once_and_restart_or_stop_reach_it(
+    config: Config,
+) -> None:
+    """A crashed agent stays on its subject: a call fails at once with 500 (before, no
+    responders: a caller retried until its timeout), `_ping` says `crashed`, `_restart` starts
+    it again from its snapshot with a fresh restart budget, and `_stop` removes it."""
+    from mabeam.agents.supervisor import RestartIntensity
+
+    settings = RunnerSettings(
+        agent_types=TYPES,
+        intensity=RestartIntensity(max_restarts=1, window=30, backoff_initial=0.01),
+    )
+
+    async def crash_until_given_up() -> None:
+        for _ in range(2):
+            with pytest.raises(ActionFailedError):
+                await client.call("f1", "crash")
+            await eventually(lambda: client.call("f1", "_ping"), until=_not_restarting)
+
+    async with Runner(config, settings), Client(config) as client:
+        await client.spawn("Fragile", id="f1")
+        await crash_until_given_up()
+        assert await client.call("f1", "_ping") == {"id": "f1", "status": "crashed"}
+        with pytest.raises(ActionFailedError, match="supervisor gave up"):
+            await client.call("f1", "generation_now", timeout=30)
+        record = await client.restart("f1")
+        assert record["status"] == "running"
+        assert (await client.call("f1", "generation_now"))["generation"] >= 1  # from its snapshot
+        with pytest.raises(ActionFailedError):  # a fresh budget: restarted once more
+            await client.call("f1", "crash")
+        await eventually(lambda: client.call("f1", "_ping"), until=_not_restarting)
+        assert (await client.call("f1", "_ping"))["status"] == "running"
+        with pytest.raises(ActionFailedError):
+            await client.call("f1", "crash")
+        await eventually(lambda: _status(client, "f1", "crashed"))
+        assert (await client.stop("f1"))["stopped"] is True
+        await eventually(lambda: client.agents.get("f1") is None)
+
+
+def _not_restarting(reply: Any) -> bool:
+    return bool(reply["status"] != "restarting")
+
+
 async def test_events_reach_agent_handlers(client: Client) -> None:
     await client.spawn("Listener", id="l1")
     await client.publish("orders.eu.created", {"x": 1})

@@ -162,7 +162,7 @@ async def test_an_unreachable_server_exits_1_with_one_line() -> None:
 
 
 async def test_calling_an_agent_nobody_runs_says_so_in_plain_words(config: Config) -> None:
-    for args in (("call", "nosuch", "ping"), ("info", "nosuch")):
+    for args in (("call", "nosuch", "ping"), ("info", "nosuch"), ("restart", "nosuch")):
         code, out, err = await run(*args, "--nats", config.nats_url, "--prefix", config.prefix)
         assert (code, out) == (1, ""), err
         assert err.startswith(f"mabeam {args[0]}: error: no agent 'nosuch' is running"), err

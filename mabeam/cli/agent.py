@@ -1,4 +1,5 @@
-"""`mabeam spawn`, `call`, `cast`, `stop` and `info`: one agent at a time, through a client."""
+"""`mabeam spawn`, `call`, `cast`, `stop`, `restart` and `info`: one agent at a time, through a
+client."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ __all__ = ["register", "run_call", "run_reserved", "run_spawn"]
 
 
 def register(commands: Any) -> None:
-    """Add the `spawn`, `call`, `cast`, `stop` and `info` commands."""
+    """Add the `spawn`, `call`, `cast`, `stop`, `restart` and `info` commands."""
     spawn = commands.add_parser("spawn", help="spawn an agent on a runner")
     spawn.add_argument("type", help="agent type, e.g. demo")
     spawn.add_argument("--id", help="agent id (generated when absent)")
@@ -54,7 +55,11 @@ def register(commands: Any) -> None:
         )
         add_connection_options(parser)
         parser.set_defaults(run=run_call, log_level=CLIENT_LOG_LEVEL)
-    for name, helptext in (("stop", "stop an agent"), ("info", "an agent's record and counters")):
+    for name, helptext in (
+        ("stop", "stop an agent"),
+        ("restart", "restart an agent from its snapshot (one its supervisor gave up on, too)"),
+        ("info", "an agent's record and counters"),
+    ):
         parser = commands.add_parser(name, help=helptext)
         parser.add_argument("agent")
         add_connection_options(parser)
@@ -120,7 +125,7 @@ async def _call(client: Client, agent: str, action: str, body: Any = None, **opt
 
 
 async def run_reserved(args: argparse.Namespace) -> int:
-    """`stop` and `info`: the reserved actions `_stop` and `_info`."""
+    """`stop`, `restart` and `info`: the reserved actions `_stop`, `_restart` and `_info`."""
     async with Client(config_from_args(args), with_registry=False) as client:
         result = await _call(client, args.agent, f"_{args.command}")
     print_json(result)

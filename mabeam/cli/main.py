@@ -32,6 +32,7 @@ COMMANDS: Final[dict[str, str]] = {
     "call": "agent",
     "cast": "agent",
     "stop": "agent",
+    "restart": "agent",
     "info": "agent",
     "consensus": "coordination",
     "auction": "coordination",
