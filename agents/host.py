@@ -47,7 +47,6 @@ from mabeam.core.errors import (
     UnknownActionError,
 )
 from mabeam.core.messages import Message, Subscription
-from mabeam.core.timeouts import deadline
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -536,7 +535,7 @@ class AgentHost(HostServices):
         try:
             kwargs = spec.parse(envelope.args)
             method = getattr(self.agent, spec.method_name)
-            with deadline(self.agent_type.action_timeout):
+            with self.mailbox.deadline(self.agent_type.action_timeout):
                 result = await method(**kwargs)
         except BadRequestError as invalid:
             await self._finish(envelope, call_id, "bad_request", started, error=invalid)
@@ -603,7 +602,7 @@ class AgentHost(HostServices):
 
     async def _run_callback(self, envelope: Envelope) -> None:
         try:
-            with deadline(self.agent_type.action_timeout):
+            with self.mailbox.deadline(self.agent_type.action_timeout):
                 if envelope.kind is EnvelopeKind.EVENT:
                     await getattr(self.agent, envelope.name)(envelope.payload)
                 else:

@@ -26,6 +26,8 @@ from typing import Any
 
 import structlog
 
+from mabeam.core.timeouts import Deadline, TaskDeadlines, deadline
+
 __all__ = ["Envelope", "EnvelopeKind", "Mailbox"]
 
 log = structlog.get_logger("mabeam.mailbox")
@@ -79,6 +81,7 @@ class Mailbox:
     """A bounded FIFO of envelopes run one at a time by `process`."""
 
     __slots__ = (
+        "_deadlines",
         "_drainers",
         "_idle",
         "_process",
@@ -104,6 +107,7 @@ class Mailbox:
         self._drainers: _Drainers | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._idle: asyncio.Event | None = None
+        self._deadlines: TaskDeadlines | None = None  # the drainer's, while one runs this
 
     def __len__(self) -> int:
         return len(self._queue) + len(self._running)
@@ -131,6 +135,13 @@ class Mailbox:
             drainers.schedule(self)
         return True
 
+    def deadline(self, seconds: float) -> TaskDeadlines | Deadline:
+        """A block that may run `seconds` at most, for the envelope being processed: through
+        its drainer's reusable deadlines (`TaskDeadlines`), or a deadline of its own in a
+        concurrent mailbox, whose envelopes each run in a task of their own."""
+        deadlines = self._deadlines
+        return deadline(seconds) if deadlines is None else deadlines.limit(seconds)
+
     async def _run_one(self, envelope: Envelope) -> None:
         try:
             await self._process(envelope)
@@ -142,11 +153,13 @@ class Mailbox:
         if not self._running and self._idle is not None:
             self._idle.set()
 
-    async def _run_batch(self) -> int:
-        """Run up to `_BATCH` queued envelopes (for a drainer); how many ran. The mailbox
-        stays scheduled while envelopes are left, and goes idle otherwise."""
+    async def _run_batch(self, deadlines: TaskDeadlines) -> int:
+        """Run up to `_BATCH` queued envelopes (for a drainer, whose `deadlines` they use);
+        how many ran. The mailbox stays scheduled while envelopes are left, and goes idle
+        otherwise."""
         queue = self._queue
         ran = 0
+        self._deadlines = deadlines
         try:
             while queue and ran < _BATCH:
                 envelope = queue.popleft()
@@ -158,6 +171,8 @@ class Mailbox:
         except asyncio.CancelledError:  # the drainer was cancelled: the next offer goes on
             self._went_idle()
             raise
+        finally:
+            self._deadlines = None
         if queue and self._drainers is not None:
             self._drainers.schedule(self)
         else:
@@ -222,19 +237,23 @@ class _Drainers:
         self._starting = False
         ready = self._ready
         ran = 0
-        while ready:
-            mailbox = ready.popleft()
-            if ready and not self._check_pending and not self._starting:
-                loop = self._loop()
-                if loop is not None:
-                    self._check_pending = True
-                    loop.call_soon(self._check)
-            ran += await mailbox._run_batch()
-            if ran >= _YIELD_EVERY and ready:
-                ran = 0
-                self._starting = True  # this drainer goes on after its pause: no new one
-                await asyncio.sleep(0)
-                self._starting = False
+        deadlines = TaskDeadlines()  # one for every handler this drainer runs
+        try:
+            while ready:
+                mailbox = ready.popleft()
+                if ready and not self._check_pending and not self._starting:
+                    loop = self._loop()
+                    if loop is not None:
+                        self._check_pending = True
+                        loop.call_soon(self._check)
+                ran += await mailbox._run_batch(deadlines)
+                if ran >= _YIELD_EVERY and ready:
+                    ran = 0
+                    self._starting = True  # this drainer goes on after its pause: no new one
+                    await asyncio.sleep(0)
+                    self._starting = False
+        finally:
+            deadlines.close()
 
 
 _DRAINERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Drainers] = (

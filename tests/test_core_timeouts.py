@@ -1,5 +1,6 @@
 """The timeout wheel: entries expire once, on time (up to RESOLUTION late), unless withdrawn;
-`deadline()` is asyncio.timeout's behaviour on it, without a loop timer per block."""
+`deadline()` is asyncio.timeout's behaviour on it, without a loop timer per block, and so are
+the blocks of one task's `TaskDeadlines`, without a wheel entry per block."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 
 import pytest
 
-from mabeam.core.timeouts import RESOLUTION, deadline, wheel_of
+from mabeam.core.timeouts import RESOLUTION, Deadline, TaskDeadlines, deadline, wheel_of
 
 
 async def test_a_block_past_its_deadline_raises_timeout_error() -> None:
@@ -123,3 +124,52 @@ async def test_withdrawn_entries_leave_nothing_behind() -> None:
     assert len(wheel) == waiting
     await asyncio.sleep(0.15)
     assert not any(stamp.expired for stamp in stamps)
+
+
+async def test_task_deadlines_time_out_each_block_by_its_own_limit() -> None:
+    """Blocks one after another in one task: a late one raises TimeoutError on time, whatever
+    the limits of the blocks before it (longer, shorter, or past with nothing running)."""
+    deadlines = TaskDeadlines()
+    try:
+        for _ in range(200):  # many quick blocks, filed once
+            with deadlines.limit(5.0):
+                await asyncio.sleep(0)
+        for limit in (0.2, 0.05, 0.1):  # after a longer limit, a shorter one fires first
+            began = time.perf_counter()
+            with pytest.raises(TimeoutError), deadlines.limit(limit):
+                await asyncio.sleep(5)
+            assert limit - 0.005 <= time.perf_counter() - began < limit + RESOLUTION + 0.05
+        with deadlines.limit(0.05):
+            await asyncio.sleep(0.01)
+        with deadlines.limit(0.3):  # the slot filed for the block before comes: not late
+            await asyncio.sleep(0.15)
+        with deadlines.limit(0.05):
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # the slot of that block comes while none runs: nothing
+        with deadlines.limit(0.3):
+            await asyncio.sleep(0.01)
+    finally:
+        deadlines.close()
+
+
+async def test_task_deadlines_keep_outside_cancellations_and_do_not_nest() -> None:
+    async def victim(deadlines: list[TaskDeadlines]) -> None:
+        deadlines.append(TaskDeadlines())
+        with deadlines[0].limit(5.0):
+            await asyncio.sleep(5)
+
+    made: list[TaskDeadlines] = []
+    task = asyncio.create_task(victim(made))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    made[0].close()
+    deadlines = TaskDeadlines()
+    with deadlines.limit(1.0):
+        inner = deadlines.limit(0.02)
+        assert isinstance(inner, Deadline)  # a block inside a block gets one of its own
+        with pytest.raises(TimeoutError), inner:
+            await asyncio.sleep(1)
+    deadlines.close()
+    assert isinstance(deadlines.limit(1.0), Deadline)  # closed: nothing filed any more

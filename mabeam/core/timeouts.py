@@ -31,6 +31,7 @@ __all__ = [
     "RESOLUTION",
     "Deadline",
     "Expiring",
+    "TaskDeadlines",
     "TimeoutWheel",
     "deadline",
     "valid_timeout",
@@ -187,13 +188,7 @@ class Deadline:
         if self._wheel is not None:
             self._wheel.withdraw(self, self._slot)
         task, self._task = self._task, None
-        if (
-            self._expired
-            and task is not None
-            and task.uncancel() <= self._cancelling  # always withdraw our own cancel request
-            and exc_type is asyncio.CancelledError
-        ):
-            raise TimeoutError from exc
+        _end_block(task, self._expired, self._cancelling, exc_type, exc)
 
     async def __aenter__(self) -> Deadline:
         return self.__enter__()
@@ -205,6 +200,117 @@ class Deadline:
         traceback: TracebackType | None,
     ) -> None:
         self.__exit__(exc_type, exc, traceback)
+
+
+def _end_block(
+    task: asyncio.Task[object] | None,
+    expired: bool,
+    cancelling: int,
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+) -> None:
+    """Leave a block with a deadline: withdraw the cancellation its expiry asked for, and turn
+    it into `TimeoutError` (a cancellation from outside, or an earlier one, stays one)."""
+    if (
+        expired
+        and task is not None
+        and task.uncancel() <= cancelling  # always withdraw our own cancel request
+        and exc_type is asyncio.CancelledError
+    ):
+        raise TimeoutError from exc
+
+
+class TaskDeadlines:
+    """The deadlines of the blocks that one task runs one after another (a mailbox drainer's
+    handlers): `with deadlines.limit(seconds): ...` behaves like `with deadline(seconds):`, at
+    the cost of a clock read and a few attribute writes instead of a wheel entry made, filed
+    and withdrawn for every block (2 to 3 µs, more than a short handler).
+
+    It is filed in the wheel once, at the deadline of the block running then. When that slot
+    comes, it cancels the task if the block running now is past its own deadline, files itself
+    again at that deadline if not, and leaves the wheel while no block runs. A block with a
+    shorter limit than the one filed files it earlier. Made inside the task it serves; `close()`
+    when the task is done with it. Blocks do not nest: `limit` inside a block (or once closed)
+    gives a plain `Deadline`.
+    """
+
+    __slots__ = (
+        "_cancelling",
+        "_expired",
+        "_filed_at",
+        "_filed_slot",
+        "_loop",
+        "_seconds",
+        "_task",
+        "_until",
+        "_wheel",
+    )
+
+    def __init__(self) -> None:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("deadlines must be made inside a task")
+        self._task: asyncio.Task[object] | None = task
+        self._loop = task.get_loop()
+        self._wheel = wheel_of(self._loop)
+        self._seconds = 0.0
+        self._until: float | None = None  # the running block's deadline (loop time)
+        self._filed_at: float | None = None  # the time this is filed for in the wheel
+        self._filed_slot = 0
+        self._expired = False
+        self._cancelling = 0
+
+    def limit(self, seconds: float) -> TaskDeadlines | Deadline:
+        """A block that may run `seconds` at most, in this task."""
+        if self._until is not None or self._task is None:
+            return Deadline(seconds)
+        self._seconds = seconds
+        return self
+
+    def __enter__(self) -> TaskDeadlines:
+        until = self._until = self._loop.time() + self._seconds
+        self._expired = False
+        assert self._task is not None
+        self._cancelling = self._task.cancelling()
+        filed_at = self._filed_at
+        if filed_at is None or until < filed_at:
+            self._file(until)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._until = None
+        _end_block(self._task, self._expired, self._cancelling, exc_type, exc)
+
+    def expire(self) -> None:
+        """The filed slot has come: cancel the task if its block is late, else file again."""
+        self._filed_at = None
+        until, task = self._until, self._task
+        if until is None or task is None:
+            return
+        now = self._loop.time()
+        if until <= now + _CLOCK_GRAIN:
+            self._expired = True
+            task.cancel()
+        else:  # a later block: its own slot, always a later one than the slot being expired
+            self._file(max(until, now + RESOLUTION))
+
+    def _file(self, when: float) -> None:
+        if self._filed_at is not None:
+            self._wheel.withdraw(self, self._filed_slot)
+        self._filed_at = when
+        self._filed_slot = self._wheel.file(self, when)
+
+    def close(self) -> None:
+        """The task is done with these deadlines: leave the wheel (which would hold the task)."""
+        if self._filed_at is not None:
+            self._wheel.withdraw(self, self._filed_slot)
+            self._filed_at = None
+        self._task = None
 
 
 def deadline(seconds: float) -> Deadline:
