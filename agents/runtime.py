@@ -433,12 +433,23 @@ class Runtime:
             raise NotFoundError(f"agent {agent_id} is not hosted by runner {self.runner_id}")
         await host.stop(reason)
         self.hosts.pop(agent_id, None)
-        await self.registry.unregister(agent_id)
-        if host.uses_snapshots(host.agent_type):
-            await self.snapshots.delete(agent_id)
+        await self._remove_for_good(host)
         self.observer.agent_stopped(host.agent_type.type_name, reason)
         await self._lifecycle_event("stopped", host.record, reason)
         await host.left()  # long done: its unsubscription went out before the writes above
+
+    async def _remove_for_good(self, host: AgentHost) -> None:
+        """An agent gone for good: its record, its snapshot and its reminders (a reminder left
+        would reach the next agent of that id, or activate a virtual one again). Reminders that
+        cannot be dropped now are logged: the agent is gone all the same."""
+        agent_id = host.agent_id
+        await self.registry.unregister(agent_id)
+        if host.uses_snapshots(host.agent_type):
+            await self.snapshots.delete(agent_id)
+        try:
+            await self.reminders.forget_all(agent_id)
+        except MabeamError as error:
+            log.warning("runtime.reminders_not_forgotten", agent=agent_id, error=error.message)
 
     async def release_agent(self, host: AgentHost) -> None:
         """Stop a hosted agent for a hand-over: queue finished, snapshot kept, record kept."""
@@ -525,8 +536,7 @@ class Runtime:
             await self._deactivate(host, "crash")
         elif host.supervisor.policy is RestartPolicy.TEMPORARY:
             self.hosts.pop(host.agent_id, None)
-            await self.registry.unregister(host.agent_id)
-            await self.snapshots.delete(host.agent_id)
+            await self._remove_for_good(host)
         else:
             await self._set_status(host, "crashed")
 

@@ -191,6 +191,25 @@ async def test_a_reminder_reactivates_a_passivated_virtual_agent_and_lands_once(
     assert (await counter.call("get_state"))["counter"] == 8
 
 
+async def test_a_stopped_agent_s_reminders_go_with_it(client: Client) -> None:
+    """`_stop` removes an agent for good, its reminders too. Before, they stayed: a spawned
+    agent's passed to the next agent of that id, and a virtual agent's firing activated it
+    again, afresh, to run the action."""
+    await client.spawn("demo", id="reminded-once")
+    await client.call("reminded-once", "schedule_increment", {"after": 60})
+    assert len((await client.info("reminded-once"))["reminders"]) == 1
+    await client.stop("reminded-once")
+    await client.spawn("demo", id="reminded-once")
+    assert (await client.info("reminded-once"))["reminders"] == []
+    stopped = client.virtual("demo", "stopped")
+    await stopped.call("schedule_increment", {"after": 1, "by": 7})
+    await stopped.call("_stop")
+    agent_id = virtual_agent_id("demo", "stopped")
+    await asyncio.sleep(2.5)  # the firing was due 1 s in (up to 1 s late)
+    assert client.agents.get(agent_id) is None  # not activated again by it
+    assert (await stopped.call("get_state"))["counter"] == 0
+
+
 async def test_a_drained_runner_passivates_its_virtual_agents_and_they_answer_elsewhere(
     client: Client, wires: list[Any], config: Config, runners: dict[str, RunnerProcess]
 ) -> None:
