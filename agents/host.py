@@ -581,17 +581,25 @@ class AgentHost(HostServices):
         error: MabeamError | None = None,
     ) -> None:
         elapsed = time.perf_counter() - started if started else 0.0
+        if call_id is None and not envelope.wants_reply:  # a cast: nothing goes back
+            self.runtime.observer.action_done(
+                self.agent_type.type_name, envelope.name, outcome, elapsed
+            )
+            await self.replier.send(Outgoing(envelope, result=result, error=error))
+            self._changed()
+            return
+        reply = _reply_of(envelope.name, result, error, self.runtime.config.max_payload)
+        if error is None and reply.failed:
+            outcome = "error"
         self.runtime.observer.action_done(
             self.agent_type.type_name, envelope.name, outcome, elapsed
         )
-        if call_id is None:
-            await self.replier.send(Outgoing(envelope, result=result, error=error))
-        else:
-            reply = _reply_of(result, error)
+        waiting: tuple[Envelope, ...] = (envelope,)
+        if call_id is not None:
             self._recent_calls().remember(call_id, reply)
-            repeats = self._running_calls.pop(call_id, [])
-            for waiting in (envelope, *repeats):
-                await self.replier.send(Outgoing(waiting, reply=reply))
+            waiting += tuple(self._running_calls.pop(call_id, []))
+        for caller in waiting:
+            await self.replier.send(Outgoing(caller, reply=reply))
         self._changed()
 
     def _recent_calls(self) -> RecentCalls:
@@ -653,13 +661,24 @@ class AgentHost(HostServices):
             self.log.warning("agent.timer_dropped", reason="mailbox full")
 
 
-def _reply_of(result: Any, error: MabeamError | None) -> Reply:
+def _reply_of(action: str, result: Any, error: MabeamError | None, limit: int) -> Reply:
+    """The reply of a finished action, encoded once for every caller waiting for it: 500 when
+    the result cannot be sent (not JSON, or above the connection's `max_payload`): the action
+    ran, and the caller learns why its result cannot reach it (not a timeout, then a retry)."""
     if error is not None:
         return Reply.of_error(error)
     try:
-        return Reply.of_result(result)
+        reply = Reply.of_result(result)
     except BadRequestError as unencodable:
-        return Reply.of_error(unencodable)
+        failure = f"action {action!r} returned a result that is not JSON: {unencodable.message}"
+        return Reply.of_error(ActionFailedError(failure))
+    if len(reply.body) > limit:
+        failure = (
+            f"action {action!r} returned {len(reply.body):,} bytes, above the limit of "
+            f"{limit:,} (max_payload)"
+        )
+        return Reply.of_error(ActionFailedError(failure))
+    return reply
 
 
 def _traceparent(envelope: Envelope) -> str | None:

@@ -29,9 +29,17 @@ from mabeam.core.errors import (
 from mabeam.core.replies import ERROR_CODE_HEADER
 from mabeam.registry.records import RunnerRecord
 from mabeam.testing import eventually
-from tests.agents_support.types import Fragile, Listener, Relay, Sleeper, SlowStart, Ticker
+from tests.agents_support.types import (
+    Careless,
+    Fragile,
+    Listener,
+    Relay,
+    Sleeper,
+    SlowStart,
+    Ticker,
+)
 
-TYPES = (Sleeper, Fragile, Listener, Relay, Ticker, SlowStart)
+TYPES = (Sleeper, Fragile, Listener, Relay, Ticker, SlowStart, Careless)
 
 
 @pytest.fixture
@@ -188,6 +196,32 @@ async def test_info_stop_and_restart(client: Client, prefix: str) -> None:
         if event.topic == "agent.stopped":
             break
     assert kinds == ["agent.started", "agent.restarted", "agent.stopped"]
+
+
+async def test_a_result_that_cannot_be_sent_is_500_at_once_on_every_path(
+    client: Client, raw: Any, config: Config
+) -> None:
+    """A result that is not JSON, or above max_payload, answers 500 naming the action, on the
+    wire (with or without a call id, and its repeat) and to a local caller. Before, a
+    non-JSON result was 400 (the caller's fault), and an oversized one was never answered: the
+    caller timed out, and its retry met 409 'too large to be remembered'."""
+    await client.spawn("Careless", id="c1")
+    await client.spawn("Relay", id="relay")
+    size = config.max_payload + 1
+    for action, args, why in (
+        ("unencodable", {}, "action 'unencodable' returned a result that is not JSON"),
+        ("huge", {"size": size}, f"action 'huge' returned {size + 2:,} bytes, above the limit"),
+    ):
+        for call_id in ("once", "once"):  # the repeat gets the remembered error
+            with pytest.raises(ActionFailedError, match=why):
+                await client.call("c1", action, args, call_id=f"{action}-{call_id}", timeout=5)
+        code, body = await raw_request(
+            raw, config.subjects.agent("c1", action), json.dumps(args).encode()
+        )
+        assert code == 500 and why in body["error"]["message"]
+        relayed = {"target": "c1", "action_name": action, "args": args}
+        with pytest.raises(ActionFailedError, match=why):
+            await client.call("relay", "relay", relayed, timeout=5)
 
 
 async def test_supervisor_restarts_then_gives_up(config: Config) -> None:

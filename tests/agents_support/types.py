@@ -62,6 +62,18 @@ class Listener(Agent):
         return {"events": self.seen}
 
 
+class Careless(Agent):
+    """Returns what cannot be sent: a value that is not JSON, or more bytes than a message holds."""
+
+    @action
+    async def unencodable(self) -> Any:
+        return object()
+
+    @action
+    async def huge(self, size: int) -> str:
+        return "x" * size
+
+
 class Relay(Agent):
     """Calls another agent from inside an action (the local fast path when both live here)."""
 
