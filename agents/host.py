@@ -581,26 +581,28 @@ class AgentHost(HostServices):
         error: MabeamError | None = None,
     ) -> None:
         elapsed = time.perf_counter() - started if started else 0.0
-        if call_id is None and not envelope.wants_reply:  # a cast: nothing goes back
-            self.runtime.observer.action_done(
-                self.agent_type.type_name, envelope.name, outcome, elapsed
-            )
-            await self.replier.send(Outgoing(envelope, result=result, error=error))
-            self._changed()
-            return
-        reply = _reply_of(envelope.name, result, error, self.runtime.config.max_payload)
-        if error is None and reply.failed:
-            outcome = "error"
+        reply: Reply | None = None
+        if call_id is not None or envelope.wants_reply:  # a cast without an id: nothing goes back
+            reply = _reply_of(envelope.name, result, error, self.runtime.config.max_payload)
+            if error is None and reply.failed:
+                outcome = "error"
         self.runtime.observer.action_done(
             self.agent_type.type_name, envelope.name, outcome, elapsed
         )
+        if reply is None:
+            await self.replier.send(Outgoing(envelope, result=result, error=error))
+        else:
+            await self._answer_all(envelope, call_id, reply)
+        self._changed()
+
+    async def _answer_all(self, envelope: Envelope, call_id: str | None, reply: Reply) -> None:
+        """Send `reply` to `envelope` and to every repeat of its call id that waited for it."""
         waiting: tuple[Envelope, ...] = (envelope,)
         if call_id is not None:
             self._recent_calls().remember(call_id, reply)
             waiting += tuple(self._running_calls.pop(call_id, []))
         for caller in waiting:
             await self.replier.send(Outgoing(caller, reply=reply))
-        self._changed()
 
     def _recent_calls(self) -> RecentCalls:
         if self._calls is None:

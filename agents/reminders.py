@@ -379,12 +379,8 @@ class Reminders:
     async def forget_all(self, agent_id: str) -> None:
         """Drop every reminder of an agent that is gone for good, and its firings not yet
         taken (two purges of the stream, by pattern)."""
-        if self.unsupported is not None:
-            return
-        subjects = self._connection.subjects
-        jetstream = self._connection.jetstream
-        await jetstream.purge(self._stream, subjects.reminder_definition(agent_id, "*"))
-        await jetstream.purge(self._stream, subjects.reminder_firing(agent_id, "*"))
+        if self.unsupported is None:
+            await self.forget(agent_id, "*")
 
     async def of_agent(self, agent_id: str) -> dict[str, Reminder]:
         """The stored reminders of one agent, by name (one direct get)."""

@@ -300,16 +300,18 @@ class TaskDeadlines:
             self._file(max(until, now + RESOLUTION))
 
     def _file(self, when: float) -> None:
-        if self._filed_at is not None:
-            self._wheel.withdraw(self, self._filed_slot)
+        self._unfile()
         self._filed_at = when
         self._filed_slot = self._wheel.file(self, when)
 
-    def close(self) -> None:
-        """The task is done with these deadlines: leave the wheel (which would hold the task)."""
+    def _unfile(self) -> None:
         if self._filed_at is not None:
             self._wheel.withdraw(self, self._filed_slot)
             self._filed_at = None
+
+    def close(self) -> None:
+        """The task is done with these deadlines: leave the wheel (which would hold the task)."""
+        self._unfile()
         self._task = None
 
 
