@@ -30,7 +30,7 @@ from mabeam.core.errors import (
 )
 from mabeam.core.gather import gather_replies
 from mabeam.core.messages import Message
-from mabeam.core.names import validate_id, virtual_agent_id
+from mabeam.core.names import validate_id, virtual_agent_id, virtual_form
 from mabeam.core.replies import error_of, result_of
 
 __all__ = [
@@ -72,6 +72,11 @@ class SpawnRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
                 raise BadRequestError("a virtual agent is permanent")
         if self.id is not None:
             validate_id(self.id, "agent id")
+            if self.key is None and virtual_form(self.id):
+                raise BadRequestError(
+                    f"agent id {self.id!r} has the form of a virtual agent's id (v_<n>_<type>_<key>"
+                    " or v_h_<hex>): reserved for virtual agents, which need no spawn"
+                )
         for capability in self.capabilities:
             validate_id(capability, "capability")
         RestartPolicy.parse(self.restart)

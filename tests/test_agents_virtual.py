@@ -237,6 +237,20 @@ async def test_an_agent_calls_a_virtual_agent_and_a_type_may_refuse_virtual_call
     assert reply.headers["Nats-Service-Error-Code"] == "400"
 
 
+async def test_a_spawn_cannot_take_a_virtual_agent_s_id(
+    client: Client, wires: list[Any], config: Config
+) -> None:
+    for agent_id in ("v_4_demo_squat", "v_h_0123456789abcdef0123456789abcdef01234567"):
+        body = encode({"type": "demo", "id": agent_id})
+        reply = await wires[0].request(config.subjects.spawn, body, timeout=10)
+        assert reply.headers["Nats-Service-Error-Code"] == "400", reply.headers
+        assert "reserved for virtual agents" in reply.headers["Nats-Service-Error"]
+    assert await _call(wires[1], config, "squat", "increment") == {"counter": 1}
+    plain = encode({"type": "demo", "id": "v_x"})  # only the two virtual forms are reserved
+    reply = await wires[0].request(config.subjects.spawn, plain, timeout=10)
+    assert not reply.headers, reply.headers
+
+
 def test_an_activation_request_names_the_virtual_id_and_is_permanent() -> None:
     assert SpawnRequest(type="demo", key="k1").validated().id == "v_4_demo_k1"
     with pytest.raises(BadRequestError, match="has the id"):

@@ -11,6 +11,7 @@ from mabeam.core.names import (
     validate_runner_id,
     validate_topic,
     virtual_agent_id,
+    virtual_form,
 )
 
 
@@ -100,6 +101,8 @@ def test_virtual_agent_ids_name_type_and_key_without_ambiguity() -> None:
     assert validate_id(long) == long
     with pytest.raises(BadRequestError, match="virtual agent key"):
         virtual_agent_id("demo", "a.b")
+    assert virtual_form("v_4_demo_k1") and virtual_form(long)
+    assert not any(map(virtual_form, ["v_x", "v_4", "vv_4_demo_k1", "x_v_4_demo_k1"]))
 
 
 _NAME = st.from_regex(r"^[A-Za-z0-9_-]{1,128}$", fullmatch=True)

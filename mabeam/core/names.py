@@ -24,6 +24,7 @@ __all__ = [
     "validate_runner_id",
     "validate_topic",
     "virtual_agent_id",
+    "virtual_form",
 ]
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -33,6 +34,7 @@ CALL_ID_HEADER = "Mabeam-Call-Id"
 """The request header naming a call, so that a retry of it runs at most once (PROTOCOL.md,
 "Safe retries"); its value follows the id rule."""
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+_VIRTUAL_FORM = re.compile(r"^v_(?:h|[0-9]+)_")
 # A topic token may be anything NATS accepts in a subject token that is not a wildcard.
 _TOPIC_TOKEN = re.compile(r"^[^\s.*>]+$")
 
@@ -57,6 +59,12 @@ def virtual_agent_id(agent_type: str, key: str) -> str:
     if len(plain) <= _MAX_ID_CHARS:
         return plain
     return "v_h_" + hashlib.sha256(f"{agent_type}.{key}".encode()).hexdigest()[:40]
+
+
+def virtual_form(agent_id: str) -> bool:
+    """True for an id of the form `virtual_agent_id` gives (`v_<digits>_...` or `v_h_...`):
+    reserved for virtual agents, so a spawned agent cannot take a virtual agent's id."""
+    return _VIRTUAL_FORM.match(agent_id) is not None
 
 
 def validate_runner_id(value: object) -> str:
