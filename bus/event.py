@@ -78,6 +78,9 @@ STRUCTURED_CONTENT_TYPE = CLOUDEVENTS_JSON_CONTENT_TYPE
 _STRUCTURED_PREFIX = "application/cloudevents"
 """What the binding says a receiver looks for to tell structured mode, matched in any case."""
 _DATA_KEYS = frozenset(("data", "data_base64"))
+_REQUIRED = ("specversion", "id", "source", "type")
+"""The attributes CloudEvents 1.0 requires of every event; a structured event lacking one is
+refused (binary mode fills them: a message with no header at all is plain data)."""
 _DOCUMENT_ATTRIBUTES = frozenset((*_ATTRIBUTES, "traceparent", *_DATA_KEYS))
 """The members of a structured event that are not extensions."""
 
@@ -303,7 +306,7 @@ def _from_headers(
         topic=topic,
         subject=subject,
         data=data,
-        specversion=attributes.get("ce-specversion") or SPEC_VERSION,
+        specversion=_specversion(attributes.get("ce-specversion")),
         datacontenttype=attributes.get("content-type")
         or attributes.get("ce-datacontenttype")
         or JSON_CONTENT_TYPE,
@@ -328,20 +331,46 @@ def _from_document(
             if name not in _DOCUMENT_ATTRIBUTES
         }
     get = document.get
+    event_id, source, event_type = (
+        _text("id", get("id")),
+        _text("source", get("source")),
+        _text("type", get("type")),
+    )
+    if get("specversion") != SPEC_VERSION or not (event_id and source and event_type):
+        raise _not_an_event(document)
     return Event(
-        id=_text("id", get("id")) or (stored[0] if stored else str(uuid.uuid4())),
-        source=_text("source", get("source")) or UNKNOWN_SOURCE,
-        type=_text("type", get("type")) or topic,
+        id=event_id,
+        source=source,
+        type=event_type,
         time=_text("time", get("time")) or (stored[1] if stored else now_rfc3339()),
         topic=topic,
         subject=subject,
         data=get("data") if "data_base64" not in document else _data_base64(document),
-        specversion=_text("specversion", get("specversion")) or SPEC_VERSION,
+        specversion=SPEC_VERSION,
         datacontenttype=_text("datacontenttype", get("datacontenttype")) or JSON_CONTENT_TYPE,
         traceparent=_text("traceparent", get("traceparent")) or None,
         received_at=_time.perf_counter(),
         extensions=extensions,
     )
+
+
+def _not_an_event(document: dict[str, Any]) -> BadRequestError:
+    """The refusal of a structured event without the attributes CloudEvents 1.0 requires."""
+    missing = [name for name in _REQUIRED if not document.get(name)]
+    if missing:
+        return BadRequestError(
+            f"a structured event lacks required attributes: {', '.join(missing)}"
+        )
+    return BadRequestError(
+        f"specversion {document['specversion']!r} is not {SPEC_VERSION!r}, the one understood"
+    )
+
+
+def _specversion(value: str | None) -> str:
+    """The `ce-specversion` of a binary event (1.0 when absent); `BadRequestError` for another."""
+    if value is None or value == SPEC_VERSION:
+        return SPEC_VERSION
+    raise BadRequestError(f"specversion {value!r} is not {SPEC_VERSION!r}, the one understood")
 
 
 def _text(name: str, value: Any) -> str:

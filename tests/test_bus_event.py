@@ -204,19 +204,51 @@ def test_either_mode_decodes_to_the_event_that_was_encoded(mode: str) -> None:
     assert msgspec.structs.replace(received, received_at=0.0) == sent
 
 
-def test_structured_mode_is_recognised_in_any_case_and_filled_like_binary() -> None:
+def test_structured_mode_is_recognised_in_any_case_and_only_its_time_is_filled() -> None:
     headers = {"Content-Type": "Application/CloudEvents+JSON; charset=utf-8"}
-    body = b'{"specversion": "1.0", "id": 7, "retry": true, "data": null}'
+    body = (
+        b'{"specversion": "1.0", "id": 7, "source": "/s", "type": "t", "retry": true, "data": null}'
+    )
     event = decode_event("p.events.a", "a", headers, body, max_size=1000)
-    assert (event.id, event.source, event.type, event.data) == ("7", UNKNOWN_SOURCE, "a", None)
+    assert (event.id, event.source, event.type, event.data) == ("7", "/s", "t", None)
     assert event.extensions == {"retry": "true"}
     stored = ("P_EVENTS-3", "2026-01-02T03:04:05Z")
-    event = decode_event("p.events.a", "a", headers, b"{}", max_size=100, stored=stored)
-    assert (event.id, event.time) == stored
+    event = decode_event("p.events.a", "a", headers, body, max_size=100, stored=stored)
+    assert (event.id, event.time) == ("7", stored[1])
 
 
 @pytest.mark.parametrize(
-    "body", [b"[1]", b'{"id": {"x": 1}}', b'{"tenant": [1]}', b'{"data_base64": "!!"}']
+    ("body", "refusal"),
+    [
+        (b"{}", "lacks required attributes: specversion, id, source, type"),
+        (b'{"specversion": "1.0", "id": "1", "type": "t"}', "lacks required attributes: source"),
+        (b'{"specversion": "2.0", "id": "1", "source": "/s", "type": "t"}', "'2.0' is not '1.0'"),
+        (b'{"specversion": 1.0, "id": "1", "source": "/s", "type": "t"}', "1.0 is not '1.0'"),
+    ],
+)
+def test_a_structured_event_needs_the_attributes_cloudevents_requires(
+    body: bytes, refusal: str
+) -> None:
+    headers = {"content-type": STRUCTURED_CONTENT_TYPE}
+    with pytest.raises(BadRequestError, match=re.escape(refusal)):
+        decode_event("p.events.a", "a", headers, body, max_size=1000)
+
+
+def test_a_binary_event_of_another_specversion_is_a_bad_request() -> None:
+    headers = {"ce-specversion": "2.0", "ce-id": "1"}
+    with pytest.raises(BadRequestError, match=re.escape("'2.0' is not '1.0'")):
+        decode_event("p.events.a", "a", headers, b"1", max_size=100)
+    assert decode_event("p.events.a", "a", {"ce-id": "1"}, b"1", max_size=100).specversion == "1.0"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[1]",
+        b'{"id": {"x": 1}}',
+        b'{"tenant": [1]}',
+        b'{"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "data_base64": "!!"}',
+    ],
 )
 def test_a_structured_body_that_is_not_an_event_is_a_bad_request(body: bytes) -> None:
     headers = {"content-type": STRUCTURED_CONTENT_TYPE}
