@@ -26,6 +26,7 @@ import structlog
 from mabeam.agents.context import MessageContext, current_message
 from mabeam.agents.coordination.campaigns import Campaigns
 from mabeam.agents.coordination.election import LeaderTerm
+from mabeam.agents.durable_events import AGENT_DELIVERY, HANDLED, consumer_name, event_key
 from mabeam.agents.inbox import IMMEDIATE, QUEUED_CONTROL, call_id_of, decode_message
 from mabeam.agents.interface import describe
 from mabeam.agents.mailbox import Envelope, EnvelopeKind, Mailbox
@@ -173,10 +174,17 @@ class AgentHost(HostServices):
             self.log.warning("agent.remembered_calls_unreadable", error=error.message)
 
     async def _subscribe_events(self, spec: EventHandlerSpec) -> None:
-        for pattern in spec.patterns:
-            subscription = await self.runtime.bus.subscribe(
-                pattern, self._event_feeder(spec.method_name)
-            )
+        bus = self.runtime.bus
+        for index, pattern in enumerate(spec.patterns):
+            if spec.durable:
+                subscription = await bus.subscribe(
+                    pattern,
+                    self._durable_feeder(spec.method_name),
+                    durable=consumer_name(self.agent_id, spec.method_name, index),
+                    delivery=AGENT_DELIVERY,
+                )
+            else:
+                subscription = await bus.subscribe(pattern, self._event_feeder(spec.method_name))
             self._event_subscriptions.append(subscription)
 
     def _event_feeder(self, method_name: str) -> Callable[[Event], None]:
@@ -185,6 +193,21 @@ class AgentHost(HostServices):
                 envelope = Envelope(EnvelopeKind.EVENT, method_name, payload=event)
                 if not self.mailbox.offer(envelope):
                     self._drop_event(event)
+
+        return feed
+
+    def _durable_feeder(self, method_name: str) -> Callable[[Event], Awaitable[None]]:
+        """The handler of a durable consumer: it returns (and the event is acked) once the
+        event's effect is stored; `UnavailableError` has it delivered again after a pause."""
+
+        async def feed(event: Event) -> None:
+            if self.state is not HostState.RUNNING:
+                raise UnavailableError(f"agent {self.agent_id} is not running on this runner")
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            envelope = Envelope(EnvelopeKind.EVENT, method_name, payload=event, future=done)
+            if not self.mailbox.offer(envelope):
+                raise UnavailableError(f"the mailbox of agent {self.agent_id} is full")
+            await done
 
         return feed
 
@@ -611,6 +634,9 @@ class AgentHost(HostServices):
         return self._calls
 
     async def _run_callback(self, envelope: Envelope) -> None:
+        if envelope.future is not None:
+            await self._run_durable_event(envelope)
+            return
         try:
             with self.mailbox.deadline(self.agent_type.action_timeout):
                 if envelope.kind is EnvelopeKind.EVENT:
@@ -618,14 +644,33 @@ class AgentHost(HostServices):
                 else:
                     await envelope.payload()
         except Exception as exc:
-            self.failed += 1
-            self.log.exception(
-                "agent.handler_failed", kind=envelope.kind.value, handler=envelope.name
-            )
-            if self.agent_type.restart_on_error:
-                self.runtime.start_task(self.crash(exc))
+            self._handler_failed(envelope, exc)
             return
         self._changed()
+
+    async def _run_durable_event(self, envelope: Envelope) -> None:
+        """Run a durable handler's event once: one handled before (a redelivery) is answered
+        without running again; the answer, which acks it, waits for its effect's commit."""
+        key = event_key(envelope.payload)
+        if self._calls is None or key not in self._calls:
+            try:
+                with self.mailbox.deadline(self.agent_type.action_timeout):
+                    await getattr(self.agent, envelope.name)(envelope.payload)
+            except Exception as exc:
+                assert self.agent is not None
+                failure = self.agent.describe_error(exc)
+                self._handler_failed(envelope, exc)
+                await self.replier.error(envelope, failure)  # delivered again, at once
+                return
+            self._recent_calls().remember(key, HANDLED)
+        await self.replier.result(envelope, None)
+        self._changed()
+
+    def _handler_failed(self, envelope: Envelope, exc: Exception) -> None:
+        self.failed += 1
+        self.log.exception("agent.handler_failed", kind=envelope.kind.value, handler=envelope.name)
+        if self.agent_type.restart_on_error:
+            self.runtime.start_task(self.crash(exc))
 
     async def _run_control(self, envelope: Envelope) -> None:
         try:

@@ -40,6 +40,7 @@ F = TypeVar("F", bound=ActionFunction)
 _ACTION_MARK = "__mabeam_action__"
 _BODY_MARK = "__mabeam_body__"
 _EVENT_MARK = "__mabeam_events__"
+_DURABLE_MARK = "__mabeam_durable_events__"
 
 
 @overload
@@ -81,8 +82,13 @@ def action(
     return mark(fn) if fn is not None else mark
 
 
-def on_event(*patterns: str) -> Callable[[ActionFunction], ActionFunction]:
-    """Mark an async method as the handler of events matching the topic patterns."""
+def on_event(*patterns: str, durable: bool = False) -> Callable[[ActionFunction], ActionFunction]:
+    """Mark an async method as the handler of events matching the topic patterns.
+
+    A plain handler hears what is published while its agent runs (at most once). A `durable`
+    one gets every event at least once, from a JetStream consumer that outlives the agent's
+    moves and its runner's death, one at a time, and each takes effect once (docs/AGENTS.md
+    "Durable event handlers")."""
     for pattern in patterns:
         validate_pattern(pattern)
     if not patterns:
@@ -91,7 +97,10 @@ def on_event(*patterns: str) -> Callable[[ActionFunction], ActionFunction]:
     def mark(function: ActionFunction) -> ActionFunction:
         if not inspect.iscoroutinefunction(function):
             raise TypeError(f"event handler {function.__qualname__} must be an async def")
+        if getattr(function, _DURABLE_MARK, durable) != durable:
+            raise TypeError(f"event handler {function.__qualname__} is durable for all or none")
         setattr(function, _EVENT_MARK, (*getattr(function, _EVENT_MARK, ()), *patterns))
+        setattr(function, _DURABLE_MARK, durable)
         return function
 
     return mark
@@ -121,6 +130,8 @@ class EventHandlerSpec:
 
     method_name: str
     patterns: tuple[str, ...]
+    durable: bool = False
+    """True for `@on_event(..., durable=True)`: at-least-once from a durable consumer."""
 
 
 def _convert_struct(schema: type[msgspec.Struct], args: dict[str, Any], what: str) -> Any:
@@ -246,7 +257,13 @@ class Agent(AgentContext):
                     spec = _action_spec(cls, attribute, value)
                     actions[spec.name] = spec
                 if hasattr(value, _EVENT_MARK):
-                    handlers.append(EventHandlerSpec(attribute, getattr(value, _EVENT_MARK)))
+                    patterns, durable = getattr(value, _EVENT_MARK), getattr(value, _DURABLE_MARK)
+                    handlers.append(EventHandlerSpec(attribute, patterns, durable))
+        if any(handler.durable for handler in handlers) and cls.remembered_calls == 0:
+            raise BadRequestError(
+                f"{cls.__name__} has durable event handlers: remembered_calls must be >= 1 (the"
+                " events it handled are remembered so that a redelivery takes effect once)"
+            )
         cls.__actions__ = actions
         cls.__event_handlers__ = tuple(handlers)
         cls.__start_arguments__ = _arguments_schema(cls, "on_start", cls.on_start)

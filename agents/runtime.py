@@ -22,6 +22,7 @@ from mabeam.agents.calls import Caller
 from mabeam.agents.context import MessageContext
 from mabeam.agents.control import SpawnRequest, request_spawn
 from mabeam.agents.coordination.election import Elections
+from mabeam.agents.durable_events import delete_consumers
 from mabeam.agents.host import AgentHost, HostState
 from mabeam.agents.model import Agent
 from mabeam.agents.observer import RunnerObserver
@@ -439,9 +440,10 @@ class Runtime:
         await host.left()  # long done: its unsubscription went out before the writes above
 
     async def _remove_for_good(self, host: AgentHost) -> None:
-        """An agent gone for good: its record, its snapshot and its reminders (a reminder left
-        would reach the next agent of that id, or activate a virtual one again). Reminders that
-        cannot be dropped now are logged: the agent is gone all the same."""
+        """An agent gone for good: its record, its snapshot, its reminders and the consumers of
+        its durable event handlers (either, left, would reach the next agent of that id, or
+        activate a virtual one again). What cannot be dropped now is logged: the agent is gone
+        all the same."""
         agent_id = host.agent_id
         await self.registry.unregister(agent_id)
         if host.uses_snapshots(host.agent_type):
@@ -450,6 +452,7 @@ class Runtime:
             await self.reminders.forget_all(agent_id)
         except MabeamError as error:
             log.warning("runtime.reminders_not_forgotten", agent=agent_id, error=error.message)
+        await delete_consumers(self.connection, host.agent_type, agent_id)
 
     async def release_agent(self, host: AgentHost) -> None:
         """Stop a hosted agent for a hand-over: queue finished, snapshot kept, record kept."""

@@ -12,7 +12,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any, cast
 
-from mabeam.bus.durable import DEFAULT_MAX_DELIVER, open_durable
+from mabeam.bus.durable import DurableOptions, open_durable
 from mabeam.bus.event import (
     Event,
     EventMode,
@@ -30,6 +30,7 @@ from mabeam.bus.subscription import Handler, Subscription
 from mabeam.core.connection import Connection
 from mabeam.core.errors import BadRequestError, TooLargeError, UnavailableError
 from mabeam.core.names import pattern_covers, validate_id, validate_pattern, validate_topic
+from mabeam.core.numbers import is_number
 from mabeam.core.resource import AsyncResource
 
 __all__ = ["DEFAULT_QUEUE_SIZE", "MAX_HISTORY", "BusState", "EventBus"]
@@ -128,14 +129,15 @@ class EventBus(AsyncResource):
         *,
         durable: str | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
-        max_deliver: int = DEFAULT_MAX_DELIVER,
+        delivery: DurableOptions | None = None,
     ) -> Subscription:
         """Subscribe to a topic pattern (`*` one token, `>` the rest); ready when it returns.
 
         `handler` may be a plain function (called inline: keep it cheap), an `async def`
         (fed through a queue of `queue_size`), or None (iterate the subscription). With
         `durable`, delivery is at-least-once from a JetStream consumer of that name, each event
-        acked when the handler returns and tried up to `max_deliver` times (`mabeam.bus.durable`).
+        acked when the handler returns, tried up to `delivery.max_deliver` times, with its
+        ack wait and events in flight (`DurableOptions`, `mabeam.bus.durable`).
         """
         self._check_open()
         validate_pattern(pattern)
@@ -145,7 +147,11 @@ class EventBus(AsyncResource):
         if durable is None:
             return await self._fanout.subscribe(pattern, handler, queue_size=queue_size)
         validate_id(durable, "durable name")
-        _check_count("max_deliver", max_deliver)
+        delivery = delivery or DurableOptions()
+        _check_count("max_deliver", delivery.max_deliver)
+        _check_count("max_ack_pending", delivery.max_ack_pending)
+        if not is_number(delivery.ack_wait) or delivery.ack_wait <= 0:
+            raise BadRequestError(f"ack_wait must be seconds > 0, got {delivery.ack_wait!r}")
         if handler is None:
             raise BadRequestError("a durable subscription needs a handler")
         history = self.connection.config.events_history
@@ -160,7 +166,7 @@ class EventBus(AsyncResource):
             pattern,
             durable,
             handler,
-            max_deliver=max_deliver,
+            options=delivery,
             totals=self.stats,
             detach=self._forget_durable,
         )

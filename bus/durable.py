@@ -8,9 +8,12 @@ durable name at the same time (in one process or many) share its events: each go
 them (the consumer's deliver group is its name).
 
 Each event is acked after its handler returns. A handler that raises gets the event again (nak:
-redelivered at once), up to `max_deliver` deliveries in all; after the last one the event is
-terminated, logged and counted as dropped. An event redelivered after a failure comes after the
-ones already in flight (up to `MAX_ACK_PENDING`). A body that is not JSON is terminated at once.
+redelivered at once; after `UNAVAILABLE_DELAY` when it raised `UnavailableError`, which says
+"not here, not now", as an agent between runners does), up to `max_deliver` deliveries in all;
+after the last one the event is terminated, logged and counted as dropped. An event redelivered
+after a failure comes after the ones already in flight (up to `max_ack_pending`, by default
+`MAX_ACK_PENDING`; with 1 the order is kept). An event not acked within `ack_wait` seconds is
+delivered again. A body that is not JSON is terminated at once.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+from typing import Any
 
 import structlog
 
@@ -25,12 +29,25 @@ from mabeam.bus.event import Event, decode_event
 from mabeam.bus.event_counters import BusStats
 from mabeam.bus.subscription import Detach, Handler, Subscription
 from mabeam.core.connection import Connection
-from mabeam.core.errors import BadRequestError, MabeamError, NotFoundError, TooLargeError
+from mabeam.core.errors import (
+    BadRequestError,
+    MabeamError,
+    NotFoundError,
+    TooLargeError,
+    UnavailableError,
+)
 from mabeam.core.jetstream import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from mabeam.core.messages import Message, settle
 from mabeam.core.messages import Subscription as ServerSubscription
 
-__all__ = ["ACK_WAIT", "DEFAULT_MAX_DELIVER", "MAX_ACK_PENDING", "open_durable"]
+__all__ = [
+    "ACK_WAIT",
+    "DEFAULT_MAX_DELIVER",
+    "MAX_ACK_PENDING",
+    "UNAVAILABLE_DELAY",
+    "DurableOptions",
+    "open_durable",
+]
 
 log = structlog.get_logger("mabeam.bus")
 
@@ -40,6 +57,19 @@ ACK_WAIT = 30.0
 """Seconds an unacknowledged event waits before the server delivers it again."""
 MAX_ACK_PENDING = 1000
 """Events delivered and not yet acknowledged, at most, per durable consumer."""
+_CHOSEN = ("filter_subject", "ack_wait", "max_deliver", "max_ack_pending")
+"""The settings of an existing consumer that a subscriber binding to it brings in line."""
+UNAVAILABLE_DELAY = 0.5
+"""Seconds before an event whose handler raised `UnavailableError` is delivered again."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DurableOptions:
+    """How a durable consumer delivers: tries per event, the ack wait, events in flight."""
+
+    max_deliver: int = DEFAULT_MAX_DELIVER
+    ack_wait: float = ACK_WAIT
+    max_ack_pending: int = MAX_ACK_PENDING
 
 
 class _DurableSubscription(Subscription):
@@ -79,9 +109,10 @@ class _DurableSubscription(Subscription):
             outcome = self._handler(event)
             if inspect.isawaitable(outcome):
                 await outcome
-        except Exception:
+        except Exception as error:
             self._record_failure(event)
-            await self._retry_or_terminate(msg, event)
+            delay = UNAVAILABLE_DELAY if isinstance(error, UnavailableError) else None
+            await self._retry_or_terminate(msg, event, delay)
             return
         await settle(msg.ack())
 
@@ -103,10 +134,10 @@ class _DurableSubscription(Subscription):
             self._totals.count_invalid(msg.subject, len(msg.data), exc)
             return None
 
-    async def _retry_or_terminate(self, msg: Message, event: Event) -> None:
+    async def _retry_or_terminate(self, msg: Message, event: Event, delay: float | None) -> None:
         deliveries = msg.metadata.num_delivered
         if deliveries < self._max_deliver:
-            await settle(msg.nak())
+            await settle(msg.nak(delay=delay))
             return
         await settle(msg.term())
         self.stats.dropped += 1
@@ -131,14 +162,14 @@ async def open_durable(
     durable: str,
     handler: Handler,
     *,
-    max_deliver: int,
+    options: DurableOptions,
     totals: BusStats,
     detach: Detach,
 ) -> Subscription:
     """Create or update the durable consumer `durable` on a validated pattern, and bind to it."""
     stream = connection.subjects.events_stream
     info = await _consumer_info(connection, stream, durable)
-    wanted = _wanted_config(connection, info, durable, pattern, max_deliver)
+    wanted = _wanted_config(connection, info, durable, pattern, options)
     if info is None or info.config != wanted:
         info = await connection.jetstream.add_consumer(stream, wanted)
     subscription = _DurableSubscription(
@@ -146,7 +177,7 @@ async def open_durable(
         pattern,
         durable,
         handler,
-        max_deliver=max_deliver,
+        max_deliver=options.max_deliver,
         totals=totals,
         detach=detach,
     )
@@ -166,20 +197,22 @@ def _wanted_config(
     existing: ConsumerInfo | None,
     durable: str,
     pattern: str,
-    max_deliver: int,
+    options: DurableOptions,
 ) -> ConsumerConfig:
-    subject = connection.subjects.event(pattern)
-    if existing is not None:  # keep where it is and where it delivers; update what we set
-        return dataclasses.replace(existing.config, filter_subject=subject, max_deliver=max_deliver)
-    return ConsumerConfig(
+    fresh = ConsumerConfig(
         name=durable,
         durable_name=durable,
         deliver_subject=connection.new_inbox(),
         deliver_group=durable,
         deliver_policy=DeliverPolicy.NEW,
         ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=ACK_WAIT,
-        max_deliver=max_deliver,
-        max_ack_pending=MAX_ACK_PENDING,
-        filter_subject=subject,
+        ack_wait=options.ack_wait,
+        max_deliver=options.max_deliver,
+        max_ack_pending=options.max_ack_pending,
+        filter_subject=connection.subjects.event(pattern),
     )
+    if existing is None:
+        return fresh
+    # keep where it is and where it delivers; update what the subscriber chooses
+    chosen: dict[str, Any] = {name: getattr(fresh, name) for name in _CHOSEN}
+    return dataclasses.replace(existing.config, **chosen)

@@ -18,6 +18,7 @@ from mabeam.registry.buckets import Bucket
 from mabeam.registry.records import AgentRecord, RunnerRecord
 from mabeam.testing import eventually
 from mabeam.testing.processes import RunnerProcess
+from tests.agents_support.runners import runners_of
 
 MABEAM = str(Path(sys.executable).parent / "mabeam")
 HEARTBEAT = 0.3
@@ -25,12 +26,8 @@ HEARTBEAT = 0.3
 
 @pytest.fixture
 def runners(config: Config) -> Iterator[dict[str, RunnerProcess]]:
-    started = {
-        name: RunnerProcess(config, name, heartbeat=HEARTBEAT).wait_ready() for name in ("r1", "r2")
-    }
-    yield started
-    for runner in started.values():
-        runner.kill()
+    with runners_of(config, ("r1", "r2"), heartbeat=HEARTBEAT) as started:
+        yield started
 
 
 @pytest.fixture

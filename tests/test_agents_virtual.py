@@ -24,6 +24,7 @@ from mabeam.core.replies import ERROR_CODE_HEADER
 from mabeam.registry.buckets import Bucket
 from mabeam.testing import eventually
 from mabeam.testing.processes import RunnerProcess, disconnected
+from tests.agents_support.runners import runners_of
 from tests.agents_support.types import Pinned
 
 KEYS = [f"k{index}" for index in range(50)]
@@ -32,19 +33,14 @@ PASSIVATE_AFTER = 2
 
 @pytest.fixture
 def runners(config: Config, tmp_path: Path) -> Iterator[dict[str, RunnerProcess]]:
-    started = {
-        name: RunnerProcess(
-            config,
-            name,
-            agents=["tests.agents_support.types:Pinned", "tests.agents_support.types:Fragile"],
-            extra_args=["--passivate-after", str(PASSIVATE_AFTER)],
-            log_path=tmp_path / f"{name}.log",
-        ).wait_ready()
-        for name in ("r1", "r2")
-    }
-    yield started
-    for runner in started.values():
-        runner.kill()
+    with runners_of(
+        config,
+        ("r1", "r2"),
+        log_dir=tmp_path,
+        agents=["tests.agents_support.types:Pinned", "tests.agents_support.types:Fragile"],
+        extra_args=["--passivate-after", str(PASSIVATE_AFTER)],
+    ) as started:
+        yield started
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import structlog
 from nats.js.api import ConsumerInfo
 
 from mabeam.bus import Event, EventBus, SubscriptionState
+from mabeam.bus.durable import DurableOptions
 from mabeam.core.connection import Connection
 from mabeam.testing import eventually
 
@@ -107,7 +108,9 @@ async def test_a_handler_that_raises_gets_the_event_again(bus: EventBus) -> None
 async def test_an_event_that_keeps_failing_is_terminated_after_max_deliver(bus: EventBus) -> None:
     recorder = Recorder(4, fail={"poison"})
     with structlog.testing.capture_logs() as logs:
-        subscription = await bus.subscribe("jobs.*", recorder, durable="strict", max_deliver=3)
+        subscription = await bus.subscribe(
+            "jobs.*", recorder, durable="strict", delivery=DurableOptions(max_deliver=3)
+        )
         await bus.publish("jobs.new", "poison")
         await bus.publish("jobs.new", "fine")
         seen = await recorder.wait()

@@ -14,6 +14,7 @@ import pytest
 import structlog
 
 from mabeam.bus import UNKNOWN_SOURCE, BusState, Event, EventBus, SubscriptionState
+from mabeam.bus.durable import DurableOptions
 from mabeam.core.codec import parse_rfc3339
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
@@ -308,7 +309,12 @@ async def test_bad_patterns_are_refused(bus: EventBus, pattern: str) -> None:
         ({"handler": "not callable"}, "callable"),
         ({"durable": "bad name"}, "durable name"),
         ({"durable": "ok"}, "needs a handler"),
-        ({"durable": "ok", "handler": print, "max_deliver": 0}, "max_deliver"),
+        ({"durable": "ok", "handler": print, "delivery": DurableOptions(max_deliver=0)}, "max_d"),
+        ({"durable": "ok", "handler": print, "delivery": DurableOptions(ack_wait=0)}, "ack_wait"),
+        (
+            {"durable": "ok", "handler": print, "delivery": DurableOptions(max_ack_pending=-1)},
+            "max_ack_pending",
+        ),
     ],
 )
 async def test_bad_subscribe_options_are_refused(

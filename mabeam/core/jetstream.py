@@ -167,6 +167,11 @@ class JetStream:
             info: ConsumerInfo = await self._js.consumer_info(stream, consumer)
         return info
 
+    async def delete_consumer(self, stream: str, consumer: str) -> None:
+        """Delete the consumer `consumer` of `stream`; `NotFoundError` when there is none."""
+        with nats_errors():
+            await self._js.delete_consumer(stream, consumer)
+
     async def add_consumer(self, stream: str, config: ConsumerConfig) -> ConsumerInfo:
         """Create or update a consumer of `stream`."""
         with nats_errors():

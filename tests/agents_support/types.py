@@ -189,3 +189,29 @@ class SlowStart(Agent):
     @action
     async def ready(self) -> dict[str, Any]:
         return {"ready": True}
+
+
+class Books(Agent):
+    """Keeps the numbers of the `sales.*` events it heard, through a durable handler; a sale
+    marked `slow` takes longer than the consumer's ack wait, so it is delivered again."""
+
+    action_timeout = 10.0
+
+    async def on_start(self) -> None:
+        self.sales: list[int] = []
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"sales": self.sales}
+
+    def restore(self, state: Any) -> None:
+        self.sales = list(state["sales"])
+
+    @on_event("sales.*", durable=True)
+    async def on_sale(self, event: Event) -> None:
+        if event.data.get("slow"):
+            await asyncio.sleep(6.0)
+        self.sales.append(int(event.data["n"]))
+
+    @action
+    async def books(self) -> dict[str, Any]:
+        return {"sales": len(self.sales), "distinct": len(set(self.sales))}
