@@ -35,6 +35,8 @@ __all__ = ["DemoPlan", "run_demo"]
 MARKET = "mabeam.agents.examples.market"
 MARKET_TYPES = [f"{MARKET}:{kind}" for kind in ("Producer", "Consumer", "Broker", "Ledger")]
 RUNNERS = ("runner-a", "runner-b")
+LEDGER_PATIENCE = 15.0
+"""Seconds the summary waits for the ledger to count the sales this client saw."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ async def _scenario(
     progress = _Progress()
     sales = await client.subscribe("market.*.sold", _count_into(progress))
     out.write(f"spawning {plan.agents} agents on {len(runners)} runners ...\n")
-    spawned = await _spawn_market(client, plan)
+    spawned = await _spawn_market(client, plan, ledger_runner=runners[0].id)
     out.write(f"spawned {plan.agents} agents in {spawned:.2f}s ({plan.agents / spawned:.0f}/s)\n")
     trading = asyncio.ensure_future(_show_progress(client, progress, out))
     await _sleep_until(progress, plan.kill_at)
@@ -133,7 +135,9 @@ def _count_into(progress: _Progress) -> Any:
     return count
 
 
-async def _spawn_market(client: Client, plan: DemoPlan) -> float:
+async def _spawn_market(client: Client, plan: DemoPlan, *, ledger_runner: str) -> float:
+    """Spawn the market, the ledger on `ledger_runner` (the runner that will be killed: its
+    durable handler still counts every sale), and return the seconds it took."""
     started = time.perf_counter()
     slots = asyncio.Semaphore(64)
 
@@ -141,7 +145,7 @@ async def _spawn_market(client: Client, plan: DemoPlan) -> float:
         async with slots:
             await client.spawn(agent_type, id=agent_id, **options)
 
-    spawns = [spawn("Ledger", "ledger")]
+    spawns = [spawn("Ledger", "ledger", runner=ledger_runner)]
     for index in range(plan.brokers):
         spawns.append(spawn("Broker", f"broker-{index}", args={"tolerance": 1.6 + 0.2 * index}))
     for index in range(plan.producers):
@@ -205,7 +209,7 @@ async def _summarise(
     brokers = await asyncio.gather(
         *(client.call(record.id, "stats") for record in client.agents.find(capability="broker"))
     )
-    books = await client.call("ledger", "books")
+    books = await _books_with(client, progress.sales)
     elapsed = time.monotonic() - progress.started
     rounds = {
         key: sum(b[key] for b in brokers) for key in ("auctions", "votes", "trades", "rejected")
@@ -220,11 +224,27 @@ async def _summarise(
         "sales_events_seen": progress.sales,
         "coordination_rounds": rounds["auctions"] + rounds["votes"],
         **rounds,
-        "units_sold": sum(int(book["units"]) for book in books.values()),
+        "units_sold": _units(books),
         "failover_seconds": round(progress.failover or 0.0, 2),
         "killed": progress.killed,
         "seconds": round(elapsed, 1),
     }
+
+
+async def _books_with(client: Client, sales: int) -> dict[str, Any]:
+    """The ledger's books once they count the `sales` this client saw, or after
+    `LEDGER_PATIENCE` seconds: its durable handler takes one sale at a time, and after the
+    fail-over the sale in flight when its runner died comes again only after the ack wait."""
+    deadline = time.monotonic() + LEDGER_PATIENCE
+    while True:
+        books: dict[str, Any] = await client.call("ledger", "books")
+        if _units(books) >= sales or time.monotonic() > deadline:
+            return books
+        await asyncio.sleep(0.2)
+
+
+def _units(books: dict[str, Any]) -> int:
+    return sum(int(book["units"]) for book in books.values())
 
 
 def _count_by(values: Any) -> dict[str, int]:
@@ -249,7 +269,7 @@ def _print_summary(summary: dict[str, Any], out: TextIO) -> None:
         (
             "sale events",
             f"{summary['sales_events_seen']} seen by this client while it watched, "
-            f"{summary['units_sold']} in the ledger",
+            f"{summary['units_sold']} in the ledger (it failed over too: a durable handler)",
         ),
         ("runner killed", str(summary["killed"])),
         ("fail-over", f"{summary['failover_seconds']}s until its agents answered on the other"),

@@ -36,7 +36,8 @@ async def test_small_demo_trades_survives_a_kill_and_cleans_up() -> None:
     assert summary["agents"] == plan.agents + 1  # and the coordinator
     assert set(summary["by_runner"]) == {"runner-b"}
     assert summary["trades"] > 0
-    assert summary["units_sold"] > 0  # the ledger may miss sales while it fails over
+    # the ledger lived on the killed runner; its durable handler missed no sale meanwhile
+    assert summary["units_sold"] >= summary["sales_events_seen"] > 0
     assert summary["auctions"] >= summary["trades"]
     assert 0 < summary["failover_seconds"] < 10
     assert "MABEAM demo summary" in out.getvalue()

@@ -8,7 +8,8 @@
   through the `coordinator` (vickrey: the winner pays the second-highest bid), ask the other
   brokers to approve the price by majority consensus, settle with both sides, and publish
   `market.<good>.sold`.
-- The `Ledger` listens to every sale by wildcard and keeps the books.
+- The `Ledger` hears every sale by wildcard, through a durable handler (each sale once, across a
+  fail-over), and keeps the books.
 
 Producers, consumers and brokers snapshot their state, so they keep it through a fail-over.
 """
@@ -200,7 +201,8 @@ class Broker(Agent):
 
 
 class Ledger(Agent):
-    """Keeps the books of every sale, heard by wildcard on `market.*.sold`."""
+    """Keeps the books of every sale, heard by wildcard on `market.*.sold` through a durable
+    handler: none is missed or counted twice while the ledger moves to another runner."""
 
     capabilities = ("ledger",)
 
@@ -216,7 +218,7 @@ class Ledger(Agent):
         """Take back the books."""
         self.sales = {good: dict(book) for good, book in state.items()}
 
-    @on_event("market.*.sold")
+    @on_event("market.*.sold", durable=True)  # every sale, once, even across a fail-over
     async def record(self, event: Event) -> None:
         """Add a sale to the book of its good."""
         book = self.sales.setdefault(event.topic.split(".")[1], {"units": 0, "volume": 0.0})
