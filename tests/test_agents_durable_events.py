@@ -5,6 +5,8 @@ consumer behind."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,29 @@ async def test_each_event_takes_effect_once_across_a_kill_9_of_its_runner(
     await asyncio.sleep(1.0)  # a late redelivery would land meanwhile
     assert await client.call("books", "books") == {"sales": SALES, "distinct": SALES}, books
     assert client.agents.get("books").runner == "r2"
+
+
+async def test_each_event_takes_effect_once_across_a_frozen_owner_and_its_successor(
+    client: Client, runners: dict[str, RunnerProcess]
+) -> None:
+    await client.spawn("Books", id="books", runner="r1")
+    await _sell(client, range(100))
+    frozen = runners["r1"]
+    os.kill(frozen.pid, signal.SIGSTOP)  # past the dead threshold: r2 takes the agent over
+    try:
+        await _sell(client, range(100, 200))
+        moved = await eventually(lambda: client.agents.get("books"), timeout=20, until=_on_r2)
+        assert moved is not None
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    await _sell(client, range(200, SALES))  # while the old owner wakes up and fences itself
+    await _books_reach(client, SALES)
+    await asyncio.sleep(1.0)
+    assert await client.call("books", "books") == {"sales": SALES, "distinct": SALES}
+
+
+def _on_r2(record: Any) -> bool:
+    return record is not None and record.runner == "r2" and record.status == "running"
 
 
 async def test_an_event_delivered_again_while_it_is_handled_takes_effect_once(
