@@ -441,7 +441,7 @@ class Runtime:
 
     async def _remove_for_good(self, host: AgentHost) -> None:
         """An agent gone for good: its record, its snapshot, its reminders and the consumers of
-        its durable event handlers (either, left, would reach the next agent of that id, or
+        its durable event handlers (each, if left, would reach the next agent of that id, or
         activate a virtual one again). What cannot be dropped now is logged: the agent is gone
         all the same."""
         agent_id = host.agent_id

@@ -6,7 +6,7 @@ and `history` (`P_EVENTS`), `durable` (at-least-once subscriptions), `bus` (the 
 """
 
 from mabeam.bus.bus import DEFAULT_QUEUE_SIZE, MAX_HISTORY, BusState, EventBus
-from mabeam.bus.durable import DEFAULT_MAX_DELIVER
+from mabeam.bus.durable import DEFAULT_MAX_DELIVER, DurableOptions
 from mabeam.bus.event import UNKNOWN_SOURCE, Event
 from mabeam.bus.event_counters import BusStats, SubscriptionStats
 from mabeam.bus.subscription import (
@@ -25,6 +25,7 @@ __all__ = [
     "AsyncHandler",
     "BusState",
     "BusStats",
+    "DurableOptions",
     "Event",
     "EventBus",
     "Handler",

@@ -9,8 +9,7 @@ import pytest
 import structlog
 from nats.js.api import ConsumerInfo
 
-from mabeam.bus import Event, EventBus, SubscriptionState
-from mabeam.bus.durable import DurableOptions
+from mabeam.bus import DurableOptions, Event, EventBus, SubscriptionState
 from mabeam.core.connection import Connection
 from mabeam.testing import eventually
 

@@ -13,8 +13,14 @@ import nats
 import pytest
 import structlog
 
-from mabeam.bus import UNKNOWN_SOURCE, BusState, Event, EventBus, SubscriptionState
-from mabeam.bus.durable import DurableOptions
+from mabeam.bus import (
+    UNKNOWN_SOURCE,
+    BusState,
+    DurableOptions,
+    Event,
+    EventBus,
+    SubscriptionState,
+)
 from mabeam.core.codec import parse_rfc3339
 from mabeam.core.config import Config
 from mabeam.core.connection import Connection
