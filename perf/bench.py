@@ -175,6 +175,19 @@ async def _reqrep_durable(bench: Bench) -> dict[str, Any]:
     )
 
 
+async def _durable_consumer(bench: Bench) -> dict[str, Any]:
+    """A durable event handler written by hand in nats-py (`raw.durable_consumer`)."""
+    prefix = bench.prefix("raw")
+    return await bench.run_worker(
+        "raw.durable_consumer",
+        timeout=600,
+        stream=f"{prefix}_LEDGER",
+        subject=f"{prefix}.ledger",
+        bucket=f"{prefix}_ledger",
+        total=bench.sizes.durable_events,
+    )
+
+
 async def _requests(
     bench: Bench, responder_name: str, *, seq_count: int, mid_count: int, **params: Any
 ) -> dict[str, Any]:
@@ -276,6 +289,7 @@ async def _startup(bench: Bench) -> dict[str, Any]:
 _LIMITS = {
     "reqrep": _reqrep,
     "reqrep_durable": _reqrep_durable,
+    "durable_consumer": _durable_consumer,
     "pubsub": _pubsub,
     "pubsub_event": _pubsub_event,
     "kv": _kv,

@@ -5,6 +5,8 @@
 - `FanoutSink` subscribes to `fanout.*`; every instance in a runner stamps the handler entry of
   each event into one collector shared by the class (they live in one process), so `fanout`
   reports, per event, the time from the runner's decode to the first and last subscriber.
+- `BenchLedger` counts `ledger.*` events through a durable handler (a snapshot per event, the
+  ack once it is stored): `counted` gives how many, and the sum of their numbers.
 - `BenchProbe` times what only exists inside a runner: agent-to-agent calls on the local fast
   path, registry lookups in the runner's replica, how soon replica changes arrive, and the same
   work done with plain asyncio (the in-process limit). `ballast` holds memory to make pressure.
@@ -25,7 +27,7 @@ from mabeam.perf.load import closed_loop, wall_from_rfc3339
 from mabeam.registry.records import AgentRecord
 from mabeam.registry.replica import ChangeStream
 
-__all__ = ["LOOKUP_BATCH", "BenchProbe", "BenchSink", "FanoutSink"]
+__all__ = ["LOOKUP_BATCH", "BenchLedger", "BenchProbe", "BenchSink", "FanoutSink"]
 
 LOOKUP_BATCH = 100
 """Lookups timed together as one sample."""
@@ -142,6 +144,37 @@ class BenchCounter(Agent):
         """Add `by` to the counter."""
         self.counter += by
         return {"counter": self.counter}
+
+
+class BenchLedger(Agent):
+    """Counts `ledger.*` events through a durable handler, and sums their numbers (`n`): a
+    count and a sum both right mean each event took effect once."""
+
+    type_name = "bench_ledger"
+
+    async def on_start(self) -> None:
+        """Nothing counted yet."""
+        self.count = 0
+        self.total = 0
+
+    def snapshot(self) -> dict[str, int]:
+        """The count and the sum."""
+        return {"count": self.count, "total": self.total}
+
+    def restore(self, state: Any) -> None:
+        """Take back the count and the sum."""
+        self.count, self.total = int(state["count"]), int(state["total"])
+
+    @on_event("ledger.*", durable=True)
+    async def on_entry(self, event: Event) -> None:
+        """Count one event."""
+        self.count += 1
+        self.total += int(event.data["n"])
+
+    @action
+    async def counted(self) -> dict[str, int]:
+        """How many events, and the sum of their numbers."""
+        return {"count": self.count, "total": self.total}
 
 
 class BenchProbe(Agent):

@@ -6,6 +6,8 @@ program needs for the pattern the framework figure uses:
 - `reqrep_responder` / `reqrep_requester`: request → reply to 100 subscriptions;
 - `durable_responder`: the same replies, each sent once a KV compare-and-set of what it changed
   is acknowledged (what a durable call costs in nats-py alone);
+- `durable_consumer`: a durable event handler by hand: a push consumer, one event in flight, a KV
+  put of its count, then the ack;
 - `pubsub_subscriber` / `pubsub_publisher`: publish → subscribe, paced with the publish time in
   the body (latency) and then flat out (peak rate), 16 bytes with no headers, or a given body
   and headers (a CloudEvent as MABEAM sends it);
@@ -391,10 +393,44 @@ async def startup_init(params: dict[str, Any]) -> dict[str, Any]:
     return {"init_ms": elapsed * 1000}
 
 
+async def durable_consumer(params: dict[str, Any]) -> dict[str, Any]:
+    """A hand-written durable event handler: a push consumer of stream `stream` with one event
+    in flight, each counted, its count written to KV `bucket`, then acked; `total` events
+    published flat out from here first, timed until the last is acked."""
+    nc = await _connect(params)
+    js = nc.jetstream()
+    subject, total = params["subject"], int(params["total"])
+    await js.add_stream(name=params["stream"], subjects=[f"{subject}.>"])
+    kv = await js.create_key_value(bucket=params["bucket"])
+    finished = asyncio.Event()
+    count = 0
+
+    async def handle(msg: Msg) -> None:
+        nonlocal count
+        count += 1
+        await kv.put("ledger", b'{"count":%d}' % count)
+        await msg.ack()
+        if count >= total:
+            finished.set()
+
+    config = api.ConsumerConfig(
+        max_ack_pending=1, ack_policy=api.AckPolicy.EXPLICIT, deliver_policy=api.DeliverPolicy.NEW
+    )
+    await js.subscribe(f"{subject}.>", durable="ledger", cb=handle, manual_ack=True, config=config)
+    began = time.perf_counter()
+    for number in range(total):
+        await nc.publish(f"{subject}.e{number % 7}", b'{"n":%d}' % number)
+    await finished.wait()
+    elapsed = time.perf_counter() - began
+    await nc.close()
+    return {"rate": total / elapsed}
+
+
 WORKERS: dict[str, WorkerFunction] = {
     "reqrep_responder": reqrep_responder,
     "reqrep_requester": reqrep_requester,
     "durable_responder": durable_responder,
+    "durable_consumer": durable_consumer,
     "pubsub_subscriber": pubsub_subscriber,
     "pubsub_publisher": pubsub_publisher,
     "kv_bench": kv_bench,

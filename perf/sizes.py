@@ -36,6 +36,7 @@ class Sizes:
     event_seconds: float = 30.0
     event_peak: int = 200_000
     propagation_events: int = 50
+    durable_events: int = 5000
     stress_seconds: float = 60.0
     burst_seconds: float = 5.0
     bursts: int = 3
@@ -87,6 +88,7 @@ QUICK = Sizes(
     scale_calls=10_000,
     rebalance_agents=200,
     reminder_agents=200,
+    durable_events=1000,
 )
 """The sizes of `--quick`."""
 

@@ -64,6 +64,7 @@ SCENARIOS: dict[str, Scenario] = {
     "event_system": event_rows.event_system,
     "event_propagation": event_rows.event_propagation,
     "event_stress": event_rows.event_stress,
+    "event_durable": event_rows.event_durable,
     "registry": registry_rows.registry,
     "registry_scalability": registry_rows.registry_scalability,
     "resource_limits": limit_rows.resource_limits,

@@ -397,6 +397,23 @@ _ROWS = (
         ),
     ),
     RowSpec(
+        "event_durable",
+        "a client process publishes events flat out to a `bench_ledger` agent whose durable "
+        "handler counts them, one in flight, each acked once its snapshot is stored; timed until "
+        "all are counted",
+        (
+            FigureSpec(
+                "rate",
+                "events handled per second by a durable handler",
+                "/s",
+                "—",
+                (Goal(">=", 0.5, of_limit=True),),
+                "higher",
+            ),
+            FigureSpec("once", "events counted exactly once", "%", "—", (_at_least(100),)),
+        ),
+    ),
+    RowSpec(
         "registry",
         "lookups in a runner's watch-fed replica (timed inside); register / unregister through "
         "KV from a client process; concurrent ops; a change seen by 3 replicas in 3 processes",

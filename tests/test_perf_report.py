@@ -173,7 +173,7 @@ def test_plots_are_drawn_with_matplotlib(tmp_path: Path) -> None:
 
 def test_every_row_has_a_scenario() -> None:
     assert list(SCENARIOS) == list(ROW_NAMES)
-    assert len(ROWS) == 19
+    assert len(ROWS) == 20
 
 
 def test_perf_readme_defines_every_row_as_the_suite_checks_it() -> None:

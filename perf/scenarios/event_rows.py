@@ -1,9 +1,10 @@
-"""Event rows: `event_system`, `event_propagation`, `event_stress`.
+"""Event rows: `event_system`, `event_propagation`, `event_stress`, `event_durable`.
 
 A client process publishes CloudEvents through `mabeam.client`; `BenchSink` agents on a runner
 count them and time `ce-time` → handler entry, `FanoutSink` agents time the fan-out inside the
-runner. Limits: raw nats-py publish → subscribe between two processes, and the same fan-out in
-plain asyncio (queues drained by one task each) inside the runner.
+runner, and a `BenchLedger` counts events through a durable handler. Limits: raw nats-py
+publish → subscribe between two processes, the same fan-out in plain asyncio (queues drained by
+one task each) inside the runner, and a hand-written durable consumer in nats-py.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mabeam.perf.procs import PerfError
 from mabeam.perf.results import Measurements, Series
 from mabeam.perf.scenarios.support import (
     FANOUT,
+    LEDGER,
     LONG_CALL,
     PROBE,
     SINK,
@@ -30,7 +32,7 @@ from mabeam.perf.scenarios.support import (
 )
 from mabeam.perf.worker import WorkerFunction
 
-__all__ = ["WORKERS", "event_propagation", "event_stress", "event_system"]
+__all__ = ["WORKERS", "event_durable", "event_propagation", "event_stress", "event_system"]
 
 _TIMEOUT = 900.0
 _EVENT_RATE = 10_000
@@ -291,7 +293,51 @@ def _rss_growth(samples: list[tuple[float, int]], warm_up: float) -> dict[str, A
     }
 
 
+async def event_durable(bench: Bench, m: Measurements) -> None:
+    """Events handled per second by a durable handler, each once, beside raw nats-py."""
+    m.notes.extend(bench.quick_notes(("durable_events",)))
+    prefix = bench.prefix("durev")
+    await bench.runner(prefix, agents=[LEDGER])
+    total = bench.sizes.durable_events
+    result = await bench.run_worker(
+        "events.durable_load", timeout=_TIMEOUT, prefix=prefix, total=total
+    )
+    raw = await bench.limit("durable_consumer")
+    m.set("rate", result["rate"], note=f"{result['count']} of {total} counted")
+    m.limit(
+        "rate",
+        raw["rate"],
+        "raw nats-py: a push consumer, one event in flight, a KV put, then the ack",
+    )
+    once = result["count"] == total and result["total"] == total * (total - 1) // 2
+    m.set("once", 100.0 if once else 0.0, note=f"count {result['count']}, sum {result['total']}")
+    m.note(
+        f"{total} events published flat out, then timed until the agent counted them all: one"
+        " in flight, each acked once the snapshot holding it is stored"
+    )
+
+
+async def durable_load(params: dict[str, Any]) -> dict[str, Any]:
+    """Worker: spawn a `bench_ledger`, publish `total` events, time until it counted them."""
+    total = int(params["total"])
+    async with client_for(params) as client:
+        await client.spawn("bench_ledger", id="ledger")
+        began = time.perf_counter()
+        for number in range(total):
+            await client.publish(f"ledger.e{number % 7}", {"n": number})
+            if number % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        deadline = began + _TIMEOUT / 2
+        while (counted := await client.call("ledger", "counted"))["count"] < total:
+            if time.perf_counter() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - began
+    return {**counted, "rate": counted["count"] / elapsed}
+
+
 WORKERS: dict[str, WorkerFunction] = {
+    "durable_load": durable_load,
     "event_load": event_load,
     "propagation_load": propagation_load,
     "stress_load": stress_load,

@@ -19,6 +19,7 @@ from mabeam.perf.results import Measurements
 __all__ = [
     "COUNTER",
     "FANOUT",
+    "LEDGER",
     "LONG_CALL",
     "PROBE",
     "SINK",
@@ -34,6 +35,7 @@ PROBE = "mabeam.perf.probe_agents:BenchProbe"
 COUNTER = "mabeam.perf.probe_agents:BenchCounter"
 SINK = "mabeam.perf.probe_agents:BenchSink"
 FANOUT = "mabeam.perf.probe_agents:FanoutSink"
+LEDGER = "mabeam.perf.probe_agents:BenchLedger"
 LONG_CALL = 600.0
 """Seconds a client waits for a bench agent's measuring action."""
 _STALL_POLLS = 30
