@@ -636,7 +636,25 @@ class AgentHost(HostServices):
     async def _run_callback(self, envelope: Envelope) -> None:
         if envelope.future is not None:
             await self._run_durable_event(envelope)
-            return
+        elif await self._handle(envelope) is None:
+            self._changed()
+
+    async def _run_durable_event(self, envelope: Envelope) -> None:
+        """Run a durable handler's event once: one handled before (a redelivery) is answered
+        without running again; the answer, which acks it, waits for its effect's commit."""
+        key = event_key(envelope.payload)
+        if self._calls is None or key not in self._calls:
+            failure = await self._handle(envelope)
+            if failure is not None:
+                await self.replier.error(envelope, failure)  # delivered again, at once
+                return
+            self._recent_calls().remember(key, HANDLED)
+        await self.replier.result(envelope, None)
+        self._changed()
+
+    async def _handle(self, envelope: Envelope) -> MabeamError | None:
+        """Run an event's handler or a timer's callback within the action timeout; a failure
+        is counted, logged (and crashes the agent when its type says so) and returned."""
         try:
             with self.mailbox.deadline(self.agent_type.action_timeout):
                 if envelope.kind is EnvelopeKind.EVENT:
@@ -644,33 +662,16 @@ class AgentHost(HostServices):
                 else:
                     await envelope.payload()
         except Exception as exc:
-            self._handler_failed(envelope, exc)
-            return
-        self._changed()
-
-    async def _run_durable_event(self, envelope: Envelope) -> None:
-        """Run a durable handler's event once: one handled before (a redelivery) is answered
-        without running again; the answer, which acks it, waits for its effect's commit."""
-        key = event_key(envelope.payload)
-        if self._calls is None or key not in self._calls:
-            try:
-                with self.mailbox.deadline(self.agent_type.action_timeout):
-                    await getattr(self.agent, envelope.name)(envelope.payload)
-            except Exception as exc:
-                assert self.agent is not None
-                failure = self.agent.describe_error(exc)
-                self._handler_failed(envelope, exc)
-                await self.replier.error(envelope, failure)  # delivered again, at once
-                return
-            self._recent_calls().remember(key, HANDLED)
-        await self.replier.result(envelope, None)
-        self._changed()
-
-    def _handler_failed(self, envelope: Envelope, exc: Exception) -> None:
-        self.failed += 1
-        self.log.exception("agent.handler_failed", kind=envelope.kind.value, handler=envelope.name)
-        if self.agent_type.restart_on_error:
-            self.runtime.start_task(self.crash(exc))
+            assert self.agent is not None
+            failure = self.agent.describe_error(exc)
+            self.failed += 1
+            self.log.exception(
+                "agent.handler_failed", kind=envelope.kind.value, handler=envelope.name
+            )
+            if self.agent_type.restart_on_error:
+                self.runtime.start_task(self.crash(exc))
+            return failure
+        return None
 
     async def _run_control(self, envelope: Envelope) -> None:
         try:
