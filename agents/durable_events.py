@@ -73,5 +73,5 @@ async def delete_consumers(connection: Connection, agent_type: type[Agent], agen
             continue
         except MabeamError as error:
             log.warning(
-                "agent.consumer_not_deleted", agent=agent_id, consumer=name, error=str(error)
+                "agent.consumer_not_deleted", agent=agent_id, consumer=name, error=error.message
             )

@@ -78,9 +78,6 @@ STRUCTURED_CONTENT_TYPE = CLOUDEVENTS_JSON_CONTENT_TYPE
 _STRUCTURED_PREFIX = "application/cloudevents"
 """What the binding says a receiver looks for to tell structured mode, matched in any case."""
 _DATA_KEYS = frozenset(("data", "data_base64"))
-_REQUIRED = ("specversion", "id", "source", "type")
-"""The attributes CloudEvents 1.0 requires of every event; a structured event lacking one is
-refused (binary mode fills them: a message with no header at all is plain data)."""
 _DOCUMENT_ATTRIBUTES = frozenset((*_ATTRIBUTES, "traceparent", *_DATA_KEYS))
 """The members of a structured event that are not extensions."""
 
@@ -320,7 +317,9 @@ def _from_document(
     subject: str, topic: str, document: Any, stored: tuple[str, str] | None
 ) -> Event:
     """A structured-mode event: one JSON object of attributes, extensions and `data` (or
-    `data_base64`, base64 of JSON). Values are plain JSON: nothing is percent-decoded."""
+    `data_base64`, base64 of JSON). Values are plain JSON: nothing is percent-decoded. The
+    attributes CloudEvents 1.0 requires (specversion "1.0", id, source, type) must be there;
+    only `time` is filled (binary mode fills them all: a message without headers is data)."""
     if not isinstance(document, dict):
         raise BadRequestError("a structured-mode event must be a JSON object")
     extensions = None
@@ -336,8 +335,9 @@ def _from_document(
         _text("source", get("source")),
         _text("type", get("type")),
     )
-    if get("specversion") != SPEC_VERSION or not (event_id and source and event_type):
-        raise _not_an_event(document)
+    texts = {"id": event_id, "source": source, "type": event_type}
+    if get("specversion") != SPEC_VERSION or not all(texts.values()):
+        raise _not_an_event(get("specversion"), texts)
     return Event(
         id=event_id,
         source=source,
@@ -354,15 +354,17 @@ def _from_document(
     )
 
 
-def _not_an_event(document: dict[str, Any]) -> BadRequestError:
-    """The refusal of a structured event without the attributes CloudEvents 1.0 requires."""
-    missing = [name for name in _REQUIRED if not document.get(name)]
+def _not_an_event(specversion: Any, texts: dict[str, str]) -> BadRequestError:
+    """The refusal of a structured event without the attributes CloudEvents 1.0 requires
+    (`texts`: its id, source and type as read)."""
+    missing = ["specversion"] if specversion in (None, "") else []
+    missing += [name for name, text in texts.items() if not text]
     if missing:
         return BadRequestError(
             f"a structured event lacks required attributes: {', '.join(missing)}"
         )
     return BadRequestError(
-        f"specversion {document['specversion']!r} is not {SPEC_VERSION!r}, the one understood"
+        f"specversion {specversion!r} is not {SPEC_VERSION!r}, the one understood"
     )
 
 
