@@ -25,7 +25,9 @@ flusher, and a drain's round trip (`flush()`) writes its PING straight to the so
 PONG could come back before the server had the UNSUB; nats-py then removed the subscription and
 dropped unseen what the server sent it meanwhile (a call in flight to an agent being moved to
 another runner went unanswered).
-Last, it delivers the messages of an inline subscription (`subscribe_inline`) from its read loop
+It reads what the server sends with `MessageParser`, nats-py's parser with a faster way through
+the two operations that are nearly all of it, MSG and HMSG (below). Last, it delivers the
+messages of an inline subscription (`subscribe_inline`) from its read loop
 to a plain function (overriding `_send_subscribe`, `_remove_sub` and `_process_msg`, whose steps
 for a plain subscription it repeats with `_subs`, `_build_message` and `_error_cb`): nats-py
 hands every message of a subscription with a callback to a queue and a task of that
@@ -41,13 +43,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import BadSubjectError
+from nats.errors import BadSubjectError, ProtocolError
 from nats.protocol.command import hpub_cmd
+from nats.protocol.parser import AWAITING_CONTROL_LINE, AWAITING_MSG_PAYLOAD, Parser
 
 from mabeam.core.codec import CLOUDEVENTS_JSON_CONTENT_TYPE, CLOUDEVENTS_JSON_HEADERS
 from mabeam.core.headers import HeaderBlock, read_token_headers
@@ -56,6 +59,7 @@ __all__ = [
     "STRUCTURED_EVENT_HEADERS",
     "Client",
     "InlineHandler",
+    "MessageParser",
     "close_transport",
     "fail_requests_in_flight",
     "reconnect_forever",
@@ -70,6 +74,97 @@ STRUCTURED_EVENT_HEADERS = CLOUDEVENTS_JSON_HEADERS.block
 
 InlineHandler = Callable[[Msg], None]
 """A handler called from the read loop with each message of an inline subscription."""
+_CRLF: Final = b"\r\n"
+_MALFORMED: Final = "nats: malformed MSG"  # nats-py's words
+_CONTROL: Final = {b"PING": "_process_ping", b"PONG": "_process_pong", b"+OK": ""}
+"""The other operations `MessageParser` reads: the client's method each calls (none for +OK)."""
+
+
+class MessageParser(Parser):
+    """nats-py's protocol parser, reading MSG and HMSG (and PING, PONG, +OK) itself.
+
+    nats-py matches every operation against a regular expression per kind in turn (an HMSG
+    after failing as a MSG), deletes each message from the front of its buffer, and copies each
+    payload twice. This reads the buffer in place: one search for the line end, one split of
+    the line, one copy of the payload, and the consumed bytes deleted once per read: an HMSG
+    with a call id in 2.0 µs against nats-py's 4.3, a MSG in 1.9 against 3.5 (256 to a read,
+    `parse` of a server's bytes in 32 KiB reads). It hands nats-py's client the same arguments
+    in the same order. Any other operation (INFO, -ERR, one nats-py would refuse) and a read
+    that finds nats-py in the middle of a message go to nats-py's own `parse` with the rest of
+    the buffer; tests/test_core_nats_privates.py feeds both the same bytes, cut at random.
+    """
+
+    async def parse(self, data: bytes = b"") -> None:
+        """Dispatch every whole operation of what was left and `data`; keep a partial one."""
+        buf: bytearray = self.buf
+        if self.state != AWAITING_CONTROL_LINE:  # the payload of a message begun before
+            buf.extend(data)
+            if len(buf) < self.needed + len(_CRLF):
+                return
+            rest = await self._finish_message()
+            if rest is None:
+                return
+            data = rest
+        elif buf:
+            data = bytes(buf) + data
+            buf.clear()
+        nc = self.nc
+        pos, size = 0, len(data)
+        while pos < size:
+            end = data.find(_CRLF, pos)
+            if end < 0:
+                break
+            if data.startswith(b"MSG ", pos):
+                parts, fields = data[pos + 4 : end].split(), 3  # subject sid [reply] size
+            elif data.startswith(b"HMSG ", pos):
+                parts, fields = data[pos + 5 : end].split(), 4  # ... header-size size
+            else:
+                operation = data[pos:end]
+                if operation not in _CONTROL:
+                    buf.extend(data[pos:])
+                    await super().parse()
+                    return
+                pos = end + 2
+                if operation != b"+OK":
+                    await getattr(nc, _CONTROL[operation])()
+                    if self.buf is not buf:  # reset meanwhile (a reconnect): drop the rest
+                        return
+                continue
+            try:
+                if len(parts) - fields not in (0, 1):
+                    raise ValueError
+                sid, start = int(parts[1]), end + 2
+                stop = start + int(parts[-1])
+                hsize = int(parts[-2]) if fields == 4 else 0
+            except ValueError:
+                raise ProtocolError(_MALFORMED) from None
+            reply = parts[2] if len(parts) > fields else b""
+            if stop + 2 > size:  # its payload comes in a later read: nats-py's state for it
+                self.msg_arg.update(subject=parts[0], sid=sid, reply=reply)
+                self.needed, self.header_needed = stop - start, hsize
+                self.state = AWAITING_MSG_PAYLOAD
+                buf.extend(data[start:])
+                return
+            headers = data[start : start + hsize] if hsize else None
+            payload = data[start + hsize : stop]
+            pos = stop + 2
+            await nc._process_msg(sid, parts[0], reply, payload, headers)
+            if self.buf is not buf:  # as above
+                return
+        buf.extend(data[pos:])
+
+    async def _finish_message(self) -> bytes | None:
+        """Dispatch the message whose payload the buffer now holds whole (its control line
+        was read before); what follows it, or None after a reset."""
+        buf: bytearray = self.buf
+        hsize, needed, arg = self.header_needed, self.needed, self.msg_arg
+        headers = bytes(buf[:hsize]) if hsize else None
+        payload = bytes(buf[hsize:needed])
+        rest = bytes(buf[needed + len(_CRLF) :])
+        buf.clear()
+        self.state, self.header_needed = AWAITING_CONTROL_LINE, 0
+        await self.nc._process_msg(arg["sid"], arg["subject"], arg["reply"], payload, headers)
+        return rest if self.buf is buf else None
 
 
 class Client(NatsClient):
@@ -80,6 +175,7 @@ class Client(NatsClient):
 
     def __init__(self) -> None:
         super().__init__()
+        self._ps = MessageParser(self)
         self._inline: dict[int, InlineHandler] = {}
         self._next_inline: InlineHandler | None = None
 
