@@ -2,7 +2,8 @@
 
 Everything is a child process tracked by pid and started only through its command line:
 `nats-server -js -sd <store>` (a restart keeps the store and the port, so it is a real restart)
-and `mabeam runner --heartbeat 1`, each runner connected through its own `Proxy`. `Fleet.close()`
+and `mabeam runner --heartbeat 1` (hosting the event ledger type too), each runner connected
+through its own `Proxy`. `Fleet.close()`
 kills every process it started, by pid, and is safe to call twice.
 """
 
@@ -24,6 +25,7 @@ from tests.faults.proxy import Proxy
 
 REPO = Path(__file__).resolve().parents[2]
 HOG_TYPE = "tests.faults.hog:Hog"
+LEDGER_TYPE = "tests.faults.ledger:EventLedger"
 START_TIMEOUT = 20.0
 
 
@@ -175,8 +177,8 @@ class Fleet:
             port = self.proxies[index].port
             command = [_binary("mabeam"), "runner", "--nats", f"nats://127.0.0.1:{port}"]
             command += ["--prefix", self.prefix, "--id", rid, "--heartbeat", str(self._heartbeat)]
-            if index == self._hog_runner:
-                command += ["--agents", HOG_TYPE]
+            hog = [HOG_TYPE] if index == self._hog_runner else []
+            command += ["--agents", LEDGER_TYPE, *hog]
             started.append(Child(command, self._workdir / f"{rid}.log"))
         self.runners.extend(started)
         pairs = zip(started, runner_ids, strict=True)

@@ -37,7 +37,8 @@ class Attempt:
 @dataclass
 class Operation:
     """An identified increment: `add_message {"message": call_id}` with `Mabeam-Call-Id: call_id`,
-    retried with the same id until acknowledged or given up."""
+    or an event of id `call_id` published to the events stream (acknowledged: the stream's
+    ack) for an event ledger agent; retried with the same id until acknowledged or given up."""
 
     client: str
     seq: int

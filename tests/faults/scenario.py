@@ -1,9 +1,11 @@
-"""One scenario: a fleet, six permanent `demo` agents, the workload, one fault, the final reads.
+"""One scenario: a fleet, six permanent `demo` agents and an event ledger, the workload, one
+fault, the final reads.
 
-The timeline: start the fleet, spawn the agents round-robin on the runners, run the clients and
-the prober for `WARMUP` seconds, inject the fault (which also heals it), keep the workload going
-for `AFTER` seconds, stop it, let the system quiesce, read every agent back. The fault's own
-duration (`HOLD`) is past the dead threshold of 3 heartbeats. Bounded by `TIMEOUT` as a whole.
+The timeline: start the fleet, spawn the agents round-robin on the runners (the event ledger on
+the victim), run the clients, the publisher and the prober for `WARMUP` seconds, inject the
+fault (which also heals it), keep the workload going for `AFTER` seconds, stop it, let the
+system quiesce (and the ledger catch up), read every agent back. The fault's own duration
+(`HOLD`) is past the dead threshold of 3 heartbeats. Bounded by `TIMEOUT` as a whole.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from tests.faults.fleet import Fleet
 from tests.faults.history import History
 from tests.faults.registry_watch import RegistryWatch
 from tests.faults.wire import Wire
-from tests.faults.workload import read_finals, run_client, run_prober
+from tests.faults.workload import await_ledger, read_finals, run_client, run_prober, run_publisher
 
 AGENTS = [f"a{i}" for i in range(6)]
+LEDGER = "e0"
+"""The event ledger agent, on the victim: its events come through a durable handler."""
 CLIENTS = [f"c{i}" for i in range(4)]
 HEARTBEAT = 1.0
 HOLD = 5.0
@@ -32,7 +36,7 @@ AFTER = 6.0
 QUIESCE = 2.0
 TIMEOUT = 120.0
 VICTIM = 0
-"""The runner each fault hits; it owns a0 and a3 (and the hog)."""
+"""The runner each fault hits; it owns a0, a3 and e0 (and the hog)."""
 
 
 @dataclass
@@ -177,11 +181,12 @@ async def run(scenario: Scenario, workdir: Path) -> History:
     try:
         async with asyncio.timeout(TIMEOUT):
             await fleet.start()
-            wires = [await Wire.open(fleet.url, f"{inbox}.{name}") for name in [*CLIENTS, "p"]]
+            names = [*CLIENTS, "e", "p"]
+            wires = [await Wire.open(fleet.url, f"{inbox}.{name}") for name in names]
             control = wires[-1]
             await _spawn_agents(control, fleet, scenario.hog)
             stage = Stage(fleet, control, RegistryWatch(control.nc, prefix, history), inbox)
-            await _drive(scenario, stage, wires[:-1], history)
+            await _drive(scenario, stage, wires[:-2], wires[-2], history)
     finally:
         for wire in wires:
             with contextlib.suppress(Exception):
@@ -190,7 +195,9 @@ async def run(scenario: Scenario, workdir: Path) -> History:
     return history
 
 
-async def _drive(scenario: Scenario, stage: Stage, clients: list[Wire], history: History) -> None:
+async def _drive(
+    scenario: Scenario, stage: Stage, clients: list[Wire], publisher: Wire, history: History
+) -> None:
     """The workload and the prober around the fault, then the final reads."""
     prefix = stage.fleet.prefix
     stop = asyncio.Event()
@@ -199,7 +206,9 @@ async def _drive(scenario: Scenario, stage: Stage, clients: list[Wire], history:
         loop.create_task(run_client(wire, prefix, history, name, AGENTS, stop, first=i))
         for i, (wire, name) in enumerate(zip(clients, CLIENTS, strict=True))
     ]
-    tasks.append(loop.create_task(run_prober(stage.wire, prefix, history, AGENTS, stop)))
+    tasks.append(loop.create_task(run_publisher(publisher, prefix, history, LEDGER, stop)))
+    every_agent = [*AGENTS, LEDGER]
+    tasks.append(loop.create_task(run_prober(stage.wire, prefix, history, every_agent, stop)))
     stage.watch.start()
     try:
         await asyncio.sleep(WARMUP)
@@ -208,7 +217,8 @@ async def _drive(scenario: Scenario, stage: Stage, clients: list[Wire], history:
         stop.set()
         await asyncio.gather(*tasks)
         await asyncio.sleep(QUIESCE)
-        await read_finals(stage.wire, prefix, history, AGENTS)
+        await await_ledger(stage.wire, prefix, history, LEDGER)
+        await read_finals(stage.wire, prefix, history, every_agent)
         await asyncio.sleep(0.5)  # late second answers to the final reads
     finally:
         for task in tasks:
@@ -218,11 +228,12 @@ async def _drive(scenario: Scenario, stage: Stage, clients: list[Wire], history:
 
 
 async def _spawn_agents(wire: Wire, fleet: Fleet, hog: bool) -> None:
-    """The demo agents round-robin on the runners, and the hog on the victim."""
+    """The demo agents round-robin on the runners, the event ledger and the hog on the victim."""
     spawns = [
         (agent, "demo", fleet.runner_ids[i % len(fleet.runner_ids)])
         for i, agent in enumerate(AGENTS)
     ]
+    spawns.append((LEDGER, "event_ledger", fleet.runner_ids[VICTIM]))
     if hog:
         spawns.append(("hog", "Hog", fleet.runner_ids[VICTIM]))
     for agent, agent_type, runner in spawns:

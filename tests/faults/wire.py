@@ -34,6 +34,8 @@ def classify(msg: Msg) -> Reply:
     code = headers.get("Nats-Service-Error-Code")
     if code is not None:
         return Reply(now, "error", int(code), body)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):  # JetStream's refusal
+        return Reply(now, "error", body["error"].get("code"), body)
     return Reply(now, "ok", None, body)
 
 
@@ -71,13 +73,21 @@ class Wire:
             waiting[1].set()
 
     async def send(
-        self, subject: str, body: dict[str, Any], answered: asyncio.Event, call_id: str | None
+        self,
+        subject: str,
+        body: dict[str, Any],
+        answered: asyncio.Event,
+        call_id: str | None,
+        *,
+        headers: dict[str, str] | None = None,
     ) -> Attempt:
-        """Publish one attempt; `answered` is set at each reply. A failed publish has none."""
+        """Publish one attempt (with `headers`, and the call id's when given); `answered` is
+        set at each reply. A failed publish has none."""
         self._serial += 1
         attempt = Attempt(f"{self.inbox}.{self._serial}", time.monotonic())
         self._attempts[attempt.reply_subject] = (attempt, answered)
-        headers = {CALL_ID_HEADER: call_id} if call_id is not None else None
+        if call_id is not None:
+            headers = {**(headers or {}), CALL_ID_HEADER: call_id}
         with contextlib.suppress(Exception):  # disconnected: the attempt simply gets no reply
             await self.nc.publish(
                 subject, json.dumps(body).encode(), reply=attempt.reply_subject, headers=headers

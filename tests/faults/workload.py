@@ -1,9 +1,12 @@
-"""The workload: clients of identified operations, a prober, and the final reads.
+"""The workload: clients of identified operations, a publisher, a prober, and the final reads.
 
 Each client runs one operation at a time, `add_message {"message": "<client>-<seq>"}` with header
 `Mabeam-Call-Id: <client>-<seq>` on the agents in turn, retried with the same id on a timeout, an
-error or "no responders" until acknowledged or `GIVE_UP` seconds have passed. The prober sends
-`_ping` to every agent a few times a second. Everything lands in the `History`.
+error or "no responders" until acknowledged or `GIVE_UP` seconds have passed. The publisher does
+the same with structured CloudEvents of id `e-<seq>` sent to `P.events.ledger.<seq>` as
+JetStream publishes: acknowledged is the stream's ack, and the event ledger agent's durable
+handler must then keep each once. The prober sends `_ping` to every agent a few times a second.
+Everything lands in the `History`.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tests.faults.history import FinalRead, History, Operation, Probe
+from tests.faults.history import Attempt, FinalRead, History, Operation, Probe
+from tests.faults.ledger import TOPIC
 from tests.faults.wire import Wire
 
 ATTEMPT_TIMEOUT = 1.0
@@ -26,16 +31,46 @@ RETRY_PAUSE = 0.2
 PACE = 0.05
 """Seconds a client rests between operations (keeps ledgers under the demo's 1000 messages)."""
 PROBE_EVERY = 0.3
+PUBLISHER = "e"
+"""The publisher's name: its events' ids are `e-<seq>`."""
+SETTLE = 20.0
+"""Seconds the event ledger may take, once the workload stops, to hold every acknowledged event
+(after a kill -9 the event in flight waits out the consumer's 5 s ack wait)."""
+_EVENT_HEADERS = {"content-type": "application/cloudevents+json"}
+
+Send = Callable[[asyncio.Event], Awaitable[Attempt]]
 
 
 async def perform(wire: Wire, prefix: str, op: Operation) -> None:
-    """Run `op` to acknowledgement or give-up, recording each attempt."""
+    """Run the call `op` to acknowledgement or give-up, recording each attempt."""
     subject = f"{prefix}.agent.{op.agent}.add_message"
+    await _until_acknowledged(
+        op, lambda answered: wire.send(subject, {"message": op.call_id}, answered, op.call_id)
+    )
+
+
+async def publish_event(wire: Wire, prefix: str, op: Operation) -> None:
+    """Publish the event `op` to the events stream until the stream acknowledges it or we give
+    up; a retry carries the same event id, so the agent must count it once."""
+    subject = f"{prefix}.events.{TOPIC}.{op.seq}"
+    event = {
+        "specversion": "1.0",
+        "id": op.call_id,
+        "source": "/faults/publisher",
+        "type": "faults.entry",
+        "data": {"seq": op.seq},
+    }
+    await _until_acknowledged(
+        op, lambda answered: wire.send(subject, event, answered, None, headers=_EVENT_HEADERS)
+    )
+
+
+async def _until_acknowledged(op: Operation, send: Send) -> None:
     answered = asyncio.Event()
     give_up = time.monotonic() + GIVE_UP
     while time.monotonic() < give_up:
         answered.clear()
-        attempt = await wire.send(subject, {"message": op.call_id}, answered, op.call_id)
+        attempt = await send(answered)
         op.attempts.append(attempt)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(ATTEMPT_TIMEOUT):
@@ -64,6 +99,31 @@ async def run_client(
         await perform(wire, prefix, op)
         seq += 1
         await asyncio.sleep(PACE)
+
+
+async def run_publisher(
+    wire: Wire, prefix: str, history: History, agent: str, stop: asyncio.Event
+) -> None:
+    """Events for `agent`'s ledger, one at a time, until `stop` is set."""
+    seq = 0
+    while not stop.is_set():
+        op = Operation(PUBLISHER, seq, agent)
+        history.operations.append(op)
+        await publish_event(wire, prefix, op)
+        seq += 1
+        await asyncio.sleep(PACE)
+
+
+async def await_ledger(wire: Wire, prefix: str, history: History, agent: str) -> None:
+    """Wait until `agent`'s ledger holds every event acknowledged to it, `SETTLE` seconds at
+    most (the checker then judges what it holds)."""
+    expected = {op.call_id for op in history.operations if op.agent == agent and op.acknowledged}
+    deadline = time.monotonic() + SETTLE
+    while time.monotonic() < deadline:
+        _, reply = await wire.ask(f"{prefix}.agent.{agent}.get_messages", 2.0)
+        if reply is not None and expected <= set(reply.body.get("messages", [])):
+            return
+        await asyncio.sleep(0.2)
 
 
 async def run_prober(
