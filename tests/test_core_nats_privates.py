@@ -20,7 +20,7 @@ from nats.errors import BadSubjectError
 from mabeam.core import nats_privates
 from mabeam.core.codec import CLOUDEVENTS_JSON_HEADERS
 from mabeam.core.connection import Connection
-from mabeam.core.errors import NoRespondersError
+from mabeam.core.errors import NoRespondersError, TooLargeError
 from mabeam.core.headers import HeaderBlock
 from mabeam.core.messages import Message, Subscription
 from mabeam.testing import eventually
@@ -284,3 +284,49 @@ async def test_the_unsub_of_a_drain_reaches_the_socket_before_the_ping_of_its_ro
         del transport.write, transport.writelines
     commands = [line.split(b" ")[0].strip() for line in written]
     assert commands.index(b"UNSUB") < commands.index(b"PING"), commands
+
+
+@pytest.mark.parametrize("headers", [CLOUDEVENTS_JSON_HEADERS, _SNAPSHOT_HEADERS])
+async def test_a_buffered_reply_goes_out_as_nats_pys_publish_would_send_it(
+    connection: Connection, headers: HeaderBlock
+) -> None:
+    # buffer_reply repeats what nats-py's publish does with a message once it is checked.
+    for line in (
+        'self.stats["out_msgs"] += 1',
+        'self.stats["out_bytes"] += payload_size',
+        "if self._flush_queue is not None and self._flush_queue.empty():",
+    ):
+        assert line in inspect.getsource(NatsClient._send_publish), line
+    assert "self._pending.append(cmd)" in inspect.getsource(NatsClient._send_command)
+    assert "if not self.is_connected" in inspect.getsource(NatsClient._flush_pending)
+    subject = f"{connection.subjects.prefix}.answer"
+    block = headers.block
+    plain = b"MSG %s 1 2\r\n{}\r\n" % subject.encode()
+    with_headers = b"HMSG %s 1 %d %d\r\n%s{}\r\n" % (
+        subject.encode(),
+        len(block),
+        len(block) + 2,
+        block,
+    )
+    expected = (plain + with_headers) * 2
+    sent_before = connection.nc.stats["out_msgs"]
+    with raw_subscriber(connection.config.nats_url, subject) as sock:
+        for send in (connection.reply, connection.publish):  # buffered, then nats-py's way
+            await send(subject, b"{}")
+            await send(subject, b"{}", headers=headers)
+            await asyncio.sleep(0.05)  # no flush: the flusher was woken and wrote them out
+            assert connection.nc._pending_data_size == 0
+        received = read_until(sock, expected, 5)
+        assert received.replace(b"PING\r\n", b"") == expected
+    assert connection.nc.stats["out_msgs"] - sent_before == 4
+
+
+async def test_a_reply_nats_py_must_judge_is_not_buffered(connection: Connection) -> None:
+    nc = connection.nc
+    assert nats_privates.buffer_reply(nc, "", b"{}") is False  # nats-py raises BadSubjectError
+    too_large = b"x" * (nc._max_payload + 1)
+    assert nats_privates.buffer_reply(nc, "a.b", too_large) is False
+    with pytest.raises(TooLargeError):
+        await connection.reply("a.b", too_large)
+    await connection.close()
+    assert nats_privates.buffer_reply(nc, "a.b", b"{}") is False

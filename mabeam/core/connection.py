@@ -37,6 +37,7 @@ from mabeam.core import nats_privates
 from mabeam.core.config import Config, redact_url
 from mabeam.core.error_map import NATS_FAILURES, is_auth_error, map_nats_error, nats_errors
 from mabeam.core.errors import ConnectError
+from mabeam.core.headers import HeaderBlock
 from mabeam.core.jetstream import JetStream
 from mabeam.core.messages import InlineHandler, Message, MessageHandler, Subscription
 from mabeam.core.names import Subjects
@@ -248,6 +249,18 @@ class Connection(AsyncResource):
             await self.nc.publish(subject, payload, reply, cast("dict[str, str] | None", headers))
         except NATS_FAILURES as exc:
             raise map_nats_error(exc) from exc
+
+    async def reply(
+        self, subject: str, payload: bytes, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Publish the answer to a request: `subject` is the reply subject of a message this
+        connection received. The same as `publish`, buffered at a third of its cost when the
+        connection is up (no headers, or a `HeaderBlock`: `nats_privates.buffer_reply`)."""
+        if headers is None or isinstance(headers, HeaderBlock):
+            self.refusals.check(subject)
+            if nats_privates.buffer_reply(self.nc, subject, payload, headers):
+                return
+        await self.publish(subject, payload, headers=headers)
 
     def send_buffered(self) -> None:
         """Hand the messages published so far to the socket now, not on the client's next loop
