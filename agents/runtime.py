@@ -179,7 +179,7 @@ class Runtime:
         """Send a reply (headers for errors only); a lost connection is logged (the caller will
         time out), never raised."""
         try:
-            await self.connection.reply(subject, body, headers=headers)
+            await self.connection.publish(subject, body, headers=headers)
         except MabeamError as error:
             log.warning("runtime.reply_failed", error=error.message)
 

@@ -11,6 +11,7 @@ import inspect
 import json
 import socket
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -20,7 +21,7 @@ from nats.errors import BadSubjectError
 from mabeam.core import nats_privates
 from mabeam.core.codec import CLOUDEVENTS_JSON_HEADERS
 from mabeam.core.connection import Connection
-from mabeam.core.errors import NoRespondersError, TooLargeError
+from mabeam.core.errors import BadRequestError, NoRespondersError, TooLargeError
 from mabeam.core.headers import HeaderBlock
 from mabeam.core.messages import Message, Subscription
 from mabeam.testing import eventually
@@ -157,8 +158,10 @@ async def test_a_header_block_goes_out_prebuilt_as_nats_py_would_build_it(
     sent_before = connection.nc.stats["out_msgs"]
     with raw_subscriber(connection.config.nats_url, subject) as sock:
         # prebuilt, then built by nats-py from an equal dict; without and with a reply subject
+        # (through nats-py's publish: Connection.publish buffers a HeaderBlock itself while
+        # connected, and reaches the override only while reconnecting)
         for reply in ("", "inbox.1"):
-            await connection.publish(subject, b"{}", reply=reply, headers=headers)
+            await connection.nc.publish(subject, b"{}", reply=reply, headers=headers)
             await connection.publish(subject, b"{}", reply=reply, headers={**headers})
         await connection.flush()
         assert read_until(sock, expected, 5) == expected
@@ -287,10 +290,10 @@ async def test_the_unsub_of_a_drain_reaches_the_socket_before_the_ping_of_its_ro
 
 
 @pytest.mark.parametrize("headers", [CLOUDEVENTS_JSON_HEADERS, _SNAPSHOT_HEADERS])
-async def test_a_buffered_reply_goes_out_as_nats_pys_publish_would_send_it(
+async def test_a_buffered_message_goes_out_as_nats_pys_publish_would_send_it(
     connection: Connection, headers: HeaderBlock
 ) -> None:
-    # buffer_reply repeats what nats-py's publish does with a message once it is checked.
+    # buffer_publish repeats what nats-py's publish does with a message once it is checked.
     for line in (
         'self.stats["out_msgs"] += 1',
         'self.stats["out_bytes"] += payload_size',
@@ -299,6 +302,7 @@ async def test_a_buffered_reply_goes_out_as_nats_pys_publish_would_send_it(
         assert line in inspect.getsource(NatsClient._send_publish), line
     assert "self._pending.append(cmd)" in inspect.getsource(NatsClient._send_command)
     assert "if not self.is_connected" in inspect.getsource(NatsClient._flush_pending)
+    assert "_validate_subject(subject)" in inspect.getsource(NatsClient.publish)
     subject = f"{connection.subjects.prefix}.answer"
     block = headers.block
     plain = b"MSG %s 1 2\r\n{}\r\n" % subject.encode()
@@ -308,25 +312,39 @@ async def test_a_buffered_reply_goes_out_as_nats_pys_publish_would_send_it(
         len(block) + 2,
         block,
     )
-    expected = (plain + with_headers) * 2
+    replied = (plain + with_headers).replace(b" 1 ", b" 1 inbox.1 ")
+    expected = (plain + with_headers + replied) * 2
     sent_before = connection.nc.stats["out_msgs"]
     with raw_subscriber(connection.config.nats_url, subject) as sock:
-        for send in (connection.reply, connection.publish):  # buffered, then nats-py's way
-            await send(subject, b"{}")
-            await send(subject, b"{}", headers=headers)
+        # buffered here, then by nats-py's own publish
+        for publish in (connection.publish, _nats_py_publish(connection)):
+            for reply in ("", "inbox.1"):
+                await publish(subject, b"{}", reply=reply)
+                await publish(subject, b"{}", reply=reply, headers=headers)
             await asyncio.sleep(0.05)  # no flush: the flusher was woken and wrote them out
             assert connection.nc._pending_data_size == 0
         received = read_until(sock, expected, 5)
         assert received.replace(b"PING\r\n", b"") == expected
-    assert connection.nc.stats["out_msgs"] - sent_before == 4
+    assert connection.nc.stats["out_msgs"] - sent_before == 8
 
 
-async def test_a_reply_nats_py_must_judge_is_not_buffered(connection: Connection) -> None:
+def _nats_py_publish(connection: Connection) -> Any:
+    async def publish(subject: str, payload: bytes, **options: Any) -> None:
+        await connection.nc.publish(subject, payload, **options)
+
+    return publish
+
+
+async def test_a_message_nats_py_must_judge_is_not_buffered(connection: Connection) -> None:
     nc = connection.nc
-    assert nats_privates.buffer_reply(nc, "", b"{}") is False  # nats-py raises BadSubjectError
+    for bad in ("", "a b", "a.b\r\nPUB x 1"):
+        with pytest.raises(BadSubjectError):  # checked as nats-py checks it
+            nats_privates.buffer_publish(nc, bad, b"{}")
+        with pytest.raises(BadRequestError):
+            await connection.publish("a.b", b"{}", reply=bad or " ")
     too_large = b"x" * (nc._max_payload + 1)
-    assert nats_privates.buffer_reply(nc, "a.b", too_large) is False
+    assert nats_privates.buffer_publish(nc, "a.b", too_large) is False
     with pytest.raises(TooLargeError):
-        await connection.reply("a.b", too_large)
+        await connection.publish("a.b", too_large)
     await connection.close()
-    assert nats_privates.buffer_reply(nc, "a.b", b"{}") is False
+    assert nats_privates.buffer_publish(nc, "a.b", b"{}") is False

@@ -230,7 +230,7 @@ class MicroService(AsyncResource):
     async def _answer(self, msg: Message, response: Callable[[], dict[str, Any]]) -> None:
         if msg.reply:
             with contextlib.suppress(MabeamError):  # the connection is gone: nobody to answer
-                await self.connection.reply(msg.reply, encode(response()))
+                await self.connection.publish(msg.reply, encode(response()))
 
 
 def _check_name(name: str, what: str) -> str:

@@ -20,12 +20,12 @@ overrides `_send_publish` to write the block of headers given as a `headers.Head
 is: nats-py builds a block key by key (checks, strips, encodes) at every publish, which was more
 than half of its CPU for a publish with that one header (3.5 µs against 1.7 µs prebuilt).
 Headers given as anything else still go through nats-py's own code.
-A reply, whose subject the server gave, is buffered by `buffer_reply` straight into the
-client's write buffer (`_pending`, `_pending_data_size`, `_max_pending_size`, `_max_payload`,
-`_status`, `_flusher_task`, `_flush_queue`, `stats`): nats-py's publish checks the subject with a
-regular expression, reads four properties of its state, formats the command with an f-string
-and goes through three coroutines: 5.5 µs of CPU a reply against 1.9 µs, the socket writes
-included (a microbenchmark, 100,000 replies written out by the flusher every 64).
+A message without headers or with a `HeaderBlock` is buffered by `buffer_publish` straight into
+the client's write buffer (`_pending`, `_pending_data_size`, `_max_pending_size`, `_max_payload`,
+`_status`, `_flusher_task`, `_flush_queue`, `stats`, and nats-py's own subject check): nats-py's
+publish reads four properties of its state, formats the command with an f-string and goes
+through three coroutines: 5.5 µs of CPU a reply against 1.9 µs, the socket writes included (a
+microbenchmark, 100,000 replies written out by the flusher every 64).
 It writes an UNSUB to the socket at once (`_send_unsubscribe`): nats-py buffers it for its
 flusher, and a drain's round trip (`flush()`) writes its PING straight to the socket, so the
 PONG could come back before the server had the UNSUB; nats-py then removed the subscription and
@@ -52,6 +52,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from nats.aio.client import Client as NatsClient
+from nats.aio.client import _validate_subject
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import BadSubjectError, ProtocolError
@@ -66,7 +67,7 @@ __all__ = [
     "Client",
     "InlineHandler",
     "MessageParser",
-    "buffer_reply",
+    "buffer_publish",
     "close_transport",
     "fail_requests_in_flight",
     "reconnect_forever",
@@ -300,26 +301,35 @@ def close_transport(nc: NatsClient) -> None:
         nc._transport.close()  # type: ignore[no-untyped-call]
 
 
-def buffer_reply(
-    nc: NatsClient, subject: str, payload: bytes, headers: HeaderBlock | None = None
+def buffer_publish(
+    nc: NatsClient,
+    subject: str,
+    payload: bytes,
+    reply: str = "",
+    headers: HeaderBlock | None = None,
 ) -> bool:
-    """Buffer a reply for `nc`'s flusher, as its publish would, and wake the flusher; False
-    (nothing buffered) unless `subject` is given and `nc` is connected, not draining, and has
-    room for it below its limits: the caller then publishes through nats-py, which buffers,
-    waits or raises as it decides. `subject` must be a reply subject the server delivered
-    (nothing else of it is checked: the server never delivers one with a space or a line
-    break)."""
+    """Buffer a message for `nc`'s flusher as its publish would, and wake the flusher.
+
+    The subjects are checked as nats-py checks them (`BadSubjectError`). False, with nothing
+    buffered, unless `nc` is connected, not draining, and has room for the message below its
+    limits: the caller then publishes through nats-py, which buffers, waits or raises as it
+    decides."""
+    if not nc._skip_subject_validation:
+        _validate_subject(subject)
+        if reply:
+            _validate_subject(reply)
     flusher = nc._flusher_task
-    if not subject or nc._status != NatsClient.CONNECTED or flusher is None or flusher.done():
+    if nc._status != NatsClient.CONNECTED or flusher is None or flusher.done():
         return False
     if len(payload) > nc._max_payload:
         return False
+    route = f"{subject} {reply}" if reply else subject
     if headers is None:
-        command = b"PUB %b %d\r\n%b\r\n" % (subject.encode(), len(payload), payload)
+        command = b"PUB %b %d\r\n%b\r\n" % (route.encode(), len(payload), payload)
     else:
         block = headers.block
         sizes = b"%d %d" % (len(block), len(block) + len(payload))
-        command = b"HPUB %b %b\r\n%b%b\r\n" % (subject.encode(), sizes, block, payload)
+        command = b"HPUB %b %b\r\n%b%b\r\n" % (route.encode(), sizes, block, payload)
     pending = nc._pending_data_size + len(command)
     if 0 < nc._max_pending_size < pending:
         return False
