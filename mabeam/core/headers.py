@@ -72,7 +72,7 @@ def read_token_headers(block: bytes) -> dict[str, str] | None:
     name in it is a token; None for any other block (a status, a name that is not a token:
     nats-py's own parser reads those). nats-py strips, checks and decodes each name in a Python
     generator; here a name is checked once (a regular expression) and then known: a call id's
-    block in 0.9 µs against 1.5 µs checking it each time (a microbenchmark)."""
+    block in 1.1 µs against 1.5 µs checking it each time (a microbenchmark)."""
     if not block.startswith(_PLAIN_FIRST_LINE):
         return None
     headers: dict[str, str] = {}
