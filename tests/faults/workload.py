@@ -121,7 +121,8 @@ async def await_ledger(wire: Wire, prefix: str, history: History, agent: str) ->
     deadline = time.monotonic() + SETTLE
     while time.monotonic() < deadline:
         _, reply = await wire.ask(f"{prefix}.agent.{agent}.get_messages", 2.0)
-        if reply is not None and expected <= set(reply.body.get("messages", [])):
+        held = reply.body.get("messages", []) if reply and isinstance(reply.body, dict) else []
+        if expected <= set(held):
             return
         await asyncio.sleep(0.2)
 
