@@ -3,8 +3,8 @@
 Everything is a child process tracked by pid and started only through its command line:
 `nats-server -js -sd <store>` (a restart keeps the store and the port, so it is a real restart)
 and `mabeam runner --heartbeat 1` (hosting the event ledger type too), each runner connected
-through its own `Proxy`. `Fleet.close()`
-kills every process it started, by pid, and is safe to call twice.
+through its own `Proxy`. `Fleet.close()` kills every process it started, by pid, and is safe
+to call twice.
 """
 
 from __future__ import annotations

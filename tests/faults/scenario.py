@@ -22,7 +22,14 @@ from tests.faults.fleet import Fleet
 from tests.faults.history import History
 from tests.faults.registry_watch import RegistryWatch
 from tests.faults.wire import Wire
-from tests.faults.workload import await_ledger, read_finals, run_client, run_prober, run_publisher
+from tests.faults.workload import (
+    PUBLISHER,
+    await_ledger,
+    read_finals,
+    run_client,
+    run_prober,
+    run_publisher,
+)
 
 AGENTS = [f"a{i}" for i in range(6)]
 LEDGER = "e0"
@@ -181,7 +188,7 @@ async def run(scenario: Scenario, workdir: Path) -> History:
     try:
         async with asyncio.timeout(TIMEOUT):
             await fleet.start()
-            names = [*CLIENTS, "e", "p"]
+            names = [*CLIENTS, PUBLISHER, "p"]
             wires = [await Wire.open(fleet.url, f"{inbox}.{name}") for name in names]
             control = wires[-1]
             await _spawn_agents(control, fleet, scenario.hog)
