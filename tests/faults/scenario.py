@@ -25,10 +25,10 @@ from tests.faults.wire import Wire
 from tests.faults.workload import (
     PUBLISHER,
     await_ledger,
+    publish_event,
     read_finals,
     run_client,
     run_prober,
-    run_publisher,
 )
 
 AGENTS = [f"a{i}" for i in range(6)]
@@ -213,7 +213,10 @@ async def _drive(
         loop.create_task(run_client(wire, prefix, history, name, AGENTS, stop, first=i))
         for i, (wire, name) in enumerate(zip(clients, CLIENTS, strict=True))
     ]
-    tasks.append(loop.create_task(run_publisher(publisher, prefix, history, LEDGER, stop)))
+    events = run_client(
+        publisher, prefix, history, PUBLISHER, [LEDGER], stop, operation=publish_event
+    )
+    tasks.append(loop.create_task(events))
     every_agent = [*AGENTS, LEDGER]
     tasks.append(loop.create_task(run_prober(stage.wire, prefix, history, every_agent, stop)))
     stage.watch.start()

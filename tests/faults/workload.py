@@ -81,6 +81,9 @@ async def _until_acknowledged(op: Operation, send: Send) -> None:
             await asyncio.sleep(RETRY_PAUSE)
 
 
+Perform = Callable[[Wire, str, Operation], Awaitable[None]]
+
+
 async def run_client(
     wire: Wire,
     prefix: str,
@@ -90,26 +93,15 @@ async def run_client(
     stop: asyncio.Event,
     *,
     first: int = 0,
+    operation: Perform = perform,
 ) -> None:
-    """Operations from `client` over `agents` in turn, from `agents[first]`, until `stop`."""
+    """Operations from `client` over `agents` in turn, from `agents[first]`, until `stop`:
+    calls, or with `operation=publish_event` events (the publisher)."""
     seq = 0
     while not stop.is_set():
         op = Operation(client, seq, agents[(seq + first) % len(agents)])
         history.operations.append(op)
-        await perform(wire, prefix, op)
-        seq += 1
-        await asyncio.sleep(PACE)
-
-
-async def run_publisher(
-    wire: Wire, prefix: str, history: History, agent: str, stop: asyncio.Event
-) -> None:
-    """Events for `agent`'s ledger, one at a time, until `stop` is set."""
-    seq = 0
-    while not stop.is_set():
-        op = Operation(PUBLISHER, seq, agent)
-        history.operations.append(op)
-        await publish_event(wire, prefix, op)
+        await operation(wire, prefix, op)
         seq += 1
         await asyncio.sleep(PACE)
 
