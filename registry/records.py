@@ -89,7 +89,10 @@ class AgentRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
         _intern(self, "type", "runner", "node", "status", "restart")
         _intern_all(self.capabilities)
         structs.force_setattr(self, "started_at", started)
-        updated = _check_time(self.updated_at, "updated_at", started)
+        if self.updated_at == started:  # checked already (and shared, not two equal strings)
+            updated = started
+        else:
+            updated = _check_time(self.updated_at, "updated_at", started)
         structs.force_setattr(self, "updated_at", started if updated == started else updated)
 
     @property

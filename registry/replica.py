@@ -35,7 +35,7 @@ from mabeam.core.connection import ConnectionState
 from mabeam.core.errors import DeadlineError, MabeamError, OverloadedError, UnavailableError
 from mabeam.core.jetstream import Watch, retrying_setup
 from mabeam.core.kv import is_expiry, is_tombstone
-from mabeam.core.messages import Message
+from mabeam.core.messages import Message, stream_position
 from mabeam.registry.buckets import Bucket
 
 __all__ = ["Change", "ChangeKind", "ChangeStream", "Replica"]
@@ -360,8 +360,7 @@ class Replica(Generic[R]):
             log.exception("registry.replica_message_failed", bucket=self._bucket.name)
 
     def _apply(self, watch: _Watch, msg: Message) -> None:
-        metadata = msg.metadata
-        revision = int(metadata.sequence.stream)
+        revision, pending = stream_position(msg)
         key = msg.subject[self._key_offset :]
         if watch.seen is not None:
             watch.seen.add(key)
@@ -370,7 +369,7 @@ class Replica(Generic[R]):
         elif self._revisions.get(key) != revision:
             self._upsert(key, msg.data, revision, msg.headers)
         self._advance(revision)
-        if watch.seen is not None and metadata.num_pending == 0:
+        if watch.seen is not None and pending == 0:
             self._finish_load(watch)
 
     def _upsert(self, key: str, data: bytes, revision: int, headers: dict[str, str] | None) -> None:

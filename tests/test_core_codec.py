@@ -1,4 +1,4 @@
-from datetime import UTC
+from datetime import UTC, timedelta
 
 import pytest
 
@@ -44,7 +44,23 @@ def test_times_are_rfc3339_utc() -> None:
     assert parse_rfc3339("2026-01-02T03:04:05+02:00").utcoffset() is not None
 
 
-@pytest.mark.parametrize("text", ["yesterday", "2026-01-02T03:04:05"])
+@pytest.mark.parametrize("zone", ["Z", "z", "+00:00"])
+def test_utc_is_read_in_every_rfc3339_spelling(zone: str) -> None:
+    parsed = parse_rfc3339(f"2026-01-02T03:04:05.250000{zone}")
+    assert parsed.utcoffset() == timedelta(0)
+    assert (parsed.hour, parsed.microsecond) == (3, 250000)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "yesterday",
+        "2026-01-02T03:04:05",
+        "2026-01-02T03:04:05zz",
+        "2026-01-02T03:04:05zZ",
+        "2026-01-02T03:04:05ZZ",
+    ],
+)
 def test_bad_times(text: str) -> None:
     with pytest.raises(BadRequestError):
         parse_rfc3339(text)

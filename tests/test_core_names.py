@@ -2,6 +2,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given
 
+from mabeam.core import names
 from mabeam.core.errors import BadRequestError
 from mabeam.core.names import (
     Subjects,
@@ -115,3 +116,27 @@ def test_two_type_and_key_pairs_share_an_id_only_when_equal(
     same = virtual_agent_id(type_a, key_a) == virtual_agent_id(type_b, key_b)
     assert same == ((type_a, key_a) == (type_b, key_b))
     validate_id(virtual_agent_id(type_a, key_a))
+
+
+def test_remembered_ids_stay_valid_and_bounded() -> None:
+    """A name that passed once passes again from memory; the memory never grows past its
+    bound, and a str subclass (whose equality could lie) is checked by the pattern anew."""
+
+    class Sneaky(str):
+        __slots__ = ()
+
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        __hash__ = str.__hash__
+
+    assert validate_id("repeated-name") == "repeated-name"
+    assert validate_id("repeated-name") == "repeated-name"
+    assert "repeated-name" in names._valid_ids
+    with pytest.raises(BadRequestError, match="must match"):
+        validate_id(Sneaky("not valid!"), "agent id")
+    for index in range(names._VALID_IDS_AT_MOST + 10):
+        validate_id(f"many-{index}")
+    assert len(names._valid_ids) <= names._VALID_IDS_AT_MOST
+    with pytest.raises(BadRequestError, match="must match"):
+        validate_id("still bad", "agent id")

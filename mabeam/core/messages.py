@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
 from mabeam.core.error_map import NATS_FAILURES, nats_errors
-from mabeam.core.errors import MabeamError
+from mabeam.core.errors import BadRequestError, MabeamError
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -28,6 +28,7 @@ __all__ = [
     "MessageHandler",
     "Subscription",
     "settle",
+    "stream_position",
     "unsubscribe_all",
 ]
 
@@ -70,6 +71,31 @@ class Subscription:
         """Stop receiving once the messages already delivered are handled."""
         with nats_errors():
             await self._sub.drain()  # type: ignore[no-untyped-call]
+
+
+def stream_position(msg: Message) -> tuple[int, int]:
+    """The stream sequence of a JetStream delivery and how many messages its consumer had left
+    to deliver after it, read from the reply subject as nats-py's `msg.metadata` reads them
+    (both forms of `$JS.ACK.`) at a tenth of its cost: `metadata` also builds a datetime and
+    three dataclasses, 5 µs against 0.5 (one per change for every registry replica).
+    `BadRequestError` when the reply subject is not a JetStream acknowledgement's."""
+    tokens = (msg.reply or "").split(".")
+    count = len(tokens)
+    if tokens[:2] == ["$JS", "ACK"] and (count == _V1_TOKENS or count >= _V2_TOKENS - 1):
+        if count == _V1_TOKENS:
+            sequence, pending = tokens[5], tokens[8]
+        else:
+            sequence, pending = tokens[Msg.Ack.StreamSeq], tokens[Msg.Ack.NumPending]
+        if sequence.isdecimal() and pending.isdecimal():
+            return int(sequence), int(pending)
+    raise BadRequestError(f"{msg.reply!r} is not the reply subject of a JetStream delivery")
+
+
+_V1_TOKENS = 9
+"""`$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>`."""
+_V2_TOKENS = 12
+"""The same after a domain and an account hash, and a random token at the end (which nats-py,
+and so this, lets be absent)."""
 
 
 async def unsubscribe_all(
