@@ -1,6 +1,12 @@
 """`Bench`: what a scenario runs in. One nats-server for the whole run, a fresh prefix per
 scenario, runner and worker processes started on demand and killed when the scenario ends, and
 the raw nats-py limits, measured once per run on the same server when a row first needs them.
+
+A row whose ratio to its limit is a goal takes its limit around its figure instead
+(`bracketed`): raw measured just before and just after, and the faster of the two kept. On a
+machine whose speed drifts by 2-3x within minutes (ours do), a limit taken at the start of the
+run compares moments minutes apart; one taken on both sides of the figure compares moments
+seconds apart, and the faster side never flatters the figure.
 """
 
 from __future__ import annotations
@@ -8,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from mabeam.bus.event import EventMode, encode_event, new_event
 from mabeam.core.config import Config
@@ -30,6 +36,7 @@ RUNNER_OPTIONS = ("--http-port", "0")
 on every action) served on a free port; its heartbeat is the runner's default."""
 
 _RAW_AGENTS = 100
+T = TypeVar("T")
 
 
 class Bench:
@@ -121,6 +128,32 @@ class Bench:
                 self.limits[pattern] = await measure(self)
         return self.limits[pattern]
 
+    async def bracketed(
+        self,
+        pattern: str,
+        figure: Callable[[], Awaitable[T]],
+        *,
+        rate: Callable[[dict[str, Any]], float],
+    ) -> tuple[T, dict[str, Any], str]:
+        """Run `figure` between two fresh measurements of the raw limit `pattern`: its result,
+        the raw result of the faster side (by `rate`), and a note giving both sides. Both are
+        kept in `limits` as `<pattern> before #n` and `<pattern> after #n`."""
+        measure = _LIMITS.get(pattern)
+        if measure is None:
+            raise PerfError(f"no raw limit called {pattern!r}")
+        before = await measure(self)
+        result = await figure()
+        after = await measure(self)
+        run = next(self._counter)
+        self.limits[f"{pattern} before #{run}"] = before
+        self.limits[f"{pattern} after #{run}"] = after
+        faster = max(before, after, key=rate)
+        note = (
+            f"the raw limit measured just before and just after: {rate(before):,.0f} and "
+            f"{rate(after):,.0f}/s; the faster is the limit"
+        )
+        return result, faster, note
+
     async def end_scenario(self) -> None:
         """Kill every process the scenario started and delete its streams and buckets."""
         runners, self._runners = self._runners, []
@@ -162,6 +195,11 @@ async def _reqrep(bench: Bench) -> dict[str, Any]:
         seq_count=sizes.coordination_seq,
         mid_count=sizes.coordination_many,
     )
+
+
+async def _reqrep_wide(bench: Bench) -> dict[str, Any]:
+    """Request → reply with 256 in flight only (`bracketed` around a wire-call figure)."""
+    return await _requests(bench, "raw.reqrep_responder", seq_count=1, mid_count=1)
 
 
 async def _reqrep_durable(bench: Bench) -> dict[str, Any]:
@@ -288,6 +326,7 @@ async def _startup(bench: Bench) -> dict[str, Any]:
 
 _LIMITS = {
     "reqrep": _reqrep,
+    "reqrep_wide": _reqrep_wide,
     "reqrep_durable": _reqrep_durable,
     "durable_consumer": _durable_consumer,
     "pubsub": _pubsub,

@@ -144,18 +144,22 @@ async def _wire_calls(
     """`increment` on 100 agents of `agent_type`, 256 in flight, from a client process: the
     figures `<figure>rate`, `<figure>latency` and `<figure>success`, beside raw req→rep, and
     a note of the CPU per call of each process (`runner` is the runner's pid) beside raw's."""
-    raw = await bench.limit("reqrep")
     sizes = bench.sizes
-    wire = await bench.run_worker(
-        "agents.action_load",
-        timeout=_TIMEOUT,
-        pids=bench.pids(runner=runner),
-        prefix=prefix,
-        agent_type=agent_type,
-        agents=sizes.action_agents,
-        total=sizes.action_calls,
-        in_flight=256,
+    wire, raw, around = await bench.bracketed(
+        "reqrep_wide",
+        lambda: bench.run_worker(
+            "agents.action_load",
+            timeout=_TIMEOUT,
+            pids=bench.pids(runner=runner),
+            prefix=prefix,
+            agent_type=agent_type,
+            agents=sizes.action_agents,
+            total=sizes.action_calls,
+            in_flight=256,
+        ),
+        rate=lambda result: float(result["wide"]["rate"]),
     )
+    m.note(f"calls to {agent_type}: {around}")
     m.set(f"{figure}rate", wire["rate"], note=failures(wire))
     m.limit(f"{figure}rate", raw["wide"]["rate"], "raw req→rep, 256 in flight")
     record_latency(m, f"{figure}latency", wire, "avg")

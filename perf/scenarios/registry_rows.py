@@ -47,17 +47,21 @@ _SETTLE = 0.5
 async def registry(bench: Bench, m: Measurements) -> None:
     """Lookups, register, unregister, concurrent ops, propagation to three replicas."""
     m.notes.extend(bench.quick_notes(("registry_ops", "registry_concurrent")))
-    raw = await bench.limit("kv")
     prefix = bench.prefix("reg")
     await bench.runner(prefix, "r1", agents=[PROBE])
     await bench.runner(prefix, "r2", agents=[PROBE])
-    result = await bench.run_worker(
-        "registry.registry_load",
-        timeout=_TIMEOUT,
-        prefix=prefix,
-        ops=bench.sizes.registry_ops,
-        concurrent=bench.sizes.registry_concurrent,
+    result, raw, around = await bench.bracketed(
+        "kv",
+        lambda: bench.run_worker(
+            "registry.registry_load",
+            timeout=_TIMEOUT,
+            prefix=prefix,
+            ops=bench.sizes.registry_ops,
+            concurrent=bench.sizes.registry_concurrent,
+        ),
+        rate=lambda kv: float(kv["put"]["rate"]),
     )
+    m.note(f"concurrent ops: {around} (KV puts, 64 in flight)")
     _record_figures(m, result, raw)
     m.set_dist("propagation", dist(result["propagation"]), "p50", note=result["missing"])
     m.note(
