@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -26,7 +27,7 @@ from mabeam.perf.procs import PerfError, WorkerProcess, child_env
 from mabeam.perf.sizes import FULL, QUICK, Sizes, quick_notes
 from mabeam.testing.processes import RunnerProcess
 
-__all__ = ["RUNNER_OPTIONS", "RUNNER_READY_TIMEOUT", "Bench"]
+__all__ = ["RUNNER_OPTIONS", "RUNNER_READY_TIMEOUT", "Bench", "Bracket"]
 
 RUNNER_READY_TIMEOUT = 30.0
 """Seconds a runner may take to serve before the scenario fails."""
@@ -129,15 +130,11 @@ class Bench:
         return self.limits[pattern]
 
     async def bracketed(
-        self,
-        pattern: str,
-        figure: Callable[[], Awaitable[T]],
-        *,
-        rate: Callable[[dict[str, Any]], float],
-    ) -> tuple[T, dict[str, Any], str]:
-        """Run `figure` between two fresh measurements of the raw limit `pattern`: its result,
-        the raw result of the faster side (by `rate`), and a note giving both sides. Both are
-        kept in `limits` as `<pattern> before #n` and `<pattern> after #n`."""
+        self, pattern: str, figure: Callable[[], Awaitable[T]]
+    ) -> tuple[T, Bracket]:
+        """Run `figure` between two fresh measurements of the raw limit `pattern`: its result
+        and both raw results, also kept in `limits` as `<pattern> before #n` and `... after
+        #n`."""
         measure = _LIMITS.get(pattern)
         if measure is None:
             raise PerfError(f"no raw limit called {pattern!r}")
@@ -147,12 +144,7 @@ class Bench:
         run = next(self._counter)
         self.limits[f"{pattern} before #{run}"] = before
         self.limits[f"{pattern} after #{run}"] = after
-        faster = max(before, after, key=rate)
-        note = (
-            f"the raw limit measured just before and just after: {rate(before):,.0f} and "
-            f"{rate(after):,.0f}/s; the faster is the limit"
-        )
-        return result, faster, note
+        return result, Bracket(before, after)
 
     async def end_scenario(self) -> None:
         """Kill every process the scenario started and delete its streams and buckets."""
@@ -168,6 +160,25 @@ class Bench:
 
     def _log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}-{next(self._counter)}.log"
+
+
+@dataclass(frozen=True, slots=True)
+class Bracket:
+    """The raw results measured just before and just after a figure (`Bench.bracketed`)."""
+
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+    def faster(self, rate: Callable[[dict[str, Any]], float]) -> dict[str, Any]:
+        """The side whose `rate` is higher: the limit that never flatters the figure."""
+        return max(self.before, self.after, key=rate)
+
+    def note(self, what: str, rate: Callable[[dict[str, Any]], float]) -> str:
+        """A row note giving both sides of `what`."""
+        return (
+            f"{what}: the raw limit measured just before and just after, {rate(self.before):,.0f}"
+            f" and {rate(self.after):,.0f}/s; the faster is the limit"
+        )
 
 
 async def _delete_streams(url: str, prefixes: Sequence[str]) -> None:
@@ -270,6 +281,11 @@ async def _pubsub(bench: Bench, **peak: Any) -> dict[str, Any]:
     return {**published, **received}
 
 
+async def _pubsub_peak(bench: Bench) -> dict[str, Any]:
+    """`_pubsub` with half a second of paced events only: for its flat-out figures."""
+    return await _pubsub(bench, peak_body="x" * 16)
+
+
 async def _pubsub_event(bench: Bench) -> dict[str, Any]:
     """`_pubsub` whose flat-out messages are a CloudEvent as MABEAM publishes it (the
     config's `events_mode`): what nats-py alone does with the same bytes."""
@@ -330,6 +346,7 @@ _LIMITS = {
     "reqrep_durable": _reqrep_durable,
     "durable_consumer": _durable_consumer,
     "pubsub": _pubsub,
+    "pubsub_peak": _pubsub_peak,
     "pubsub_event": _pubsub_event,
     "kv": _kv,
     "spawn": _spawn,

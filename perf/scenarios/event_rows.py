@@ -54,13 +54,16 @@ async def event_system(bench: Bench, m: Measurements) -> None:
     prefix = bench.prefix("event")
     await bench.runner(prefix, agents=[SINK])
     sizes = bench.sizes
-    result = await bench.run_worker(
-        "events.event_load",
-        timeout=_TIMEOUT,
-        prefix=prefix,
-        rate=_EVENT_RATE,
-        seconds=sizes.event_seconds,
-        peak=sizes.event_peak,
+    result, bracket = await bench.bracketed(
+        "pubsub_peak",
+        lambda: bench.run_worker(
+            "events.event_load",
+            timeout=_TIMEOUT,
+            prefix=prefix,
+            rate=_EVENT_RATE,
+            seconds=sizes.event_seconds,
+            peak=sizes.event_peak,
+        ),
     )
     steady, peak = result["paced"], result["peak"]
     m.set("rate", steady["count"] / result["paced_seconds"])
@@ -72,16 +75,20 @@ async def event_system(bench: Bench, m: Measurements) -> None:
     if peak["rate"] is not None:
         delivered = f"{peak['count']:,} of {result['peak_published']:,} delivered"
         m.set("peak", peak["rate"], note=delivered)
-    m.limit("peak", raw["peak_rate"], "raw pub→sub flat out")
+    peak_limit = bracket.faster(_peak_rate)["peak_rate"]
+    m.limit("peak", peak_limit, "raw pub→sub flat out")
+    m.note(bracket.note("peak", _peak_rate))
     m.set("publish", result["peak_publish_rate"])
-    m.limit("publish", raw["peak_publish_rate"], "raw nats-py publishing 16 bytes flat out")
+    publish_limit = bracket.faster(_publish_rate)["peak_publish_rate"]
+    m.limit("publish", publish_limit, "raw nats-py publishing 16 bytes flat out")
+    m.note(bracket.note("publish", _publish_rate))
     m.note("the subscriber is a `bench_sink` agent (mailbox 200,000) on its own runner")
     event = await bench.limit("pubsub_event")
     same = event["peak_rate"]
     if same and peak["rate"] is not None:
         m.note(
             f"raw nats-py flat out with the same CloudEvent (its header, its body): "
-            f"{same:,.0f}/s, {same / raw['peak_rate']:.2f}x the 16-byte limit; the peak above "
+            f"{same:,.0f}/s, {same / peak_limit:.2f}x the 16-byte limit; the peak above "
             f"is {peak['rate'] / same:.2f}x of it"
         )
     m.note(
@@ -89,6 +96,14 @@ async def event_system(bench: Bench, m: Measurements) -> None:
         f"publish rate above is {result['peak_publish_rate'] / event['peak_publish_rate']:.2f}x"
         " of it"
     )
+
+
+def _peak_rate(raw: dict[str, Any]) -> float:
+    return float(raw["peak_rate"] or 0.0)
+
+
+def _publish_rate(raw: dict[str, Any]) -> float:
+    return float(raw["peak_publish_rate"])
 
 
 async def event_load(params: dict[str, Any]) -> dict[str, Any]:
