@@ -37,7 +37,7 @@ from mabeam.core.errors import (
 )
 from mabeam.core.headers import HeaderBlock
 from mabeam.core.ids import unique_id
-from mabeam.core.names import CALL_ID_HEADER, validate_id
+from mabeam.core.names import CALL_ID_HEADER, validate_call_id, validate_id
 from mabeam.core.replies import result_of
 from mabeam.core.timeouts import valid_timeout, wheel_of
 from mabeam.registry.buckets import Bucket
@@ -300,7 +300,7 @@ class Retry:
 
 def _headers(call_id: str | None, headers: dict[str, str] | None) -> dict[str, str]:
     """The headers of a call: `headers` and the call id (`call_id`, checked, or a new one)."""
-    named = new_call_id() if call_id is None else validate_id(call_id, "call id")
+    named = new_call_id() if call_id is None else validate_call_id(call_id)
     if headers:
         return {**headers, CALL_ID_HEADER: named}
     return {CALL_ID_HEADER: named}

@@ -12,7 +12,7 @@ from typing import Final
 from mabeam.agents.mailbox import Envelope, EnvelopeKind
 from mabeam.core.codec import decode_object
 from mabeam.core.messages import Message
-from mabeam.core.names import CALL_ID_HEADER, validate_id
+from mabeam.core.names import CALL_ID_HEADER, validate_call_id, validate_id
 
 __all__ = ["IMMEDIATE", "QUEUED_CONTROL", "call_id_of", "decode_message"]
 
@@ -27,7 +27,7 @@ def decode_message(message: Message, action: str, max_payload: int) -> Envelope:
     validate_id(action, "action name")
     headers = message.headers or None
     if headers is not None and CALL_ID_HEADER in headers:
-        validate_id(headers[CALL_ID_HEADER], "call id")
+        validate_call_id(headers[CALL_ID_HEADER])
     if action in IMMEDIATE:
         return Envelope(EnvelopeKind.CONTROL, action, reply=message.reply or None)
     args = decode_object(message.data, max_size=max_payload)

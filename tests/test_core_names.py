@@ -6,6 +6,7 @@ from mabeam.core import names
 from mabeam.core.errors import BadRequestError
 from mabeam.core.names import (
     Subjects,
+    validate_call_id,
     validate_id,
     validate_pattern,
     validate_prefix,
@@ -140,3 +141,11 @@ def test_remembered_ids_stay_valid_and_bounded() -> None:
     assert len(names._valid_ids) <= names._VALID_IDS_AT_MOST
     with pytest.raises(BadRequestError, match="must match"):
         validate_id("still bad", "agent id")
+
+
+def test_call_ids_follow_the_id_rule_and_are_not_remembered() -> None:
+    assert validate_call_id("c4f1e2-17") == "c4f1e2-17"
+    assert "c4f1e2-17" not in names._valid_ids  # one per call: remembering them is waste
+    for bad in ("", "a b", "x" * 129, 7):
+        with pytest.raises(BadRequestError, match="call id"):
+            validate_call_id(bad)
