@@ -183,10 +183,9 @@ class Caller:
         wait = (
             self._connection.config.request_timeout if timeout is None else valid_timeout(timeout)
         )
-        subject = subject or self._connection.subjects.agent(agent_id, action)
         started = time.monotonic()
         retry: Retry | None = None
-        on_wire: HeaderBlock | None = None  # built once, and only if the call goes on the wire
+        on_wire: tuple[str, HeaderBlock] | None = None  # built once, if the call goes there
         while True:
             target = self._local(agent_id) if self._local is not None else None
             try:
@@ -197,8 +196,11 @@ class Caller:
                         "not connected to NATS (reconnecting): the call was not sent"
                     )
                 if on_wire is None:
-                    on_wire = HeaderBlock(sent)
-                reply = await self._connection.request(subject, body, timeout=wait, headers=on_wire)
+                    wire_subject = subject or self._connection.subjects.agent(agent_id, action)
+                    on_wire = (wire_subject, HeaderBlock(sent))
+                reply = await self._connection.request(
+                    on_wire[0], body, timeout=wait, headers=on_wire[1]
+                )
                 return result_of(reply.headers, reply.data)
             except (ReplyTimeoutError, UnavailableError) as error:
                 if retry is None:
