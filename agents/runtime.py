@@ -440,19 +440,41 @@ class Runtime:
         await host.left()  # long done: its unsubscription went out before the writes above
 
     async def _remove_for_good(self, host: AgentHost) -> None:
-        """An agent gone for good: its record, its snapshot, its reminders and the consumers of
-        its durable event handlers (each, if left, would reach the next agent of that id, or
-        activate a virtual one again). What cannot be dropped now is logged: the agent is gone
-        all the same."""
+        """An agent gone for good: its snapshot, its reminders and the consumers of its durable
+        event handlers (each, if left, would reach the next agent of that id, or activate a
+        virtual one again), all at once, then its record, which frees its id. What cannot be
+        dropped now is logged: the agent is gone all the same. A snapshot left behind is also
+        raised, once the record is gone, as 500 (not a 503 that a caller would retry into "no
+        responders"): an agent spawned later with this id would start from it."""
         agent_id = host.agent_id
+        snapshot, _, _ = await asyncio.gather(
+            self._delete_snapshot(host),
+            self._forget_reminders(agent_id),
+            delete_consumers(self.connection, host.agent_type, agent_id),
+        )
         await self.registry.unregister(agent_id)
-        if host.uses_snapshots(host.agent_type):
-            await self.snapshots.delete(agent_id)
+        if snapshot is not None:
+            raise ActionFailedError(
+                f"agent {agent_id} stopped, but its snapshot could not be deleted"
+                f" ({snapshot.message}): an agent spawned with this id would start from it"
+            ) from snapshot
+
+    async def _delete_snapshot(self, host: AgentHost) -> MabeamError | None:
+        """Delete a stopped agent's snapshot; the error, if it could not."""
+        if not host.uses_snapshots(host.agent_type):
+            return None
+        try:
+            await self.snapshots.delete(host.agent_id)
+        except MabeamError as error:
+            log.warning("runtime.snapshot_not_deleted", agent=host.agent_id, error=error.message)
+            return error
+        return None
+
+    async def _forget_reminders(self, agent_id: str) -> None:
         try:
             await self.reminders.forget_all(agent_id)
         except MabeamError as error:
             log.warning("runtime.reminders_not_forgotten", agent=agent_id, error=error.message)
-        await delete_consumers(self.connection, host.agent_type, agent_id)
 
     async def release_agent(self, host: AgentHost) -> None:
         """Stop a hosted agent for a hand-over: queue finished, snapshot kept, record kept."""

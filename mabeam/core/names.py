@@ -257,6 +257,11 @@ class Subjects:
         (`*` for a name: all of an agent's)."""
         return f"{self.reminders_root}.def.{agent_id}.{name}"
 
+    def reminder_subjects(self, agent_id: str, name: str) -> str:
+        """A reminder's definition and firing subjects at once: `P.reminders.*.<agent>.<name>`
+        (`*` for a name: all of an agent's), for one purge that forgets both together."""
+        return f"{self.reminders_root}.*.{agent_id}.{name}"
+
     def reminder_firing(self, agent_id: str, name: str) -> str:
         """The subject the server fires one reminder on: `P.reminders.fire.<agent>.<name>`
         (`*` and `>` as wildcards)."""
