@@ -64,3 +64,8 @@ def test_utc_is_read_in_every_rfc3339_spelling(zone: str) -> None:
 def test_bad_times(text: str) -> None:
     with pytest.raises(BadRequestError):
         parse_rfc3339(text)
+
+
+def test_a_bad_time_is_named_as_it_was_written() -> None:
+    with pytest.raises(BadRequestError, match="'2026-01-02T03:04:05zz' is not an RFC 3339"):
+        parse_rfc3339("2026-01-02T03:04:05zz")

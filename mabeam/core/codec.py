@@ -92,10 +92,10 @@ def now_rfc3339() -> str:
 
 def parse_rfc3339(text: str) -> datetime:
     """Parse an RFC 3339 timestamp (with `Z` or an offset) into an aware datetime."""
-    if "z" in text:  # RFC 3339 allows it; fromisoformat (3.11) reads "Z" only, and "z" oddly
-        text = text.replace("z", "+00:00")
+    # RFC 3339 allows "z"; fromisoformat (3.11) reads "Z" itself, and "z" oddly
+    readable = text.replace("z", "+00:00") if "z" in text else text
     try:
-        parsed = datetime.fromisoformat(text)
+        parsed = datetime.fromisoformat(readable)
     except ValueError as exc:
         raise BadRequestError(f"{text!r} is not an RFC 3339 time") from exc
     if parsed.tzinfo is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
@@ -78,7 +78,7 @@ def stream_position(msg: Message) -> tuple[int, int]:
     to deliver after it, read from the reply subject as nats-py's `msg.metadata` reads them
     (both forms of `$JS.ACK.`) at a tenth of its cost: `metadata` also builds a datetime and
     three dataclasses, 5 µs against 0.5 (one per change for every registry replica).
-    `BadRequestError` when the reply subject is not a JetStream acknowledgement's."""
+    `BadRequestError` when the reply subject is not a JetStream delivery's."""
     tokens = (msg.reply or "").split(".")
     count = len(tokens)
     if tokens[:2] == ["$JS", "ACK"] and (count == _V1_TOKENS or count >= _V2_TOKENS - 1):
@@ -91,9 +91,9 @@ def stream_position(msg: Message) -> tuple[int, int]:
     raise BadRequestError(f"{msg.reply!r} is not the reply subject of a JetStream delivery")
 
 
-_V1_TOKENS = 9
+_V1_TOKENS: Final = 9
 """`$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>`."""
-_V2_TOKENS = 12
+_V2_TOKENS: Final = 12
 """The same after a domain and an account hash, and a random token at the end (which nats-py,
 and so this, lets be absent)."""
 
