@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from mabeam.bus.event import EventMode, encode_event, new_event
 from mabeam.core.config import Config
@@ -37,7 +37,8 @@ RUNNER_OPTIONS = ("--http-port", "0")
 on every action) served on a free port; its heartbeat is the runner's default."""
 
 _RAW_AGENTS = 100
-T = TypeVar("T")
+_SHORT_PACED = 0.5
+"""Seconds of paced messages before a flood measured for its flat-out figures only."""
 
 
 class Bench:
@@ -130,16 +131,16 @@ class Bench:
         return self.limits[pattern]
 
     async def bracketed(
-        self, pattern: str, figure: Callable[[], Awaitable[T]]
-    ) -> tuple[T, Bracket]:
-        """Run `figure` between two fresh measurements of the raw limit `pattern`: its result
-        and both raw results, also kept in `limits` as `<pattern> before #n` and `... after
-        #n`."""
+        self, pattern: str, worker: str, *, timeout: float, **params: Any
+    ) -> tuple[dict[str, Any], Bracket]:
+        """Run the worker `worker` (`run_worker`) between two fresh measurements of the raw
+        limit `pattern`: its result and both raw results, also kept in `limits` as `<pattern>
+        before #n` and `... after #n`."""
         measure = _LIMITS.get(pattern)
         if measure is None:
             raise PerfError(f"no raw limit called {pattern!r}")
         before = await measure(self)
-        result = await figure()
+        result = await self.run_worker(worker, timeout=timeout, **params)
         after = await measure(self)
         run = next(self._counter)
         self.limits[f"{pattern} before #{run}"] = before
@@ -262,7 +263,9 @@ async def _requests(
     return result
 
 
-async def _pubsub(bench: Bench, **peak: Any) -> dict[str, Any]:
+async def _pubsub(bench: Bench, *, paced: float | None = None, **peak: Any) -> dict[str, Any]:
+    """Raw pub→sub: `paced` seconds at 10k/s (the run's `event_seconds` by default), then the
+    flat-out flood of `peak_count` messages (16 bytes, or `peak_body` with `peak_headers`)."""
     sizes = bench.sizes
     subject = f"{bench.prefix('raw')}.raw"
     timeout = sizes.event_seconds + 120
@@ -273,7 +276,7 @@ async def _pubsub(bench: Bench, **peak: Any) -> dict[str, Any]:
         timeout=timeout,
         subject=subject,
         rate=10_000,
-        duration=sizes.event_seconds if not peak else 0.5,
+        duration=sizes.event_seconds if paced is None else paced,
         peak_count=sizes.event_peak,
         **peak,
     )
@@ -283,7 +286,7 @@ async def _pubsub(bench: Bench, **peak: Any) -> dict[str, Any]:
 
 async def _pubsub_peak(bench: Bench) -> dict[str, Any]:
     """`_pubsub` with half a second of paced events only: for its flat-out figures."""
-    return await _pubsub(bench, peak_body="x" * 16)
+    return await _pubsub(bench, paced=_SHORT_PACED)
 
 
 async def _pubsub_event(bench: Bench) -> dict[str, Any]:
@@ -292,7 +295,9 @@ async def _pubsub_event(bench: Bench) -> dict[str, Any]:
     config = Config.from_env(nats_url=bench.url, prefix="perf")
     event = new_event("bench.peak", "perf.events.bench.peak", {"i": 0}, source="/clients/perf")
     body, headers = encode_event(event, cast(EventMode, config.events_mode))
-    return await _pubsub(bench, peak_body=body.decode(), peak_headers=dict(headers))
+    return await _pubsub(
+        bench, paced=_SHORT_PACED, peak_body=body.decode(), peak_headers=dict(headers)
+    )
 
 
 async def _kv(bench: Bench) -> dict[str, Any]:

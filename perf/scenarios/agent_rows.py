@@ -147,16 +147,14 @@ async def _wire_calls(
     sizes = bench.sizes
     wire, bracket = await bench.bracketed(
         "reqrep_wide",
-        lambda: bench.run_worker(
-            "agents.action_load",
-            timeout=_TIMEOUT,
-            pids=bench.pids(runner=runner),
-            prefix=prefix,
-            agent_type=agent_type,
-            agents=sizes.action_agents,
-            total=sizes.action_calls,
-            in_flight=256,
-        ),
+        "agents.action_load",
+        timeout=_TIMEOUT,
+        pids=bench.pids(runner=runner),
+        prefix=prefix,
+        agent_type=agent_type,
+        agents=sizes.action_agents,
+        total=sizes.action_calls,
+        in_flight=256,
     )
     raw = bracket.faster(_wide_rate)
     m.note(bracket.note(f"calls to {agent_type}", _wide_rate))

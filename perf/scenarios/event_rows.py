@@ -56,14 +56,12 @@ async def event_system(bench: Bench, m: Measurements) -> None:
     sizes = bench.sizes
     result, bracket = await bench.bracketed(
         "pubsub_peak",
-        lambda: bench.run_worker(
-            "events.event_load",
-            timeout=_TIMEOUT,
-            prefix=prefix,
-            rate=_EVENT_RATE,
-            seconds=sizes.event_seconds,
-            peak=sizes.event_peak,
-        ),
+        "events.event_load",
+        timeout=_TIMEOUT,
+        prefix=prefix,
+        rate=_EVENT_RATE,
+        seconds=sizes.event_seconds,
+        peak=sizes.event_peak,
     )
     steady, peak = result["paced"], result["peak"]
     m.set("rate", steady["count"] / result["paced_seconds"])

@@ -52,13 +52,11 @@ async def registry(bench: Bench, m: Measurements) -> None:
     await bench.runner(prefix, "r2", agents=[PROBE])
     result, bracket = await bench.bracketed(
         "kv",
-        lambda: bench.run_worker(
-            "registry.registry_load",
-            timeout=_TIMEOUT,
-            prefix=prefix,
-            ops=bench.sizes.registry_ops,
-            concurrent=bench.sizes.registry_concurrent,
-        ),
+        "registry.registry_load",
+        timeout=_TIMEOUT,
+        prefix=prefix,
+        ops=bench.sizes.registry_ops,
+        concurrent=bench.sizes.registry_concurrent,
     )
     raw = bracket.faster(_put_rate)
     m.note(bracket.note("concurrent ops (KV puts, 64 in flight)", _put_rate))
